@@ -1,0 +1,256 @@
+"""The Spark-free sentence encoder: texts in, float32 embeddings out, input order kept."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from synapseml_ext.engine.batching import TokenBatch, pad_batches, plan_batches
+from synapseml_ext.engine.hardware import cuda_device_count, task_cpu_share
+from synapseml_ext.engine.model_files import ModelFiles, cached_model_files
+from synapseml_ext.engine.probe import probe_texts
+from synapseml_ext.engine.runtimes import Backend, choose_runtime, load_backend
+from synapseml_ext.engine.spec import EncoderSpec
+
+log = logging.getLogger("synapseml_ext.engine")
+
+
+class Tokenized:
+    """Token ids of a list of texts, truncated, unpadded."""
+
+    def __init__(self, ids: list[list[int]]) -> None:
+        self.ids = ids
+        self.lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+
+
+@dataclass
+class LoadedModel:
+    """The heavy part of an encoder, shared by encoders that differ only in light options
+    (prompt, normalisation, batch sizes)."""
+
+    files: ModelFiles
+    tokenizer: object
+    backend: Backend
+    reason: str
+    load_seconds: float
+    dimension: int
+
+    def tokenize(self, texts: Sequence[str]) -> Tokenized:
+        if self.files.do_lower_case:
+            texts = [t.lower() for t in texts]
+        encoded = self.tokenizer(
+            list(texts),
+            truncation=True,
+            max_length=self.files.max_seq_length,
+            padding=False,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )
+        return Tokenized(encoded["input_ids"])
+
+    @property
+    def pad_id(self) -> int:
+        pad = getattr(self.tokenizer, "pad_token_id", None)
+        return int(pad) if pad is not None else 0
+
+
+@dataclass
+class EncodeStats:
+    rows: int = 0
+    tokens: int = 0
+    padded_tokens: int = 0
+    seconds: float = 0.0
+
+    def add(self, other: EncodeStats) -> None:
+        self.rows += other.rows
+        self.tokens += other.tokens
+        self.padded_tokens += other.padded_tokens
+        self.seconds += other.seconds
+
+
+class SentenceEncoder:
+    """Encodes texts with one sentence-transformers model on one runtime.
+
+    >>> enc = SentenceEncoder(EncoderSpec(model="/path/to/all-MiniLM-L6-v2", runtime="onnx"))
+    >>> enc.encode(["a sentence", "another one"]).shape        # doctest: +SKIP
+    (2, 384)
+    """
+
+    def __init__(self, spec: EncoderSpec, loaded: LoadedModel | None = None) -> None:
+        self.spec = spec
+        self.model = loaded if loaded is not None else load_model(spec)
+        files = self.model.files
+        self.normalize = files.normalize if spec.normalize is None else spec.normalize
+        backend = self.model.backend
+        self.max_tokens = spec.max_tokens_per_batch or backend.default_max_tokens
+        self.stats = EncodeStats()
+
+    @property
+    def runtime(self) -> str:
+        return self.model.backend.runtime
+
+    @property
+    def precision(self) -> str:
+        return self.model.backend.precision
+
+    @property
+    def max_seq_length(self) -> int:
+        return self.model.files.max_seq_length
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """float32 ``(len(texts), dim)``; row ``i`` is the embedding of ``texts[i]``."""
+        if len(texts) == 0:
+            return np.empty((0, self.model.dimension), dtype=np.float32)
+        started = time.perf_counter()
+        prompt = self.spec.prompt
+        tokens = self.model.tokenize([prompt + t for t in texts] if prompt else texts)
+        out, padded = self._run(tokens)
+        self.stats.add(EncodeStats(len(texts), int(tokens.lengths.sum()), padded,
+                                   time.perf_counter() - started))
+        return out
+
+    def _run(self, tokens: Tokenized) -> tuple[np.ndarray, int]:
+        backend = self.model.backend
+        plan = plan_batches(tokens.lengths, self.max_tokens, self.spec.batch_size,
+                            backend.pad_multiple)
+        out: np.ndarray | None = None
+        padded = 0
+        for batch in pad_batches(tokens.ids, tokens.lengths, plan, self.model.pad_id,
+                                 backend.pad_multiple):
+            vectors = backend.run(batch.input_ids, batch.attention_mask)
+            if out is None:
+                out = np.empty((len(tokens.ids), vectors.shape[1]), dtype=np.float32)
+            out[batch.rows] = vectors
+            padded += batch.input_ids.size
+        assert out is not None  # encode() handles the empty input
+        if self.normalize and len(out):
+            out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        return out, padded
+
+    @property
+    def dimension(self) -> int:
+        return self.model.dimension
+
+    def count_tokens(self, texts: Sequence[str]) -> int:
+        return int(self.model.tokenize(texts).lengths.sum())
+
+
+def load_model(spec: EncoderSpec) -> LoadedModel:
+    """Resolve files, tokenizer, runtime and precision for ``spec`` and load the weights."""
+    from transformers import AutoTokenizer
+
+    started = time.perf_counter()
+    files = cached_model_files(spec.model, spec.max_seq_length)
+    tokenizer = AutoTokenizer.from_pretrained(str(files.transformer_dir))
+    threads = spec.num_threads or task_cpu_share()
+    choice = choose_runtime(spec.runtime, spec.precision, gpus=cuda_device_count())
+    prompt_length = _prompt_length(tokenizer, spec.prompt) if not files.include_prompt else 0
+    probe = _probe_batches(tokenizer, files)
+    backend = load_backend(files, choice, num_threads=threads, cache_dir=spec.cache_dir,
+                           prompt_length=prompt_length, min_cosine=spec.min_cosine, probe=probe)
+    smallest = probe[-1]
+    dimension = backend.run(smallest.input_ids[:1], smallest.attention_mask[:1]).shape[1]
+    seconds = time.perf_counter() - started
+    loaded = LoadedModel(files, tokenizer, backend, choice.reason, seconds, int(dimension))
+    log.info(
+        "synapseml-ext loaded %s: runtime=%s precision=%s device=%s threads=%d (%s) in %.1fs, "
+        "pid %d", files.root.name, backend.runtime, backend.precision, backend.device,
+        backend.num_threads, choice.reason, seconds, os.getpid())
+    record_event("load", model=str(files.root), runtime=backend.runtime,
+                 precision=backend.precision, threads=backend.num_threads,
+                 reason=choice.reason, seconds=round(seconds, 3), cache_dir=spec.cache_dir)
+    return loaded
+
+
+def _prompt_length(tokenizer, prompt: str) -> int:
+    if not prompt:
+        return 0
+    # The prompt's tokens without the trailing special token, as sentence-transformers counts.
+    return max(0, len(tokenizer(prompt)["input_ids"]) - 1)
+
+
+def _probe_batches(tokenizer, files: ModelFiles) -> list[TokenBatch]:
+    texts = probe_texts()
+    ids = tokenizer(list(texts), truncation=True, max_length=files.max_seq_length)["input_ids"]
+    lengths = np.array([len(x) for x in ids])
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    plan = plan_batches(lengths, max_tokens=2048, max_rows=8)
+    return list(pad_batches(ids, lengths, plan, pad))
+
+
+# ---------------------------------------------------------------------------------------
+# One model per Python worker
+
+
+class ModelCache:
+    """Loaded models of this process, least recently used first out.
+
+    Spark reuses Python workers across tasks (``spark.python.worker.reuse``, on by default),
+    so a model loaded by one task serves every later task and ``transform()`` call in the
+    same worker. Keyed by the options that change the loaded weights; light options
+    (prompt, normalisation, batch sizes) share one entry.
+    """
+
+    _lock = threading.Lock()
+    _models: OrderedDict[tuple, LoadedModel] = OrderedDict()
+    max_models = int(os.environ.get("SYNAPSEML_EXT_MAX_MODELS", "2"))
+
+    @classmethod
+    def get(cls, spec: EncoderSpec) -> LoadedModel:
+        key = cls.key(spec)
+        with cls._lock:
+            loaded = cls._models.get(key)
+            if loaded is not None:
+                cls._models.move_to_end(key)
+                return loaded
+            loaded = load_model(spec)
+            cls._models[key] = loaded
+            while len(cls._models) > cls.max_models:
+                cls._models.popitem(last=False)
+            return loaded
+
+    @staticmethod
+    def key(spec: EncoderSpec) -> tuple:
+        light = replace(spec, normalize=None, batch_size=1, max_tokens_per_batch=0)
+        files_need_prompt = _prompt_changes_weights(spec)
+        if not files_need_prompt:
+            light = replace(light, prompt="")
+        return tuple(sorted(light.to_dict().items()))
+
+    @classmethod
+    def clear(cls) -> None:
+        with cls._lock:
+            cls._models.clear()
+
+
+def _prompt_changes_weights(spec: EncoderSpec) -> bool:
+    if not spec.prompt:
+        return False
+    try:
+        return not cached_model_files(spec.model, spec.max_seq_length).include_prompt
+    except Exception:
+        return True
+
+
+def get_encoder(spec: EncoderSpec) -> SentenceEncoder:
+    """An encoder for ``spec`` on the model cached in this process (loaded on first use)."""
+    return SentenceEncoder(spec, ModelCache.get(spec))
+
+
+def record_event(event: str, **fields) -> None:
+    """Append a JSON line to ``$SYNAPSEML_EXT_EVENT_LOG`` when set: a trace of model loads
+    across worker processes, for diagnostics and tests."""
+    path = os.environ.get("SYNAPSEML_EXT_EVENT_LOG")
+    if not path:
+        return
+    line = json.dumps({"event": event, "pid": os.getpid(), "time": time.time(), **fields})
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(line + "\n")

@@ -1,0 +1,91 @@
+"""What the machine running the encoder offers: CPU flags, CPU share, GPUs.
+
+Everything here runs where the model runs (an executor's Python worker), never on the
+driver: the driver's hardware says nothing about the executors'.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from collections.abc import Iterable
+from functools import lru_cache
+
+
+@lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """The CPU feature flags of this machine (Linux ``/proc/cpuinfo``; empty elsewhere)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+@lru_cache(maxsize=1)
+def cpu_model_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def choose_cpu_precision(flags: Iterable[str]) -> tuple[str, str]:
+    """``(precision, reason)`` for ``precision="auto"`` on a CPU with these flags.
+
+    bf16 wins where the CPU multiplies bf16 in hardware: AMX tiles (Sapphire Rapids and
+    later) or AVX-512 BF16 dot products (Cooper Lake, Zen 4 and later; measured faster than
+    fp32 for MiniLM in docs/benchmarks.md). Without either, bf16 is emulated and slower.
+    """
+    flags = set(flags)
+    if "amx_bf16" in flags:
+        return "bf16", "CPU has AMX-BF16"
+    if "avx512_bf16" in flags:
+        return "bf16", "CPU has AVX512-BF16"
+    return "fp32", "CPU has neither AMX-BF16 nor AVX512-BF16"
+
+
+def cpu_signature() -> str:
+    """Identifies the CPU kind for caches of per-CPU verdicts."""
+    relevant = sorted(f for f in cpu_flags() if "bf16" in f or f.startswith(("amx", "avx512")))
+    return f"{cpu_model_name()}|{' '.join(relevant)}"
+
+
+def task_cpu_share() -> int:
+    """Threads this process may use: the Spark task's CPUs (``spark.task.cpus``) inside a
+    task, else the CPUs this process may run on. Several tasks on one machine then split its
+    cores instead of each taking all of them."""
+    try:
+        from pyspark import TaskContext
+
+        context = TaskContext.get()
+    except ImportError:
+        context = None
+    if context is not None:
+        try:
+            return max(1, int(context.cpus()))
+        except Exception:
+            return 1
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def cuda_device_count() -> int:
+    """Visible CUDA devices, 0 where torch has no CUDA or no GPU is present."""
+    try:
+        import torch
+    except ImportError:
+        return 0
+    try:
+        return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except Exception:
+        return 0

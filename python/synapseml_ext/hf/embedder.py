@@ -1,0 +1,243 @@
+"""``HuggingFaceSentenceEmbedder``: a text column in, an ``array<float>`` embedding column out."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+
+import pandas as pd
+from pyspark import keyword_only
+from pyspark.accumulators import Accumulator, AccumulatorParam
+from pyspark.ml import Transformer
+from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, StructType
+
+from synapseml_ext.hf.params import _SentenceEmbedderParams
+
+__all__ = ["HuggingFaceSentenceEmbedder"]
+
+log = logging.getLogger("synapseml_ext.hf")
+
+EMBEDDING_TYPE = ArrayType(FloatType(), containsNull=False)
+
+
+class HuggingFaceSentenceEmbedder(
+    Transformer, _SentenceEmbedderParams, DefaultParamsReadable, DefaultParamsWritable
+):
+    """Sentence embeddings of a text column with any sentence-transformers model.
+
+    Drop-in for ``synapse.ml.hf.HuggingFaceSentenceEmbedder`` (same keyword constructor):
+    the model loads once per Python worker and serves every later task and ``transform()``
+    call there; rows are sorted by token length and cut into token-budget batches inside
+    each Arrow batch; the output keeps every input row, column and the row order. A null
+    text gives a null embedding, an empty string the model's embedding of ``""``.
+
+    Examples
+    --------
+    >>> from synapseml_ext.hf import HuggingFaceSentenceEmbedder
+    >>> emb = HuggingFaceSentenceEmbedder(modelName=model_dir, inputCol="text",
+    ...                                   outputCol="embeddings", runtime="onnx")
+    >>> df = spark.createDataFrame([("desserts",), ("disgusting",)], ["text"])
+    >>> out = emb.transform(df)
+    >>> out.columns
+    ['text', 'embeddings']
+    >>> len(out.head().embeddings)
+    384
+    >>> emb.save(temp_path + "/embedder")
+    >>> loaded = HuggingFaceSentenceEmbedder.load(temp_path + "/embedder")
+    >>> loaded.getRuntime(), loaded.getInputCol()
+    ('onnx', 'text')
+    """
+
+    @keyword_only
+    def __init__(
+        self,
+        *,
+        inputCol: str | None = None,
+        outputCol: str | None = None,
+        runtime: str | None = None,
+        batchSize: int | None = None,
+        modelName: str | None = None,
+        precision: str | None = None,
+        maxTokensPerBatch: int | None = None,
+        maxSeqLength: int | None = None,
+        normalize: bool | None = None,
+        prompt: str | None = None,
+        cacheDir: str | None = None,
+        numThreads: int | None = None,
+        minCosine: float | None = None,
+    ) -> None:
+        """
+        __init__(self, *, inputCol=None, outputCol="embeddings", runtime="auto", batchSize=256,
+                 modelName="sentence-transformers/all-MiniLM-L6-v2", precision="auto",
+                 maxTokensPerBatch=0, maxSeqLength=0, normalize=None, prompt="", cacheDir="",
+                 numThreads=0, minCosine=0.999)
+
+        ``None`` leaves a Param at its default, as SynapseML's constructor does.
+        """
+        super().__init__()
+        self.setParams(**self._input_kwargs)
+
+    @keyword_only
+    def setParams(
+        self,
+        *,
+        inputCol: str | None = None,
+        outputCol: str | None = None,
+        runtime: str | None = None,
+        batchSize: int | None = None,
+        modelName: str | None = None,
+        precision: str | None = None,
+        maxTokensPerBatch: int | None = None,
+        maxSeqLength: int | None = None,
+        normalize: bool | None = None,
+        prompt: str | None = None,
+        cacheDir: str | None = None,
+        numThreads: int | None = None,
+        minCosine: float | None = None,
+    ) -> HuggingFaceSentenceEmbedder:
+        """Sets params for this embedder (``None`` leaves a Param unchanged)."""
+        return self._set_checked(**self._input_kwargs)
+
+    def setInputCol(self, value: str) -> HuggingFaceSentenceEmbedder:
+        return self._set_checked(inputCol=value)
+
+    def setOutputCol(self, value: str) -> HuggingFaceSentenceEmbedder:
+        return self._set_checked(outputCol=value)
+
+    def setModelName(self, value: str) -> HuggingFaceSentenceEmbedder:
+        return self._set_checked(modelName=value)
+
+    def setRuntime(self, value: str) -> HuggingFaceSentenceEmbedder:
+        return self._set_checked(runtime=value)
+
+    def setPrecision(self, value: str) -> HuggingFaceSentenceEmbedder:
+        return self._set_checked(precision=value)
+
+    def setBatchSize(self, value: int) -> HuggingFaceSentenceEmbedder:
+        return self._set_checked(batchSize=value)
+
+    def setMaxTokensPerBatch(self, value: int) -> HuggingFaceSentenceEmbedder:
+        return self._set_checked(maxTokensPerBatch=value)
+
+    def setMaxSeqLength(self, value: int) -> HuggingFaceSentenceEmbedder:
+        return self._set_checked(maxSeqLength=value)
+
+    def setNormalize(self, value: bool) -> HuggingFaceSentenceEmbedder:
+        return self._set_checked(normalize=value)
+
+    def setPrompt(self, value: str) -> HuggingFaceSentenceEmbedder:
+        return self._set_checked(prompt=value)
+
+    def setCacheDir(self, value: str) -> HuggingFaceSentenceEmbedder:
+        return self._set_checked(cacheDir=value)
+
+    def setNumThreads(self, value: int) -> HuggingFaceSentenceEmbedder:
+        return self._set_checked(numThreads=value)
+
+    def setMinCosine(self, value: float) -> HuggingFaceSentenceEmbedder:
+        return self._set_checked(minCosine=value)
+
+    def transformSchema(self, schema: StructType) -> StructType:
+        """The output schema; raises on the driver for a missing or non-string input column
+        or an output column that already exists."""
+        if not self.isDefined(self.inputCol):
+            raise ValueError("inputCol is not set: name the text column to embed")
+        input_col, output_col = self.getInputCol(), self.getOutputCol()
+        if input_col not in schema.fieldNames():
+            raise ValueError(
+                f"inputCol {input_col!r} not found; available columns: "
+                f"{', '.join(schema.fieldNames()) or '(none)'}"
+            )
+        actual = schema[input_col].dataType
+        if not isinstance(actual, StringType):
+            raise TypeError(
+                f"inputCol {input_col!r} must be a string column, got {actual.simpleString()}"
+            )
+        if output_col in schema.fieldNames():
+            raise ValueError(
+                f"outputCol {output_col!r} already exists in the DataFrame; choose another "
+                "outputCol or drop that column first"
+            )
+        return StructType([*schema.fields, StructField(output_col, EMBEDDING_TYPE, True)])
+
+    def _transform(self, dataset: DataFrame) -> DataFrame:
+        return self._transform_with_stats(dataset, None)
+
+    def _transform_with_stats(self, dataset: DataFrame, stats: Accumulator | None) -> DataFrame:
+        """``_transform``, optionally adding each task's counts to an
+        :class:`EmbedStatsAccumulator` (classic Spark only; the CLI uses it)."""
+        self.transformSchema(dataset.schema)
+        embed = make_embed_udf(self.encoder_spec().to_dict(), stats)
+        return dataset.withColumn(self.getOutputCol(), embed(F.col(self.getInputCol())))
+
+
+def make_embed_udf(spec: dict, stats: Accumulator | None = None) -> Callable:
+    """A scalar-iterator pandas UDF ``string -> array<float>`` over ``spec`` (plain values
+    only: nothing of the stage is pickled). Runs on executors; the model comes from the
+    worker's :class:`~synapseml_ext.engine.ModelCache`."""
+    from pyspark.sql.functions import pandas_udf
+
+    @pandas_udf(EMBEDDING_TYPE)  # type: ignore[call-overload]
+    def embed(batches: Iterator[pd.Series]) -> Iterator[pd.Series]:
+        return embed_batches(spec, batches, stats)
+
+    return embed
+
+
+def embed_batches(spec: dict, batches: Iterator[pd.Series],
+                  stats: Accumulator | None = None) -> Iterator[pd.Series]:
+    """Executor side: embed each Arrow batch of texts (nulls stay null)."""
+    from synapseml_ext.engine import EncoderSpec, get_encoder
+    from synapseml_ext.engine.logs import configure_worker_logging, log_task_throughput
+
+    encoder = None
+    nulls = 0
+    for texts in batches:
+        if encoder is None:  # empty partitions never load the model
+            configure_worker_logging()
+            encoder = get_encoder(EncoderSpec(**spec))
+        nulls += int(texts.isna().sum())
+        yield embed_series(encoder, texts)
+    if encoder is not None:
+        log_task_throughput(encoder)
+        if stats is not None:
+            s = encoder.stats
+            stats.add({"rows": s.rows + nulls, "nulls": nulls, "tokens": s.tokens,
+                       "runtime": {encoder.runtime}, "precision": {encoder.precision}})
+
+
+class EmbedStatsAccumulator(AccumulatorParam):
+    """Sums rows, nulls and tokens over tasks and collects the runtimes and precisions that
+    the workers chose."""
+
+    @staticmethod
+    def create(sc) -> Accumulator:
+        return sc.accumulator(EmbedStatsAccumulator.empty(), EmbedStatsAccumulator())
+
+    @staticmethod
+    def empty() -> dict:
+        return {"rows": 0, "nulls": 0, "tokens": 0, "runtime": set(), "precision": set()}
+
+    def zero(self, value: dict) -> dict:
+        return self.empty()
+
+    def addInPlace(self, value1: dict, value2: dict) -> dict:
+        for key in ("rows", "nulls", "tokens"):
+            value1[key] += value2[key]
+        for key in ("runtime", "precision"):
+            value1[key] |= value2[key]
+        return value1
+
+
+def embed_series(encoder, texts: pd.Series) -> pd.Series:
+    present = texts.notna().to_numpy()
+    values = texts[present].tolist()
+    vectors = encoder.encode(values) if values else None
+    out: list = [None] * len(texts)
+    if vectors is not None:
+        for slot, vector in zip(present.nonzero()[0], vectors, strict=True):
+            out[slot] = vector
+    return pd.Series(out, index=texts.index, dtype=object)

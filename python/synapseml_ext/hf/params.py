@@ -1,0 +1,149 @@
+"""Params of :class:`HuggingFaceSentenceEmbedder`, one definition each (pyspark.ml style)."""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from pyspark.ml.param import Param, Params, TypeConverters
+from pyspark.ml.param.shared import HasInputCol, HasOutputCol
+
+from synapseml_ext.engine.spec import EncoderSpec, validate_option
+
+P = TypeVar("P", bound="_SentenceEmbedderParams")
+
+# Spark Param name -> EncoderSpec field. The engine validates values; Params only convert.
+PARAM_TO_SPEC = {
+    "modelName": "model",
+    "runtime": "runtime",
+    "precision": "precision",
+    "batchSize": "batch_size",
+    "maxTokensPerBatch": "max_tokens_per_batch",
+    "maxSeqLength": "max_seq_length",
+    "normalize": "normalize",
+    "prompt": "prompt",
+    "cacheDir": "cache_dir",
+    "numThreads": "num_threads",
+    "minCosine": "min_cosine",
+}
+
+
+class _SentenceEmbedderParams(HasInputCol, HasOutputCol):
+    """Params shared by the embedder and the code generated from it for Scala."""
+
+    modelName: Param[str] = Param(
+        Params._dummy(), "modelName",
+        "sentence-transformers model: a Hugging Face hub id or a local model directory",
+        typeConverter=TypeConverters.toString)
+    runtime: Param[str] = Param(
+        Params._dummy(), "runtime",
+        "where the model runs: cpu (PyTorch), onnx (ONNX Runtime), cuda (PyTorch on GPU), "
+        "tensorrt (TensorRT engine from the ONNX export), auto (best available on each worker)",
+        typeConverter=TypeConverters.toString)
+    precision: Param[str] = Param(
+        Params._dummy(), "precision",
+        "numeric precision: fp32, bf16, fp16 (GPU only) or auto (bf16 on CPUs with AMX-BF16 or "
+        "AVX512-BF16 and fp16 on GPUs, fp32 elsewhere)",
+        typeConverter=TypeConverters.toString)
+    batchSize: Param[int] = Param(
+        Params._dummy(), "batchSize",
+        "maximum number of rows per model call (rows are also cut by maxTokensPerBatch)",
+        typeConverter=TypeConverters.toInt)
+    maxTokensPerBatch: Param[int] = Param(
+        Params._dummy(), "maxTokensPerBatch",
+        "maximum padded tokens per model call; 0 lets the runtime choose (about 1-2k on CPU, "
+        "sized to memory on GPU)",
+        typeConverter=TypeConverters.toInt)
+    maxSeqLength: Param[int] = Param(
+        Params._dummy(), "maxSeqLength",
+        "truncate texts to this many tokens; 0 uses the model's max_seq_length",
+        typeConverter=TypeConverters.toInt)
+    normalize: Param[bool] = Param(
+        Params._dummy(), "normalize",
+        "L2-normalise embeddings; unset follows the model (its Normalize module)",
+        typeConverter=TypeConverters.toBoolean)
+    prompt: Param[str] = Param(
+        Params._dummy(), "prompt",
+        "text put before every input, e.g. 'query: ' or 'passage: ' for e5 models",
+        typeConverter=TypeConverters.toString)
+    cacheDir: Param[str] = Param(
+        Params._dummy(), "cacheDir",
+        "directory for ONNX exports, TensorRT engines and precision verdicts; empty uses "
+        "$SYNAPSEML_EXT_CACHE or the user cache directory; a shared path (e.g. /dbfs/...) lets "
+        "all nodes reuse one build",
+        typeConverter=TypeConverters.toString)
+    numThreads: Param[int] = Param(
+        Params._dummy(), "numThreads",
+        "intra-op threads per task; 0 uses the task's CPU share (spark.task.cpus)",
+        typeConverter=TypeConverters.toInt)
+    minCosine: Param[float] = Param(
+        Params._dummy(), "minCosine",
+        "quality guard for reduced precision: minimum cosine to fp32 on the probe texts, "
+        "below which the worker falls back to fp32; 0 disables the check",
+        typeConverter=TypeConverters.toFloat)
+
+    def __init__(self, *args) -> None:
+        super().__init__(*args)
+        self._setDefault(
+            outputCol="embeddings",
+            modelName="sentence-transformers/all-MiniLM-L6-v2",
+            runtime="auto",
+            precision="auto",
+            batchSize=256,
+            maxTokensPerBatch=0,
+            maxSeqLength=0,
+            prompt="",
+            cacheDir="",
+            numThreads=0,
+            minCosine=0.999,
+        )
+
+    def _set_checked(self: P, **kwargs) -> P:
+        """``_set`` after the engine's validation; ``None`` means "leave unset" (SynapseML's
+        constructor passes ``None`` for every argument it was not given)."""
+        values = {k: v for k, v in kwargs.items() if v is not None}
+        for name, value in values.items():
+            spec_name = PARAM_TO_SPEC.get(name)
+            if spec_name is not None:
+                param = self.getParam(name)
+                validate_option(spec_name, param.typeConverter(value))
+        return self._set(**values)
+
+    def encoder_spec(self) -> EncoderSpec:
+        """The engine options these Params describe (plain values, safe to ship to workers)."""
+        values = {spec: self.getOrDefault(name) for name, spec in PARAM_TO_SPEC.items()
+                  if self.isDefined(self.getParam(name))}
+        return EncoderSpec(**values)
+
+    def getModelName(self) -> str:
+        return self.getOrDefault(self.modelName)
+
+    def getRuntime(self) -> str:
+        return self.getOrDefault(self.runtime)
+
+    def getPrecision(self) -> str:
+        return self.getOrDefault(self.precision)
+
+    def getBatchSize(self) -> int:
+        return self.getOrDefault(self.batchSize)
+
+    def getMaxTokensPerBatch(self) -> int:
+        return self.getOrDefault(self.maxTokensPerBatch)
+
+    def getMaxSeqLength(self) -> int:
+        return self.getOrDefault(self.maxSeqLength)
+
+    def getNormalize(self) -> bool | None:
+        """``None`` while unset: the model's own configuration decides."""
+        return self.getOrDefault(self.normalize) if self.isDefined(self.normalize) else None
+
+    def getPrompt(self) -> str:
+        return self.getOrDefault(self.prompt)
+
+    def getCacheDir(self) -> str:
+        return self.getOrDefault(self.cacheDir)
+
+    def getNumThreads(self) -> int:
+        return self.getOrDefault(self.numThreads)
+
+    def getMinCosine(self) -> float:
+        return self.getOrDefault(self.minCosine)

@@ -1,0 +1,87 @@
+"""The seed quickstart, end to end on local Spark: embed reviews, search them, print the
+nearest reviews for two queries."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from synapseml_ext.hf import HuggingFaceSentenceEmbedder
+
+QUERIES = ("desserts", "disgusting")
+
+
+def sample_reviews(spark: SparkSession) -> DataFrame:
+    """48 short food reviews written for this project (id, Score, Summary, Text)."""
+    with resources.files("synapseml_ext").joinpath("data/sample_reviews.csv").open("rb") as f:
+        pdf = pd.read_csv(f)
+    return spark.createDataFrame(pdf, "id long, Score int, Summary string, Text string")
+
+
+def with_seed_text(df: DataFrame) -> DataFrame:
+    """The seed's input column: ``Title: <Summary>; Content: <Text>``."""
+    return df.withColumn(
+        "data", F.format_string("Title: %s; Content: %s", F.trim("Summary"), F.trim("Text"))
+    )
+
+
+def nearest_reviews(spark: SparkSession, model: str, runtime: str = "auto", k: int = 3,
+                    cache_dir: str = "", precision: str = "auto") -> pd.DataFrame:
+    """The ``k`` nearest reviews of each query, as a pandas table (query, rank, distance, data)."""
+    reviews = with_seed_text(sample_reviews(spark)).repartition(2)
+    embedder = HuggingFaceSentenceEmbedder(
+        modelName=model, inputCol="data", outputCol="embeddings", runtime=runtime,
+        precision=precision, cacheDir=cache_dir,
+    )
+    embeddings = embedder.transform(reviews).select("id", "embeddings").cache()
+    queries = spark.createDataFrame(list(enumerate(QUERIES, start=1)), "id long, data string")
+    query_embeddings = embedder.transform(queries).select("id", "embeddings")
+
+    knn_df = exact_cosine_knn(embeddings, query_embeddings, k)
+    result = (
+        knn_df.select("query_id", F.posexplode(F.arrays_zip("indices", "distances")))
+        .select(
+            "query_id",
+            (F.col("pos") + 1).alias("rank"),
+            F.col("col.indices").alias("id"),
+            F.col("col.distances").alias("distance"),
+        )
+        .join(reviews.select("id", "data"), on="id")
+        .join(queries.select(F.col("id").alias("query_id"), F.col("data").alias("query")),
+              on="query_id")
+        .select("query", "rank", "distance", "id", "data")
+        .orderBy("query", "rank")
+    )
+    table = result.toPandas()
+    embeddings.unpersist()
+    return table
+
+
+def exact_cosine_knn(items: DataFrame, queries: DataFrame, k: int) -> DataFrame:
+    """Brute-force cosine k-NN with the DataFrame API, in spark-rapids-ml's knn_df shape
+    (query_id, indices, distances). Stand-in until the ANN stage lands."""
+    def dot(a: str, b: str):
+        return F.aggregate(F.zip_with(a, b, lambda x, y: x * y), F.lit(0.0), lambda s, v: s + v)
+
+    pairs = queries.select(F.col("id").alias("query_id"), F.col("embeddings").alias("q")).crossJoin(
+        items.select(F.col("id").alias("item_id"), F.col("embeddings").alias("v")))
+    scored = pairs.select(
+        "query_id", "item_id",
+        (1.0 - dot("q", "v") / F.sqrt(dot("q", "q") * dot("v", "v"))).alias("distance"))
+    ranked = scored.groupBy("query_id").agg(
+        F.slice(F.array_sort(F.collect_list(F.struct("distance", "item_id"))), 1, k).alias("top"))
+    return ranked.select(
+        "query_id",
+        F.col("top.item_id").alias("indices"),
+        F.col("top.distance").cast("array<float>").alias("distances"),
+    )
+
+
+def format_table(table: pd.DataFrame, width: int = 90) -> str:
+    shown = table.copy()
+    shown["distance"] = shown["distance"].map(lambda d: f"{d:.4f}")
+    shown["data"] = shown["data"].map(lambda t: t if len(t) <= width else t[: width - 3] + "...")
+    return shown.to_string(index=False)
