@@ -67,7 +67,8 @@ def test_corrupt_or_truncated_export_is_rebuilt(tmp_path, minilm_dir):
 
 
 CHILD = """
-import sys, json
+import sys, json, logging
+logging.basicConfig(level=logging.INFO, format="%(name)s %(message)s")
 from synapseml_ext.engine import EncoderSpec, SentenceEncoder
 enc = SentenceEncoder(EncoderSpec(model=sys.argv[1], runtime="onnx", cache_dir=sys.argv[2]))
 print(json.dumps(enc.encode(["two processes"]).tolist()))
@@ -83,7 +84,7 @@ def test_concurrent_workers_export_once(tmp_path, minilm_dir):
     outputs = [p.communicate(timeout=600) for p in procs]
     assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outputs]
     logs = "".join(err for _, err in outputs)
-    assert logs.count("exported ") == 1, logs[-3000:]
+    assert logs.count("synapseml_ext.engine exported ") == 1, logs[-3000:]
     vectors = [np.array(json.loads(out)) for out, _ in outputs]
     assert cosines(vectors[0], vectors[1]).min() >= 0.999999
     assert len(_entries(cache)) == 1
