@@ -13,7 +13,7 @@ lazy val sparkLine = settingKey[String]("Spark line this build targets: 3.5 or 4
 // line -> (Spark version, Scala version). 3.5.9 is the PySpark version pip installs.
 val sparkLines = Map(
   "3.5" -> ("3.5.9", "2.12.18"),
-  "4.0" -> ("4.0.1", "2.13.16")
+  "4.0" -> ("4.0.1", "2.13.16")  // newest 4.0.x with every module on Maven Central here
 )
 
 val chosenLine = sys.props.getOrElse("synapsemlext.sparkLine", sys.env.getOrElse("SYNAPSEMLEXT_SPARK_LINE", "3.5"))
@@ -23,6 +23,8 @@ val lineVersions = sparkLines.getOrElse(
 )
 val sparkVersion = lineVersions._1
 val scalaVersionForLine = lineVersions._2
+// Spark 3.5 still runs on Java 8; Spark 4.0 needs Java 17.
+val javaRelease = if (chosenLine == "3.5") "8" else "17"
 
 // Spark 3.5 modules need these opens on Java 17 (the list spark-submit adds itself).
 val javaModuleOpens = Seq(
@@ -33,16 +35,20 @@ val javaModuleOpens = Seq(
   "java.base/sun.security.action", "java.base/sun.util.calendar"
 ).map(p => s"--add-opens=$p=ALL-UNNAMED")
 
+lazy val commonSettings = Seq(
+  organization := "io.github.synapsemlext",
+  version := "0.1.0",
+  scalaVersion := scalaVersionForLine,
+  javacOptions ++= Seq("--release", javaRelease),
+  scalacOptions ++= Seq("-deprecation", "-feature", "-unchecked", "-release", javaRelease)
+)
+
 lazy val root = (project in file("."))
+  .settings(commonSettings)
   .settings(
-    organization := "io.github.synapsemlext",
     // The Spark 3.5 artifact keeps the plain name the docs promise; other lines say theirs.
     name := (if (chosenLine == "3.5") "synapseml-ext" else s"synapseml-ext-spark$chosenLine"),
-    version := "0.1.0",
     sparkLine := chosenLine,
-    scalaVersion := scalaVersionForLine,
-    javacOptions ++= Seq("--release", "8"),
-    scalacOptions ++= Seq("-deprecation", "-feature", "-unchecked", "-release", "8"),
 
     Compile / scalaSource := baseDirectory.value / "scala" / "src" / "main" / "scala",
     Compile / unmanagedSourceDirectories +=
@@ -85,4 +91,18 @@ lazy val root = (project in file("."))
     publishMavenStyle := true,
     licenses := Seq("Apache-2.0" -> url("https://www.apache.org/licenses/LICENSE-2.0")),
     homepage := Some(url("https://github.com/synapseml-ext/synapseml-ext"))
+  )
+
+// A Scala job as users write one (docs/scala.md): its own jar, run with spark-submit and
+// --jars synapseml-ext_2.12-<version>.jar. tests/test_scala_interop.py runs it end to end.
+lazy val examples = (project in file("scala/examples"))
+  .dependsOn(root)
+  .settings(commonSettings)
+  .settings(
+    name := "synapseml-ext-examples",
+    publish / skip := true,
+    libraryDependencies ++= Seq(
+      "org.apache.spark" %% "spark-sql" % sparkVersion % Provided,
+      "org.apache.spark" %% "spark-mllib" % sparkVersion % Provided
+    )
   )

@@ -56,10 +56,14 @@ object PythonEnvironment extends Logging {
   private val driverVersions = new ConcurrentHashMap[String, String]()
   private val checkedExecutors = new ConcurrentHashMap[(String, PythonSettings), Seq[ExecutorPython]]()
 
-  def settings(conf: SparkConf, env: Map[String, String] = sys.env): PythonSettings = {
+  /** `conf` is the SparkContext's (spark.pyspark.python, spark.executorEnv.*); `runtime`
+   * reads the session's runtime conf, where our own keys may also be set with
+   * `spark.conf.set`. */
+  def settings(conf: SparkConf, runtime: String => Option[String],
+      env: Map[String, String] = sys.env): PythonSettings = {
     val pythonExec = conf.getOption("spark.pyspark.python")
       .orElse(env.get("PYSPARK_PYTHON")).filter(_.nonEmpty).getOrElse("python3")
-    val (pythonVer, source) = conf.getOption(PythonVersionConf) match {
+    val (pythonVer, source) = runtime(PythonVersionConf).orElse(conf.getOption(PythonVersionConf)) match {
       case Some(v) =>
         if (!v.matches("""\d+\.\d+""")) {
           throw new PythonBridgeException(s"$PythonVersionConf must be a Python major.minor " +
@@ -77,9 +81,8 @@ object PythonEnvironment extends Logging {
    * executors' Python runs at `pythonVer` and imports a synapseml_ext that speaks our
    * protocol (a one-task job per partition slot; off with spark.synapsemlext.checkExecutors). */
   def forSession(session: SparkSession): PythonSettings = {
-    val conf = session.sparkContext.getConf
-    val python = settings(conf)
-    if (conf.getBoolean(CheckExecutorsConf, defaultValue = true)) {
+    val python = settings(session)
+    if (session.conf.getOption(CheckExecutorsConf).forall(_.trim.toLowerCase != "false")) {
       val key = (session.sparkContext.applicationId, python)
       if (!checkedExecutors.containsKey(key)) {
         checkedExecutors.putIfAbsent(key, checkExecutors(session, python))
@@ -87,6 +90,9 @@ object PythonEnvironment extends Logging {
     }
     python
   }
+
+  def settings(session: SparkSession): PythonSettings =
+    settings(session.sparkContext.getConf, key => session.conf.getOption(key))
 
   /** Runs `pythonExec` on the driver for its "major.minor" (cached per executable). */
   def driverPythonVersion(pythonExec: String): String =
