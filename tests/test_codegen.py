@@ -71,8 +71,8 @@ def test_unknown_type_converters_are_refused_by_name(monkeypatch):
 
     from synapseml_ext.codegen import model
 
-    with pytest.raises(TypeError, match="Odd.shape: codegen has no Scala type for "
-                                        "typeConverter 'identity'"):
+    with pytest.raises(TypeError, match=r"Odd\.shape: codegen has no Scala type for "
+                                        r"typeConverter 'identity'"):
         model._read_param(Odd(), Odd().shape, None)
 
 
