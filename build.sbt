@@ -106,3 +106,17 @@ lazy val examples = (project in file("scala/examples"))
       "org.apache.spark" %% "spark-mllib" % sparkVersion % Provided
     )
   )
+
+// The Scala half of tools/bench/scala_vs_pyspark.py (sources beside the Python half).
+lazy val bench = (project in file("tools/bench/scala"))
+  .dependsOn(root)
+  .settings(commonSettings)
+  .settings(
+    name := "synapseml-ext-bench",
+    publish / skip := true,
+    Compile / scalaSource := baseDirectory.value,
+    libraryDependencies ++= Seq(
+      "org.apache.spark" %% "spark-sql" % sparkVersion % Provided,
+      "org.apache.spark" %% "spark-mllib" % sparkVersion % Provided
+    )
+  )
