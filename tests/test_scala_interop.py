@@ -14,10 +14,12 @@ import numpy as np
 import pyspark
 import pytest
 
+from synapseml_ext.engine import EncoderSpec, SentenceEncoder
 from synapseml_ext.hf import HuggingFaceSentenceEmbedder
 
 from conftest import REPO, seed_texts
 from helpers import cosines
+from standalone import standalone_cluster
 
 pytestmark = pytest.mark.slow
 
@@ -38,19 +40,22 @@ def jars() -> tuple[Path, Path]:
     return main, app
 
 
-def spark_submit(jars: tuple[Path, Path], *app_args: str) -> str:
+def spark_submit(jars: tuple[Path, Path], *app_args: str, master: str = "local[2]",
+                 conf: dict[str, str] | None = None) -> str:
     """Runs the Scala job with pyspark's spark-submit; returns its stdout."""
     main, app = jars
     python_path = os.pathsep.join(filter(None, [str(REPO / "python"),
                                                 os.environ.get("PYTHONPATH")]))
+    extra = [arg for key, value in (conf or {}).items() for arg in ("--conf", f"{key}={value}")]
     command = [str(Path(pyspark.__file__).parent / "bin" / "spark-submit"),
-               "--master", "local[2]",
+               "--master", master, *extra,
                "--conf", "spark.ui.enabled=false",
                "--conf", f"spark.pyspark.python={sys.executable}",
                "--conf", f"spark.executorEnv.PYTHONPATH={python_path}",
                "--jars", str(main), "--class", SCALA_APP, str(app), *app_args]
     done = subprocess.run(command, capture_output=True, text=True, timeout=1200,
-                          env={**os.environ, "PYSPARK_PYTHON": sys.executable})
+                          env={**os.environ, "PYSPARK_PYTHON": sys.executable,
+                               "SPARK_LOCAL_IP": "127.0.0.1"})
     assert done.returncode == 0, f"spark-submit failed:\n{done.stdout}\n{done.stderr[-6000:]}"
     return done.stdout
 
@@ -112,3 +117,30 @@ def test_stage_saved_by_pyspark_runs_in_scala_and_scala_saves_it_back(spark, jar
     got = np.stack(scala["embeddings"].to_numpy())
     assert cosines(got, want).min() >= 0.9999
     assert not np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-3)
+
+
+def test_scala_job_on_a_two_executor_standalone_cluster(spark, jars, reviews, minilm_dir,
+                                                        cache_dir, tmp_path):
+    # Separate executor JVMs, each starting its own Python workers from what the driver sent.
+    few = reviews.head(240).rename(columns={"Unnamed: 0": "id"})
+    source = tmp_path / "reviews.parquet"
+    spark.createDataFrame(few).repartition(4).write.parquet(str(source))
+    out = tmp_path / "out.parquet"
+    with standalone_cluster(tmp_path / "cluster") as master:
+        stdout = spark_submit(jars, "--input", str(source), "--output", str(out),
+                              "--model", minilm_dir, "--runtime", "onnx",
+                              "--cache-dir", cache_dir, master=master,
+                              conf={"spark.executor.cores": "1",
+                                    "spark.executor.memory": "1g"})
+    assert "EmbedReviews: 240 rows" in stdout
+    scala = spark.read.parquet(str(out)).toPandas().sort_values("id")
+    assert scala["id"].tolist() == few["id"].tolist()
+    assert scala["data"].tolist() == seed_texts(few)
+    expected = SentenceEncoder(EncoderSpec(model=minilm_dir, runtime="onnx",
+                                           cache_dir=cache_dir)).encode(scala["data"].tolist())
+    got = np.stack(scala["embeddings"].to_numpy())
+    assert cosines(got, expected).min() >= 0.9999
+    # Both executors ran the Python stage (their Python workers log to the executor's stderr).
+    logs = sorted((tmp_path / "cluster").glob("worker*/app-*/*/stderr"))
+    ran = {log.parts[-4] for log in logs if "synapseml-ext loaded model" in log.read_text()}
+    assert ran == {"worker0", "worker1"}, [log.read_text()[-1500:] for log in logs]

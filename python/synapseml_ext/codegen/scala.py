@@ -3,6 +3,8 @@ a Params trait, typed setters and getters, ``transformSchema``, ``copy``, persis
 
 from __future__ import annotations
 
+import textwrap
+
 from synapseml_ext.codegen.model import ParamModel, StageModel, scala_string
 from synapseml_ext.engine.spec import IntAtLeast, NonBlank, NumberIn, OneOf, OptionalBool
 
@@ -51,7 +53,7 @@ def render_stage(stage: StageModel) -> str:
         "  }",
         "}",
         "",
-        f"/** {_scaladoc(stage.summary)}",
+        *_class_doc(stage.summary),
         " *",
         f" * Runs the Python stage `{stage.python_class}` on the executors",
         " * (the pip package `synapseml-ext` must be installed there); only the input column",
@@ -66,8 +68,8 @@ def render_stage(stage: StageModel) -> str:
         check = (f"{name}.Rules.{p.name}.checked({scala_string(p.name)}, value)"
                  if _rule_expr(p) is not None else "value")
         lines += ["", "  /** @group setParam */",
-                  f"  def set{p.capitalized}(value: {p.scala.value}): this.type = "
-                  f"set({p.name}, {check})"]
+                  f"  def set{p.capitalized}(value: {p.scala.value}): this.type =",
+                  f"    set({p.name}, {check})"]
     lines += [
         "",
         "  override def transformSchema(schema: StructType): StructType =",
@@ -100,13 +102,13 @@ def render_stage(stage: StageModel) -> str:
         f"      {scala_string(contract.input.description)}, "
         f"{scala_string(contract.input.purpose)})",
         f"    val output: OutputColumn = OutputColumn({scala_string(contract.output.param)},",
-        f"      {_data_type(contract.output.data_type)}, "
-        f"nullable = {'true' if contract.output.nullable else 'false'})",
+        f"      {_data_type(contract.output.data_type)},",
+        f"      nullable = {'true' if contract.output.nullable else 'false'})",
         "  }",
         "",
         f"  override def read: MLReader[{name}] =",
-        f"    new BridgedParamsReader(classOf[{name}], Seq(classOf[{name}].getName, "
-        "PythonClassName))",
+        f"    new BridgedParamsReader(classOf[{name}],",
+        f"      Seq(classOf[{name}].getName, PythonClassName))",
         "",
         f"  override def load(path: String): {name} = super.load(path)",
         "}",
@@ -116,7 +118,7 @@ def render_stage(stage: StageModel) -> str:
 
 
 def _param_block(stage_name: str, p: ParamModel) -> list[str]:
-    validator = (f", {stage_name}.Rules.{p.name}.isValid _" if _rule_expr(p) is not None
+    validator = (f",\n    {stage_name}.Rules.{p.name}.isValid _" if _rule_expr(p) is not None
                  else "")
     notes = []
     if p.has_default:
@@ -128,9 +130,11 @@ def _param_block(stage_name: str, p: ParamModel) -> list[str]:
     getter = (f"  final def get{p.capitalized}: Option[{p.scala.value}] = get({p.name})"
               if p.optional else
               f"  final def get{p.capitalized}: {p.scala.value} = $({p.name})")
+    doc = textwrap.wrap(_scaladoc(p.doc), 92)
     return [
         "",
-        f"  /** {_scaladoc(p.doc)}",
+        f"  /** {doc[0]}",
+        *[f"   * {line}" for line in doc[1:]],
         f"   * {_scaladoc(' '.join(notes))}",
         "   * @group param",
         "   */",
@@ -141,6 +145,11 @@ def _param_block(stage_name: str, p: ParamModel) -> list[str]:
         "  /** @group getParam */",
         getter,
     ]
+
+
+def _class_doc(summary: str) -> list[str]:
+    lines = textwrap.wrap(_scaladoc(summary), 94)
+    return [f"/** {lines[0]}", *[f" * {line}" for line in lines[1:]]]
 
 
 def _rule_expr(p: ParamModel) -> str | None:

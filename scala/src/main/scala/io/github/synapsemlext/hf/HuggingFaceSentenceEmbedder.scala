@@ -21,12 +21,15 @@ private[hf] trait HuggingFaceSentenceEmbedderParams extends Params {
    * @group param
    */
   final val batchSize: IntParam = new IntParam(this, "batchSize",
-    "maximum number of rows per model call (rows are also cut by maxTokensPerBatch)", HuggingFaceSentenceEmbedder.Rules.batchSize.isValid _)
+    "maximum number of rows per model call (rows are also cut by maxTokensPerBatch)",
+    HuggingFaceSentenceEmbedder.Rules.batchSize.isValid _)
 
   /** @group getParam */
   final def getBatchSize: Int = $(batchSize)
 
-  /** directory for ONNX exports, TensorRT engines and precision verdicts; empty uses \$SYNAPSEML_EXT_CACHE or the user cache directory; a shared path (e.g. /dbfs/...) lets all nodes reuse one build
+  /** directory for ONNX exports, TensorRT engines and precision verdicts; empty uses
+   * \$SYNAPSEML_EXT_CACHE or the user cache directory; a shared path (e.g. /dbfs/...) lets all
+   * nodes reuse one build
    * Default: "".
    * @group param
    */
@@ -51,27 +54,32 @@ private[hf] trait HuggingFaceSentenceEmbedderParams extends Params {
    * @group param
    */
   final val maxSeqLength: IntParam = new IntParam(this, "maxSeqLength",
-    "truncate texts to this many tokens; 0 uses the model's max_seq_length", HuggingFaceSentenceEmbedder.Rules.maxSeqLength.isValid _)
+    "truncate texts to this many tokens; 0 uses the model's max_seq_length",
+    HuggingFaceSentenceEmbedder.Rules.maxSeqLength.isValid _)
 
   /** @group getParam */
   final def getMaxSeqLength: Int = $(maxSeqLength)
 
-  /** maximum padded tokens per model call; 0 lets the runtime choose (about 1-2k on CPU, sized to memory on GPU)
+  /** maximum padded tokens per model call; 0 lets the runtime choose (about 1-2k on CPU, sized to
+   * memory on GPU)
    * Default: 0.
    * @group param
    */
   final val maxTokensPerBatch: IntParam = new IntParam(this, "maxTokensPerBatch",
-    "maximum padded tokens per model call; 0 lets the runtime choose (about 1-2k on CPU, sized to memory on GPU)", HuggingFaceSentenceEmbedder.Rules.maxTokensPerBatch.isValid _)
+    "maximum padded tokens per model call; 0 lets the runtime choose (about 1-2k on CPU, sized to memory on GPU)",
+    HuggingFaceSentenceEmbedder.Rules.maxTokensPerBatch.isValid _)
 
   /** @group getParam */
   final def getMaxTokensPerBatch: Int = $(maxTokensPerBatch)
 
-  /** quality guard for reduced precision: minimum cosine to fp32 on the probe texts, below which the worker falls back to fp32; 0 disables the check
+  /** quality guard for reduced precision: minimum cosine to fp32 on the probe texts, below which
+   * the worker falls back to fp32; 0 disables the check
    * Default: 0.999.
    * @group param
    */
   final val minCosine: DoubleParam = new DoubleParam(this, "minCosine",
-    "quality guard for reduced precision: minimum cosine to fp32 on the probe texts, below which the worker falls back to fp32; 0 disables the check", HuggingFaceSentenceEmbedder.Rules.minCosine.isValid _)
+    "quality guard for reduced precision: minimum cosine to fp32 on the probe texts, below which the worker falls back to fp32; 0 disables the check",
+    HuggingFaceSentenceEmbedder.Rules.minCosine.isValid _)
 
   /** @group getParam */
   final def getMinCosine: Double = $(minCosine)
@@ -81,7 +89,8 @@ private[hf] trait HuggingFaceSentenceEmbedderParams extends Params {
    * @group param
    */
   final val modelName: Param[String] = new Param[String](this, "modelName",
-    "sentence-transformers model: a Hugging Face hub id or a local model directory", HuggingFaceSentenceEmbedder.Rules.modelName.isValid _)
+    "sentence-transformers model: a Hugging Face hub id or a local model directory",
+    HuggingFaceSentenceEmbedder.Rules.modelName.isValid _)
 
   /** @group getParam */
   final def getModelName: String = $(modelName)
@@ -101,7 +110,8 @@ private[hf] trait HuggingFaceSentenceEmbedderParams extends Params {
    * @group param
    */
   final val numThreads: IntParam = new IntParam(this, "numThreads",
-    "intra-op threads per task; 0 uses the task's CPU share (spark.task.cpus)", HuggingFaceSentenceEmbedder.Rules.numThreads.isValid _)
+    "intra-op threads per task; 0 uses the task's CPU share (spark.task.cpus)",
+    HuggingFaceSentenceEmbedder.Rules.numThreads.isValid _)
 
   /** @group getParam */
   final def getNumThreads: Int = $(numThreads)
@@ -116,12 +126,14 @@ private[hf] trait HuggingFaceSentenceEmbedderParams extends Params {
   /** @group getParam */
   final def getOutputCol: String = $(outputCol)
 
-  /** numeric precision: fp32, bf16, fp16 (GPU only) or auto (bf16 on CPUs with AMX-BF16 or AVX512-BF16 and fp16 on GPUs, fp32 elsewhere)
+  /** numeric precision: fp32, bf16, fp16 (GPU only) or auto (bf16 on CPUs with AMX-BF16 or
+   * AVX512-BF16 and fp16 on GPUs, fp32 elsewhere)
    * Default: "auto".
    * @group param
    */
   final val precision: Param[String] = new Param[String](this, "precision",
-    "numeric precision: fp32, bf16, fp16 (GPU only) or auto (bf16 on CPUs with AMX-BF16 or AVX512-BF16 and fp16 on GPUs, fp32 elsewhere)", HuggingFaceSentenceEmbedder.Rules.precision.isValid _)
+    "numeric precision: fp32, bf16, fp16 (GPU only) or auto (bf16 on CPUs with AMX-BF16 or AVX512-BF16 and fp16 on GPUs, fp32 elsewhere)",
+    HuggingFaceSentenceEmbedder.Rules.precision.isValid _)
 
   /** @group getParam */
   final def getPrecision: String = $(precision)
@@ -136,12 +148,14 @@ private[hf] trait HuggingFaceSentenceEmbedderParams extends Params {
   /** @group getParam */
   final def getPrompt: String = $(prompt)
 
-  /** where the model runs: cpu (PyTorch), onnx (ONNX Runtime), cuda (PyTorch on GPU), tensorrt (TensorRT engine from the ONNX export), auto (best available on each worker)
+  /** where the model runs: cpu (PyTorch), onnx (ONNX Runtime), cuda (PyTorch on GPU), tensorrt
+   * (TensorRT engine from the ONNX export), auto (best available on each worker)
    * Default: "auto".
    * @group param
    */
   final val runtime: Param[String] = new Param[String](this, "runtime",
-    "where the model runs: cpu (PyTorch), onnx (ONNX Runtime), cuda (PyTorch on GPU), tensorrt (TensorRT engine from the ONNX export), auto (best available on each worker)", HuggingFaceSentenceEmbedder.Rules.runtime.isValid _)
+    "where the model runs: cpu (PyTorch), onnx (ONNX Runtime), cuda (PyTorch on GPU), tensorrt (TensorRT engine from the ONNX export), auto (best available on each worker)",
+    HuggingFaceSentenceEmbedder.Rules.runtime.isValid _)
 
   /** @group getParam */
   final def getRuntime: String = $(runtime)
@@ -179,43 +193,56 @@ class HuggingFaceSentenceEmbedder(override val uid: String) extends Transformer
   def this() = this(Identifiable.randomUID("HuggingFaceSentenceEmbedder"))
 
   /** @group setParam */
-  def setBatchSize(value: Int): this.type = set(batchSize, HuggingFaceSentenceEmbedder.Rules.batchSize.checked("batchSize", value))
+  def setBatchSize(value: Int): this.type =
+    set(batchSize, HuggingFaceSentenceEmbedder.Rules.batchSize.checked("batchSize", value))
 
   /** @group setParam */
-  def setCacheDir(value: String): this.type = set(cacheDir, value)
+  def setCacheDir(value: String): this.type =
+    set(cacheDir, value)
 
   /** @group setParam */
-  def setInputCol(value: String): this.type = set(inputCol, value)
+  def setInputCol(value: String): this.type =
+    set(inputCol, value)
 
   /** @group setParam */
-  def setMaxSeqLength(value: Int): this.type = set(maxSeqLength, HuggingFaceSentenceEmbedder.Rules.maxSeqLength.checked("maxSeqLength", value))
+  def setMaxSeqLength(value: Int): this.type =
+    set(maxSeqLength, HuggingFaceSentenceEmbedder.Rules.maxSeqLength.checked("maxSeqLength", value))
 
   /** @group setParam */
-  def setMaxTokensPerBatch(value: Int): this.type = set(maxTokensPerBatch, HuggingFaceSentenceEmbedder.Rules.maxTokensPerBatch.checked("maxTokensPerBatch", value))
+  def setMaxTokensPerBatch(value: Int): this.type =
+    set(maxTokensPerBatch, HuggingFaceSentenceEmbedder.Rules.maxTokensPerBatch.checked("maxTokensPerBatch", value))
 
   /** @group setParam */
-  def setMinCosine(value: Double): this.type = set(minCosine, HuggingFaceSentenceEmbedder.Rules.minCosine.checked("minCosine", value))
+  def setMinCosine(value: Double): this.type =
+    set(minCosine, HuggingFaceSentenceEmbedder.Rules.minCosine.checked("minCosine", value))
 
   /** @group setParam */
-  def setModelName(value: String): this.type = set(modelName, HuggingFaceSentenceEmbedder.Rules.modelName.checked("modelName", value))
+  def setModelName(value: String): this.type =
+    set(modelName, HuggingFaceSentenceEmbedder.Rules.modelName.checked("modelName", value))
 
   /** @group setParam */
-  def setNormalize(value: Boolean): this.type = set(normalize, value)
+  def setNormalize(value: Boolean): this.type =
+    set(normalize, value)
 
   /** @group setParam */
-  def setNumThreads(value: Int): this.type = set(numThreads, HuggingFaceSentenceEmbedder.Rules.numThreads.checked("numThreads", value))
+  def setNumThreads(value: Int): this.type =
+    set(numThreads, HuggingFaceSentenceEmbedder.Rules.numThreads.checked("numThreads", value))
 
   /** @group setParam */
-  def setOutputCol(value: String): this.type = set(outputCol, value)
+  def setOutputCol(value: String): this.type =
+    set(outputCol, value)
 
   /** @group setParam */
-  def setPrecision(value: String): this.type = set(precision, HuggingFaceSentenceEmbedder.Rules.precision.checked("precision", value))
+  def setPrecision(value: String): this.type =
+    set(precision, HuggingFaceSentenceEmbedder.Rules.precision.checked("precision", value))
 
   /** @group setParam */
-  def setPrompt(value: String): this.type = set(prompt, value)
+  def setPrompt(value: String): this.type =
+    set(prompt, value)
 
   /** @group setParam */
-  def setRuntime(value: String): this.type = set(runtime, HuggingFaceSentenceEmbedder.Rules.runtime.checked("runtime", value))
+  def setRuntime(value: String): this.type =
+    set(runtime, HuggingFaceSentenceEmbedder.Rules.runtime.checked("runtime", value))
 
   override def transformSchema(schema: StructType): StructType =
     validateAndTransformSchema(schema)
@@ -250,11 +277,13 @@ object HuggingFaceSentenceEmbedder extends MLReadable[HuggingFaceSentenceEmbedde
       Seq(DataType.fromJson("\"string\"")),
       "a string column", "the text column to embed")
     val output: OutputColumn = OutputColumn("outputCol",
-      DataType.fromJson("{\"containsNull\":false,\"elementType\":\"float\",\"type\":\"array\"}"), nullable = true)
+      DataType.fromJson("{\"containsNull\":false,\"elementType\":\"float\",\"type\":\"array\"}"),
+      nullable = true)
   }
 
   override def read: MLReader[HuggingFaceSentenceEmbedder] =
-    new BridgedParamsReader(classOf[HuggingFaceSentenceEmbedder], Seq(classOf[HuggingFaceSentenceEmbedder].getName, PythonClassName))
+    new BridgedParamsReader(classOf[HuggingFaceSentenceEmbedder],
+      Seq(classOf[HuggingFaceSentenceEmbedder].getName, PythonClassName))
 
   override def load(path: String): HuggingFaceSentenceEmbedder = super.load(path)
 }
