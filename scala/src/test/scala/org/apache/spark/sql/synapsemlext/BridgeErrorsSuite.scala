@@ -18,13 +18,17 @@ class BridgeErrorsSuite extends AnyFunSuite {
   private def texts = spark.range(4).selectExpr("id", "concat('text ', id) as text")
 
   test("a jar built for another Spark line") {
-    assert(BuildInfo.sparkLine === SparkLine.majorMinor(org.apache.spark.SPARK_VERSION))
-    SparkLine.require()  // the line these tests run on
-    assert(SparkLine.mismatch("3.5.2").isEmpty)
-    val message = SparkLine.mismatch("4.0.1").get
-    assert(message === s"this synapseml-ext jar (${BuildInfo.version}) was built for Spark " +
-      s"3.5 (Scala 2.12) but the session runs Spark 4.0.1; use the artifact built for Spark " +
-      s"4.0: io.github.synapsemlext:synapseml-ext-spark4.0_2.13:${BuildInfo.version}")
+    val running = org.apache.spark.SPARK_VERSION
+    assert(BuildInfo.sparkLine === SparkLine.majorMinor(running))
+    SparkLine.require()  // the line these tests run on passes
+    assert(SparkLine.mismatch(s"${BuildInfo.sparkLine}.42").isEmpty)
+    val (other, artifact) =
+      if (BuildInfo.sparkLine == "3.5") ("4.0.1", "synapseml-ext-spark4.0_2.13")
+      else ("3.5.9", "synapseml-ext_2.12")
+    assert(SparkLine.mismatch(other).get === s"this synapseml-ext jar (${BuildInfo.version}) " +
+      s"was built for Spark ${BuildInfo.sparkLine} (Scala ${BuildInfo.scalaBinaryVersion}) but " +
+      s"the session runs Spark $other; use the artifact built for Spark " +
+      s"${SparkLine.majorMinor(other)}: io.github.synapsemlext:$artifact:${BuildInfo.version}")
     assert(SparkLine.mismatch("3.4.1").get.contains("no artifact for Spark 3.4 yet"))
     assert(intercept[PythonBridgeException](SparkLine.require("4.1.0-preview1")).getMessage
       .contains("but the session runs Spark 4.1.0-preview1"))
