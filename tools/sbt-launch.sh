@@ -11,13 +11,17 @@ M2_REPO="${MAVEN_REPO_LOCAL:-$HOME/.m2/repository}"
 LAUNCHER="$M2_REPO/org/scala-sbt/sbt-launch/$SBT_LAUNCH_VERSION/sbt-launch-$SBT_LAUNCH_VERSION.jar"
 
 if [[ ! -s "$LAUNCHER" ]]; then
-  command -v mvn >/dev/null || {
-    echo "sbt-launch.sh: Maven (mvn) is needed once to fetch the sbt launcher from Maven Central" >&2
-    exit 1
-  }
   echo "sbt-launch.sh: fetching org.scala-sbt:sbt-launch:$SBT_LAUNCH_VERSION from Maven Central" >&2
-  mvn -q dependency:get -Dmaven.repo.local="$M2_REPO" \
-    -Dartifact="org.scala-sbt:sbt-launch:$SBT_LAUNCH_VERSION"
+  if command -v mvn >/dev/null; then
+    mvn -q dependency:get -Dmaven.repo.local="$M2_REPO" \
+      -Dartifact="org.scala-sbt:sbt-launch:$SBT_LAUNCH_VERSION"
+  else
+    # No Maven: the same file straight from Maven Central into the same local-repo path.
+    url="https://repo1.maven.org/maven2/org/scala-sbt/sbt-launch/$SBT_LAUNCH_VERSION/sbt-launch-$SBT_LAUNCH_VERSION.jar"
+    mkdir -p "$(dirname "$LAUNCHER")"
+    curl -fsSL --retry 3 -o "$LAUNCHER.part" "$url"
+    mv "$LAUNCHER.part" "$LAUNCHER"
+  fi
 fi
 
 # The launcher's default resolvers include Ivy repositories outside Maven Central; the
