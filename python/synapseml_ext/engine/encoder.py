@@ -227,7 +227,13 @@ class ModelCache:
         files_need_prompt = _prompt_changes_weights(spec)
         if not files_need_prompt:
             light = replace(light, prompt="")
-        return tuple(sorted(light.to_dict().items()))
+        key = tuple(sorted(light.to_dict().items()))
+        if spec.runtime in ("cuda", "tensorrt", "auto"):
+            # A worker reused by a task that Spark gave another GPU loads onto that GPU.
+            from synapseml_ext.engine.device import task_gpu_context
+
+            key += (("task_gpus", task_gpu_context()[0]),)
+        return key
 
     @classmethod
     def clear(cls) -> None:

@@ -71,7 +71,9 @@ class TokenBudget:
     def after_oom(self, batch_tokens: int) -> int:
         """Halve after a batch of ``batch_tokens`` padded tokens ran out of memory."""
         self.ceiling = min(self.ceiling, batch_tokens) if self.ceiling else batch_tokens
-        halved = min(self.tokens, batch_tokens) // 2 // STEP * STEP
+        # Half the failed size, unless the budget is already below that (the halves of a
+        # batch planned before an earlier halving fail at sizes above the budget).
+        halved = min(self.tokens, batch_tokens // 2) // STEP * STEP
         self.tokens = max(self.floor, halved)
         self.halved += 1
         return self.tokens
