@@ -100,7 +100,8 @@ def test_halving_retry_keeps_rows_in_order_and_learns_the_size():
 
 def test_a_single_row_that_never_fits_is_a_clear_error():
     ids = np.ones((1, 512), dtype=np.int64)
-    with pytest.raises(EngineError, match="one text of 512 tokens does not fit in GPU memory"):
+    with pytest.raises(EngineError, match=r"one text of 512 tokens does not fit in GPU memory "
+                                          r"even alone \(OutOfMemoryError: CUDA out of memory"):
         run_halving_on_oom(_limited_run(100, []), ids, ids, TokenBudget(),
                            (torch.cuda.OutOfMemoryError,))
 

@@ -106,20 +106,20 @@ def run_halving_on_oom(
 
     Rows come back in order. A single row that does not fit is an :class:`EngineError`.
     """
-    failed: BaseException | None = None
     try:
         return run(input_ids, attention_mask)
     except oom_errors as e:
-        failed = e
-    # Outside the except block: the traceback no longer pins the failed call's tensors.
+        # Keep the message only: the exception's traceback holds the failed call's frames,
+        # and with them its GPU tensors, which the retry needs freed.
+        reason = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}"
     budget.after_oom(int(input_ids.size))
     release()
     rows = input_ids.shape[0]
     if rows == 1:
         raise EngineError(
             f"one text of {int(attention_mask.sum())} tokens does not fit in GPU memory even "
-            "alone; lower maxSeqLength, use a smaller model or a GPU with more free memory"
-        ) from failed
+            f"alone ({reason}); lower maxSeqLength, use a smaller model or a GPU with more "
+            "free memory")
     half = rows // 2
     first = run_halving_on_oom(run, input_ids[:half], attention_mask[:half], budget,
                                oom_errors, release)

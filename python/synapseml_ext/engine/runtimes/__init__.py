@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from synapseml_ext.engine.batching import TokenBatch
-from synapseml_ext.engine.errors import RuntimeUnavailableError
+from synapseml_ext.engine.errors import EngineError, RuntimeUnavailableError
 from synapseml_ext.engine.hardware import (
     cuda_device_count,
     cuda_unavailable_reason,
@@ -125,7 +125,18 @@ def load_backend(
     if choice.runtime == "tensorrt":
         from synapseml_ext.engine.runtimes.tensorrt_backend import load_tensorrt
 
-        return load_tensorrt(files, precision=choice.precision, cache_dir=cache_dir,
+        try:
+            return load_tensorrt(files, precision=choice.precision, cache_dir=cache_dir,
+                                 prompt_length=prompt_length, min_cosine=min_cosine, probe=probe)
+        except EngineError as e:
+            if not choice.reason.startswith("auto"):
+                raise
+            # auto picked TensorRT; a model it cannot build still runs on the same GPU.
+            log.warning("runtime='auto': TensorRT could not load %s (%s); using runtime='cuda'",
+                        files.root.name, e)
+            from synapseml_ext.engine.runtimes.cuda_backend import load_cuda
+
+            return load_cuda(files, precision=choice.precision, cache_dir=cache_dir,
                              prompt_length=prompt_length, min_cosine=min_cosine, probe=probe)
     if choice.runtime == "cpu":
         from synapseml_ext.engine.runtimes.torch_backend import load_cpu
