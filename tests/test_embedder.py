@@ -123,7 +123,9 @@ def test_explicit_gpu_runtime_fails_clearly_without_gpu(spark, minilm_dir, tmp_p
     emb = HuggingFaceSentenceEmbedder(modelName=minilm_dir, inputCol="text", runtime="cuda",
                                       cacheDir=str(tmp_path))
     df = spark.createDataFrame([("x",)], "text string")
-    with pytest.raises(Exception, match="runtime='cuda'"):
+    # The worker's error reaches the driver: what is missing and the extra that installs it.
+    with pytest.raises(Exception, match=r"runtime='cuda' needs an NVIDIA GPU(.|\n)*"
+                                        r"pip install 'synapseml-ext\[gpu\]'"):
         emb.transform(df).collect()
 
 

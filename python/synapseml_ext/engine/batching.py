@@ -7,7 +7,7 @@ per call even, whatever the length mix.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,22 +41,31 @@ def plan_batches(
 
     A row longer than the budget on its own still gets a batch of one.
     """
+    return list(iter_batches(lengths, lambda: max_tokens, max_rows, pad_multiple))
+
+
+def iter_batches(
+    lengths: np.ndarray,
+    max_tokens: Callable[[], int],
+    max_rows: int,
+    pad_multiple: int = 1,
+) -> Iterator[np.ndarray]:
+    """:func:`plan_batches` cut lazily: ``max_tokens()`` is read as each batch is cut, so a
+    budget that changes while batches run (the GPU runtimes learn theirs) applies at once."""
     order = np.argsort(-np.asarray(lengths), kind="stable")
-    batches: list[np.ndarray] = []
     start = 0
     n = len(order)
     while start < n:
         longest = round_up(max(int(lengths[order[start]]), 1), pad_multiple)
-        rows = max(1, min(max_rows, max_tokens // longest, n - start))
-        batches.append(order[start : start + rows])
+        rows = max(1, min(max_rows, max_tokens() // longest, n - start))
+        yield order[start : start + rows]
         start += rows
-    return batches
 
 
 def pad_batches(
     token_ids: Sequence[Sequence[int]],
     lengths: np.ndarray,
-    plan: list[np.ndarray],
+    plan: Iterable[np.ndarray],
     pad_id: int,
     pad_multiple: int = 1,
 ) -> Iterator[TokenBatch]:

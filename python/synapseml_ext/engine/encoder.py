@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from synapseml_ext.engine.batching import TokenBatch, pad_batches, plan_batches
+from synapseml_ext.engine.batching import TokenBatch, iter_batches, pad_batches, plan_batches
 from synapseml_ext.engine.hardware import cuda_device_count, task_cpu_share
 from synapseml_ext.engine.model_files import ModelFiles, cached_model_files
 from synapseml_ext.engine.probe import probe_texts
@@ -89,9 +89,13 @@ class SentenceEncoder:
         self.model = loaded if loaded is not None else load_model(spec)
         files = self.model.files
         self.normalize = files.normalize if spec.normalize is None else spec.normalize
-        backend = self.model.backend
-        self.max_tokens = spec.max_tokens_per_batch or backend.default_max_tokens
         self.stats = EncodeStats()
+
+    @property
+    def max_tokens(self) -> int:
+        """Padded tokens per model call: ``maxTokensPerBatch``, else the runtime's own (the
+        GPU runtimes learn theirs from memory use, so it is read per batch)."""
+        return self.spec.max_tokens_per_batch or self.model.backend.default_max_tokens
 
     @property
     def runtime(self) -> str:
@@ -119,7 +123,7 @@ class SentenceEncoder:
 
     def _run(self, tokens: Tokenized) -> tuple[np.ndarray, int]:
         backend = self.model.backend
-        plan = plan_batches(tokens.lengths, self.max_tokens, self.spec.batch_size,
+        plan = iter_batches(tokens.lengths, lambda: self.max_tokens, self.spec.batch_size,
                             backend.pad_multiple)
         out: np.ndarray | None = None
         padded = 0
@@ -223,7 +227,13 @@ class ModelCache:
         files_need_prompt = _prompt_changes_weights(spec)
         if not files_need_prompt:
             light = replace(light, prompt="")
-        return tuple(sorted(light.to_dict().items()))
+        key = tuple(sorted(light.to_dict().items()))
+        if spec.runtime in ("cuda", "tensorrt", "auto"):
+            # A worker reused by a task that Spark gave another GPU loads onto that GPU.
+            from synapseml_ext.engine.device import task_gpu_context
+
+            key += (("task_gpus", task_gpu_context()[0]),)
+        return key
 
     @classmethod
     def clear(cls) -> None:

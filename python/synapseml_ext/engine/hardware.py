@@ -89,3 +89,38 @@ def cuda_device_count() -> int:
         return torch.cuda.device_count() if torch.cuda.is_available() else 0
     except Exception:
         return 0
+
+
+def cuda_unavailable_reason() -> str:
+    """Why torch sees no GPU here, in words for an error message ("" when one is visible)."""
+    try:
+        import torch
+    except ImportError:
+        return "torch is not installed"
+    if torch.version.cuda is None:
+        return f"torch {torch.__version__} on this worker is a CPU-only build"
+    try:
+        if torch.cuda.is_available() and torch.cuda.device_count() > 0:
+            return ""
+    except Exception as e:
+        return f"torch could not initialise CUDA ({e})"
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    where = f" (CUDA_VISIBLE_DEVICES={visible!r})" if visible is not None else ""
+    return (f"torch {torch.__version__} (CUDA {torch.version.cuda}) finds no usable NVIDIA GPU "
+            f"or driver on this worker{where}")
+
+
+@lru_cache(maxsize=1)
+def tensorrt_import_error() -> str:
+    """"" when the ``tensorrt`` Python package imports and has its builder, else why not.
+
+    The PyPI ``tensorrt`` wheels install stubs when their native libraries are missing, so
+    importing is not enough: the builder class must be there too.
+    """
+    try:
+        import tensorrt
+    except Exception as e:  # ImportError, or the stub's own error about missing libraries
+        return f"the tensorrt package does not import ({type(e).__name__}: {e})"
+    if not hasattr(tensorrt, "Builder") or not hasattr(tensorrt, "OnnxParser"):
+        return "the tensorrt package has no Builder/OnnxParser (a stub without its libraries)"
+    return ""

@@ -34,6 +34,7 @@ class EncoderSpec:
     def __post_init__(self) -> None:
         for f in fields(self):
             validate_option(f.name, getattr(self, f.name))
+        check_runtime_precision(self.runtime, self.precision)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -44,6 +45,27 @@ def validate_option(name: str, value) -> None:
     rule = RULES.get(name)
     if rule is not None:
         rule.check(_param_name(name), value)
+
+
+def check_runtime_precision(runtime: str, precision: str) -> None:
+    """Raise ``ValueError`` for a precision the runtime can never run, whatever the hardware
+    (checked on the driver; what the hardware allows is checked on the worker).
+
+    cpu: fp32, bf16. onnx: fp32. cuda: fp16, bf16, fp32. tensorrt: fp16, fp32. ``auto``
+    means fp16 on a GPU, and bf16 or fp32 on a CPU (by its flags).
+    """
+    if precision == "fp16" and runtime == "cpu":
+        raise ValueError(
+            "precision='fp16' needs a GPU (runtime='cuda' or 'tensorrt'); on CPU use "
+            "'bf16', 'fp32' or 'auto'")
+    if runtime == "onnx" and precision in ("bf16", "fp16"):
+        raise ValueError(
+            f"precision={precision!r} is not supported by runtime='onnx' (ONNX Runtime on "
+            "CPU runs fp32); use runtime='cpu' for bf16")
+    if runtime == "tensorrt" and precision == "bf16":
+        raise ValueError(
+            "precision='bf16' is not supported by runtime='tensorrt' (its engines are built "
+            "in fp16 or fp32); use runtime='cuda' for bf16")
 
 
 # The rules are data, not closures, so that synapseml_ext.codegen can emit the same checks

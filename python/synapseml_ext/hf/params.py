@@ -41,8 +41,8 @@ class _SentenceEmbedderParams(HasInputCol, HasOutputCol):
         typeConverter=TypeConverters.toString)
     precision: Param[str] = Param(
         Params._dummy(), "precision",
-        "numeric precision: fp32, bf16, fp16 (GPU only) or auto (bf16 on CPUs with AMX-BF16 or "
-        "AVX512-BF16 and fp16 on GPUs, fp32 elsewhere)",
+        "numeric precision: auto (fp16 on GPUs; bf16 on CPUs with AMX-BF16 or AVX512-BF16, fp32 "
+        "on other CPUs), fp32, bf16 (runtimes cpu and cuda) or fp16 (runtimes cuda and tensorrt)",
         typeConverter=TypeConverters.toString)
     batchSize: Param[int] = Param(
         Params._dummy(), "batchSize",

@@ -10,12 +10,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from synapseml_ext.engine.batching import TokenBatch
-from synapseml_ext.engine.errors import RuntimeUnavailableError
-from synapseml_ext.engine.hardware import cuda_device_count
+from synapseml_ext.engine.errors import EngineError, RuntimeUnavailableError
+from synapseml_ext.engine.hardware import (
+    cuda_device_count,
+    cuda_unavailable_reason,
+    tensorrt_import_error,
+)
 from synapseml_ext.engine.model_files import ModelFiles
 from synapseml_ext.engine.paths import cache_root
 from synapseml_ext.engine.precision import ProbeVerdicts, resolve_cpu_precision
 from synapseml_ext.engine.runtimes.base import Backend
+from synapseml_ext.engine.spec import check_runtime_precision
 
 __all__ = ["Backend", "RuntimeChoice", "choose_runtime", "load_backend"]
 
@@ -29,31 +34,72 @@ class RuntimeChoice:
     reason: str
 
 
-def choose_runtime(runtime: str, precision: str, *, gpus: int, flags=None) -> RuntimeChoice:
+_announced: set[tuple[str, str, str]] = set()
+
+
+def choose_runtime(runtime: str, precision: str, *, gpus: int, flags=None,
+                   tensorrt_error: str | None = None) -> RuntimeChoice:
     """Turn the requested runtime and precision into what will run on this worker.
 
-    ``auto`` on a CPU worker: PyTorch where bf16 is chosen (ONNX Runtime has no fast bf16 CPU
-    kernels), ONNX Runtime in fp32 otherwise. An explicit runtime that cannot run here is an
-    error, never a silent fallback.
+    ``auto``: TensorRT when it imports and a GPU is present, else PyTorch on the GPU, else
+    the CPU choice: PyTorch where bf16 is chosen (ONNX Runtime has no fast bf16 CPU kernels),
+    ONNX Runtime in fp32 otherwise. An explicit runtime that cannot run here is an error
+    naming what is missing, never a silent fallback to the CPU.
+
+    ``gpus`` and ``tensorrt_error`` ("" when TensorRT imports) describe this worker; both
+    are measured here when not given.
     """
+    check_runtime_precision(runtime, precision)
     if runtime in ("cuda", "tensorrt"):
-        raise RuntimeUnavailableError(
-            f"runtime={runtime!r} is not available in this build of synapseml-ext (it needs a "
-            "GPU worker and the GPU runtimes); use runtime='cpu', 'onnx' or 'auto'"
-        )
+        if gpus < 1:
+            raise _no_gpu(runtime)
+        if runtime == "tensorrt":
+            trt_error = tensorrt_import_error() if tensorrt_error is None else tensorrt_error
+            if trt_error:
+                raise RuntimeUnavailableError(
+                    f"runtime='tensorrt' needs TensorRT on this worker: {trt_error}; install "
+                    "it with: pip install 'synapseml-ext[tensorrt]' (or use runtime='cuda')")
+        return RuntimeChoice(runtime, _gpu_precision(precision), "requested")
     if runtime == "auto":
-        prec, why = resolve_cpu_precision(precision, flags)
-        chosen = "cpu" if prec == "bf16" else "onnx"
-        return RuntimeChoice(chosen, prec, f"auto on CPU ({why})")
+        choice = _choose_auto(precision, gpus, flags, tensorrt_error)
+        announced = (choice.runtime, choice.precision, choice.reason)
+        if announced not in _announced:  # once per worker process
+            _announced.add(announced)
+            log.info("runtime='auto' chose runtime=%s precision=%s on this worker: %s",
+                     *announced)
+        return choice
     if runtime == "onnx":
-        if precision in ("bf16", "fp16"):
-            raise ValueError(
-                f"precision={precision!r} is not supported by runtime='onnx' (ONNX Runtime on "
-                "CPU runs fp32); use runtime='cpu' for bf16"
-            )
         return RuntimeChoice("onnx", "fp32", "requested")
     prec, why = resolve_cpu_precision(precision, flags)
     return RuntimeChoice("cpu", prec, why)
+
+
+def _choose_auto(precision: str, gpus: int, flags, tensorrt_error: str | None) -> RuntimeChoice:
+    if gpus > 0:
+        if precision == "bf16":
+            return RuntimeChoice("cuda", "bf16", f"auto: {gpus} GPU(s); bf16 runs on PyTorch")
+        trt_error = tensorrt_import_error() if tensorrt_error is None else tensorrt_error
+        if not trt_error:
+            return RuntimeChoice("tensorrt", _gpu_precision(precision),
+                                 f"auto: {gpus} GPU(s) and TensorRT")
+        return RuntimeChoice("cuda", _gpu_precision(precision),
+                             f"auto: {gpus} GPU(s), no TensorRT ({trt_error})")
+    prec, why = resolve_cpu_precision(precision, flags)
+    chosen = "cpu" if prec == "bf16" else "onnx"
+    return RuntimeChoice(chosen, prec, f"auto on CPU ({why})")
+
+
+def _gpu_precision(precision: str) -> str:
+    return "fp16" if precision == "auto" else precision
+
+
+def _no_gpu(runtime: str) -> RuntimeUnavailableError:
+    extra = "tensorrt" if runtime == "tensorrt" else "gpu"
+    return RuntimeUnavailableError(
+        f"runtime={runtime!r} needs an NVIDIA GPU and none is usable on this worker: "
+        f"{cuda_unavailable_reason() or 'no CUDA device visible'}. Run it on GPU workers with "
+        f"the CUDA build of torch (pip install 'synapseml-ext[{extra}]'), or use "
+        "runtime='cpu', 'onnx' or 'auto'")
 
 
 def load_backend(
@@ -71,6 +117,27 @@ def load_backend(
 
         return load_onnx(files, num_threads=num_threads, cache_dir=cache_dir,
                          prompt_length=prompt_length, probe=probe)
+    if choice.runtime == "cuda":
+        from synapseml_ext.engine.runtimes.cuda_backend import load_cuda
+
+        return load_cuda(files, precision=choice.precision, cache_dir=cache_dir,
+                         prompt_length=prompt_length, min_cosine=min_cosine, probe=probe)
+    if choice.runtime == "tensorrt":
+        from synapseml_ext.engine.runtimes.tensorrt_backend import load_tensorrt
+
+        try:
+            return load_tensorrt(files, precision=choice.precision, cache_dir=cache_dir,
+                                 prompt_length=prompt_length, min_cosine=min_cosine, probe=probe)
+        except EngineError as e:
+            if not choice.reason.startswith("auto"):
+                raise
+            # auto picked TensorRT; a model it cannot build still runs on the same GPU.
+            log.warning("runtime='auto': TensorRT could not load %s (%s); using runtime='cuda'",
+                        files.root.name, e)
+            from synapseml_ext.engine.runtimes.cuda_backend import load_cuda
+
+            return load_cuda(files, precision=choice.precision, cache_dir=cache_dir,
+                             prompt_length=prompt_length, min_cosine=min_cosine, probe=probe)
     if choice.runtime == "cpu":
         from synapseml_ext.engine.runtimes.torch_backend import load_cpu
 

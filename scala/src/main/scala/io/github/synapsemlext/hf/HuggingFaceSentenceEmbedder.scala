@@ -126,13 +126,13 @@ private[hf] trait HuggingFaceSentenceEmbedderParams extends Params {
   /** @group getParam */
   final def getOutputCol: String = $(outputCol)
 
-  /** numeric precision: fp32, bf16, fp16 (GPU only) or auto (bf16 on CPUs with AMX-BF16 or
-   * AVX512-BF16 and fp16 on GPUs, fp32 elsewhere)
+  /** numeric precision: auto (fp16 on GPUs; bf16 on CPUs with AMX-BF16 or AVX512-BF16, fp32 on
+   * other CPUs), fp32, bf16 (runtimes cpu and cuda) or fp16 (runtimes cuda and tensorrt)
    * Default: "auto".
    * @group param
    */
   final val precision: Param[String] = new Param[String](this, "precision",
-    "numeric precision: fp32, bf16, fp16 (GPU only) or auto (bf16 on CPUs with AMX-BF16 or AVX512-BF16 and fp16 on GPUs, fp32 elsewhere)",
+    "numeric precision: auto (fp16 on GPUs; bf16 on CPUs with AMX-BF16 or AVX512-BF16, fp32 on other CPUs), fp32, bf16 (runtimes cpu and cuda) or fp16 (runtimes cuda and tensorrt)",
     HuggingFaceSentenceEmbedder.Rules.precision.isValid _)
 
   /** @group getParam */

@@ -1,0 +1,135 @@
+"""PyTorch on the GPU (``cuda``): fp16 (default), bf16 or fp32, batches sized to the GPU.
+
+Unverified on GPU hardware in this repository's CI (no GPU there): see docs/gpu.md.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+
+from synapseml_ext.engine.batching import TokenBatch
+from synapseml_ext.engine.errors import RuntimeUnavailableError
+from synapseml_ext.engine.gpu_budget import TokenBudget, budget_for, run_halving_on_oom
+from synapseml_ext.engine.model_files import ModelFiles
+from synapseml_ext.engine.paths import cache_root
+from synapseml_ext.engine.precision import ProbeVerdicts
+from synapseml_ext.engine.precision import min_cosine as lowest_cosine
+from synapseml_ext.engine.runtimes.gpu_common import (
+    PinnedIO,
+    gpu_signature,
+    run_probe,
+    worker_device,
+)
+
+log = logging.getLogger("synapseml_ext.engine")
+
+# Tensor cores want sequence lengths in multiples of 8 (fp16/bf16).
+GPU_PAD_MULTIPLE = 8
+
+
+class CudaBackend:
+    """A :class:`~synapseml_ext.engine.modules.SentenceModule` on one GPU.
+
+    ``default_max_tokens`` is the learnt :class:`TokenBudget`: the encoder reads it before
+    each batch, so batches grow as the budget grows.
+    """
+
+    runtime = "cuda"
+    pad_multiple = GPU_PAD_MULTIPLE
+
+    def __init__(self, module, *, precision: str, device, budget: TokenBudget) -> None:
+        self.module = module
+        self.precision = precision
+        self.device = str(device)
+        self._device = device
+        self.num_threads = 1
+        self.budget = budget
+        self.io = PinnedIO(device)
+
+    @property
+    def default_max_tokens(self) -> int:
+        return self.budget.tokens
+
+    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        import torch
+
+        return run_halving_on_oom(self._run_measured, input_ids, attention_mask, self.budget,
+                                  (torch.cuda.OutOfMemoryError,), torch.cuda.empty_cache)
+
+    def _run_measured(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        import torch
+
+        device = self._device
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        with torch.inference_mode():
+            ids = self.io.to_device("input_ids", input_ids)
+            mask = self.io.to_device("attention_mask", attention_mask)
+            vectors = self.io.to_host(self.module(ids, mask))
+        peak = torch.cuda.max_memory_allocated(device)
+        free, _total = torch.cuda.mem_get_info(device)
+        # What this process may use: free memory plus what its allocator already holds.
+        usable = free + torch.cuda.memory_reserved(device)
+        self.budget.after_success(int(input_ids.size), peak, base, usable)
+        return vectors
+
+
+def load_cuda(
+    files: ModelFiles,
+    *,
+    precision: str,
+    cache_dir: str,
+    prompt_length: int,
+    min_cosine: float,
+    probe: Sequence[TokenBatch],
+) -> CudaBackend:
+    """Load on this worker's GPU in ``precision``. fp16/bf16 must pass the probe check
+    (minimum cosine to fp32 >= ``min_cosine``), else the GPU runs fp32 and says why."""
+    import torch
+
+    from synapseml_ext.engine.modules import build_sentence_module
+
+    device = worker_device("cuda")
+    if precision == "bf16" and not torch.cuda.is_bf16_supported():
+        raise RuntimeUnavailableError(
+            f"precision='bf16' needs a GPU with bf16 support (compute capability 8.0+); "
+            f"{torch.cuda.get_device_name(device)} has none: use precision='fp16'")
+    module = build_sentence_module(files, attn_implementation="sdpa",
+                                   prompt_length=prompt_length).to(device)
+    fingerprint = files.fingerprint()
+
+    def backend(m, prec: str) -> CudaBackend:
+        budget = budget_for((str(device), fingerprint, prec, prompt_length))
+        return CudaBackend(m, precision=prec, device=device, budget=budget)
+
+    if precision == "fp32":
+        return backend(module, "fp32")
+    dtype = torch.float16 if precision == "fp16" else torch.bfloat16
+    verdicts = ProbeVerdicts(cache_root(cache_dir), fingerprint, gpu_signature(device),
+                             threshold=min_cosine)
+    verdict = verdicts.get(precision)
+    if verdict is None:
+        reference = run_probe(backend(module, "fp32").run, probe)
+        reduced = copy.deepcopy(module).to(dtype)
+        candidate = run_probe(backend(reduced, precision).run, probe)
+        verdict = verdicts.put(precision, lowest_cosine(reference, candidate))
+    else:
+        reduced = None
+    if verdict.passed:
+        log.info("%s kept on %s: minimum cosine to fp32 on the probe texts %.6f >= minCosine %g",
+                 precision, device, verdict.min_cosine, verdict.threshold)
+        reduced = reduced if reduced is not None else module.to(dtype)
+        del module
+        torch.cuda.empty_cache()
+        return backend(reduced, precision)
+    log.warning("%s rejected on %s, falling back to fp32: minimum cosine to fp32 on the probe "
+                "texts %.6f < minCosine %g", precision, device, verdict.min_cosine,
+                verdict.threshold)
+    del reduced
+    torch.cuda.empty_cache()
+    return backend(module, "fp32")
+
