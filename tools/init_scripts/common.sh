@@ -69,8 +69,15 @@ sx_step() {
   sx_log "step $name: done in $((SECONDS - started))s"
 }
 
-sx_python_has() {
-  "$PYTHON" -c "import $1" >/dev/null 2>&1
+# The installed version of distribution $1 in the target Python, or nothing; no import (torch
+# takes seconds to import).
+sx_installed_version() {
+  "$PYTHON" -c 'import sys
+from importlib import metadata
+try:
+    print(metadata.version(sys.argv[1]))
+except metadata.PackageNotFoundError:
+    pass' "$1"
 }
 
 # Installed versions of PROTECTED_PACKAGES as pip constraints, so installing our packages can
@@ -132,8 +139,10 @@ sx_wheel_spec() {
 # TORCH_VERSION from INDEX_URL (a CPU or CUDA build; empty = PyPI's default build).
 sx_install_torch() {
   local index_url=$1
-  if sx_python_has torch; then
-    sx_log "torch $("$PYTHON" -c 'import torch; print(torch.__version__)') already installed: keeping it"
+  local installed
+  installed="$(sx_installed_version torch)"
+  if [[ -n "$installed" ]]; then
+    sx_log "torch $installed already installed: keeping it"
     return 0
   fi
   local index_args=()

@@ -4,6 +4,7 @@
 # then an import check. Pins: versions.env. Paths and sources: see common.sh; for example
 #   SYNAPSEML_EXT_PREFIX=/tmp/x PYTHON=/tmp/x/venv/bin/python WHEEL=dist/x.whl ./databricks-cpu.sh
 # Idempotent: a re-run with the same pins skips every step.
+# shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 
 SX_DIR="${SYNAPSEML_EXT_INIT_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)}"

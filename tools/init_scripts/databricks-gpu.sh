@@ -4,6 +4,7 @@
 # TensorRT, RAPIDS cuML/cuVS and spark-rapids-ml, the synapseml-ext wheel with its GPU extras
 # and jar, then an import check. Pins: versions.env. Paths and sources: see common.sh.
 # Idempotent: a re-run with the same pins skips every step.
+# shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 
 SX_DIR="${SYNAPSEML_EXT_INIT_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)}"
@@ -64,7 +65,7 @@ if command -v nvidia-smi >/dev/null; then
 else
   sx_log "no nvidia-smi on this node: installing anyway (the import check may fail on a node without a GPU driver)"
 fi
-sx_install_torch "$TORCH_GPU_INDEX_URL"
+TORCH_VERSION="$TORCH_GPU_VERSION" sx_install_torch "$TORCH_GPU_INDEX_URL"
 nvidia_index_args=()
 if [[ -n "$NVIDIA_INDEX_URL" ]]; then
   nvidia_index_args=(--extra-index-url "$NVIDIA_INDEX_URL")
