@@ -214,3 +214,13 @@ def test_a_missing_interpreter_fails_with_its_name(tmp_path):
     assert "is not an executable interpreter; set PYTHON" in done.stdout
     log = tmp_path / "prefix" / "var" / "log" / "synapseml-ext" / "init.log"
     assert "is not an executable interpreter" in log.read_text()
+
+
+def test_namespaced_variables_win_over_the_short_ones(tmp_path):
+    done = _bash('echo "$WHEEL|$JAR"', tmp_path, WHEEL="short.whl", JAR="short.jar",
+                 SYNAPSEML_EXT_WHEEL="/v/synapseml_ext-0.1.0-py3-none-any.whl",
+                 SYNAPSEML_EXT_JAR="/v/synapseml-ext_2.12-0.1.0.jar")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "/v/synapseml_ext-0.1.0-py3-none-any.whl|/v/synapseml-ext_2.12-0.1.0.jar"
+    short = _bash('echo "$WHEEL|$JAR"', tmp_path, WHEEL="short.whl", JAR="short.jar")
+    assert short.stdout.strip() == "short.whl|short.jar"

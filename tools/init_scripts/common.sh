@@ -10,6 +10,7 @@
 #   STATE_DIR             stamp files (default: $PREFIX/var/lib/synapseml-ext)
 #   LOG_FILE              log, appended (default: $PREFIX/var/log/synapseml-ext/init.log)
 #   WHEEL                 pip spec or path of the synapseml-ext wheel (default: synapseml-ext==VERSION)
+#                         (SYNAPSEML_EXT_WHEEL wins when set, likewise SYNAPSEML_EXT_JAR)
 #   WHEEL_EXTRAS          extras of that wheel, comma-separated
 #   JAR                   path or URL of the synapseml-ext jar; empty skips the jar step
 #   PROTECTED_PACKAGES    installed packages pip must not move (the runtime's own)
@@ -21,8 +22,10 @@ PYTHON="${PYTHON:-$SX_PREFIX/databricks/python/bin/python}"
 JAR_DIR="${JAR_DIR:-$SX_PREFIX/databricks/jars}"
 STATE_DIR="${STATE_DIR:-$SX_PREFIX/var/lib/synapseml-ext}"
 LOG_FILE="${LOG_FILE:-$SX_PREFIX/var/log/synapseml-ext/init.log}"
-WHEEL="${WHEEL:-synapseml-ext==$SYNAPSEML_EXT_VERSION}"
-JAR="${JAR:-}"
+# SYNAPSEML_EXT_WHEEL / SYNAPSEML_EXT_JAR: the same, with names that are safe to set as
+# cluster-wide environment variables.
+WHEEL="${SYNAPSEML_EXT_WHEEL:-${WHEEL:-synapseml-ext==$SYNAPSEML_EXT_VERSION}}"
+JAR="${SYNAPSEML_EXT_JAR:-${JAR:-}}"
 PROTECTED_PACKAGES="${PROTECTED_PACKAGES:-numpy pandas pyarrow pyspark torch}"
 PIP_ARGS="${PIP_ARGS:-}"
 FORCE="${FORCE:-0}"
@@ -45,6 +48,7 @@ sx_start() {
   [[ -x "$PYTHON" ]] || sx_die "PYTHON=$PYTHON is not an executable interpreter; set PYTHON"
   sx_log "python: $PYTHON ($("$PYTHON" -c 'import sys; print(sys.version.split()[0])'))"
   sx_log "prefix: '${SX_PREFIX}', jars: $JAR_DIR, state: $STATE_DIR"
+  sx_log "Databricks runtime: ${DATABRICKS_RUNTIME_VERSION:-none}; wheel: $WHEEL; jar: ${JAR:-none}"
 }
 
 # sx_step NAME COMMAND...: run COMMAND once per distinct (NAME, COMMAND, local wheel content);
