@@ -224,3 +224,13 @@ def test_namespaced_variables_win_over_the_short_ones(tmp_path):
     assert done.stdout.strip() == "/v/synapseml_ext-0.1.0-py3-none-any.whl|/v/synapseml-ext_2.12-0.1.0.jar"
     short = _bash('echo "$WHEEL|$JAR"', tmp_path, WHEEL="short.whl", JAR="short.jar")
     assert short.stdout.strip() == "short.whl|short.jar"
+
+
+def test_a_step_done_for_one_interpreter_runs_again_for_another(tmp_path):
+    counter = tmp_path / "runs"
+    other = tmp_path / "other-python"
+    other.symlink_to(sys.executable)
+    snippet = f'count() {{ echo x >> "{counter}"; }}\nsx_step demo count\nPYTHON="{other}" sx_step demo count'
+    done = _bash(snippet, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert counter.read_text().split() == ["x", "x"]

@@ -51,14 +51,15 @@ sx_start() {
   sx_log "Databricks runtime: ${DATABRICKS_RUNTIME_VERSION:-none}; wheel: $WHEEL; jar: ${JAR:-none}"
 }
 
-# sx_step NAME COMMAND...: run COMMAND once per distinct (NAME, COMMAND, local wheel content);
-# a stamp file holding that key marks it done, so a re-run with the same pins does nothing.
+# sx_step NAME COMMAND...: run COMMAND once per distinct (NAME, PYTHON, COMMAND, local wheel
+# content); a stamp file holding that key marks it done, so a re-run with the same pins does
+# nothing.
 sx_step() {
   local name=$1
   shift
   local stamp="$STATE_DIR/$name.done"
   local want
-  want="$(printf '%q ' "$@")"
+  want="python=$PYTHON $(printf '%q ' "$@")"
   if [[ -f "$WHEEL" ]]; then
     want+=" wheel-sha256=$(sha256sum "$WHEEL" | cut -d' ' -f1)"
   fi
@@ -225,6 +226,9 @@ if missing:
     print("missing: " + ", ".join(f"{m} ({kind})" for m, kind in missing))
 else:
     print("missing: nothing")
+if failed:
+    print("a required module is missing: fix the cause above, then re-run with FORCE=1 "
+          "(the stamps would otherwise skip the install steps)")
 sys.exit(1 if failed else 0)
 PY
 }
