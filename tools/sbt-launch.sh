@@ -26,6 +26,7 @@ fi
 
 # The launcher's default resolvers include Ivy repositories outside Maven Central; the
 # repositories file plus override.build.repos limit every resolution to Maven Central.
+# shellcheck disable=SC2086  # SBT_JAVA_OPTS holds several JVM options: split them
 exec java ${SBT_JAVA_OPTS:--Xms512m -Xmx2g -Xss4m} \
   -Dsbt.repository.config="$REPO_ROOT/tools/sbt-repositories" \
   -Dsbt.override.build.repos=true \
