@@ -134,15 +134,16 @@ class _ApproximateNearestNeighborsParams(HasInputCol):
         typeConverter=TypeConverters.toInt)
     numQueryBlocks: Param[int] = Param(
         Params._dummy(), "numQueryBlocks",
-        "CPU engine: query blocks per kneighbors call; every index partition meets every block "
-        "in one task, so tasks = index partitions x blocks (more blocks: more parallelism and "
-        "less memory per task, but each index partition is read once per block)",
+        "CPU engine: query blocks per kneighbors call (0 keeps the query DataFrame's "
+        "partitions, one block each); every index partition meets every block in one task, "
+        "so tasks = index partitions x blocks (more blocks: more parallelism and less memory "
+        "per task, but each index partition is read once per block)",
         typeConverter=TypeConverters.toInt)
 
     def __init__(self, *args) -> None:
         super().__init__(*args)
         self._setDefault(k=5, algorithm="ivfflat", metric="euclidean", algoParams=None,
-                         backend="auto", numPartitions=0, numQueryBlocks=1)
+                         backend="auto", numPartitions=0, numQueryBlocks=0)
 
     def _set_checked(self: P, **kwargs) -> P:
         """``_set`` after validation shared by the constructor, ``setParams`` and setters;
@@ -171,9 +172,8 @@ class _ApproximateNearestNeighborsParams(HasInputCol):
         if name == "backend" and value not in BACKENDS:
             raise ValueError(f"unknown backend {value!r}; expected one of: {', '.join(BACKENDS)}")
         if name in ("numPartitions", "numQueryBlocks"):
-            low = 0 if name == "numPartitions" else 1
-            if value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value}")
+            if value < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {value}")
         if name in ("inputCol", "idCol") and not value:
             raise ValueError(f"{name} must be a non-empty column name")
         return value
