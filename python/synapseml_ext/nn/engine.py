@@ -254,6 +254,7 @@ def _approximate(x: np.ndarray, algorithm: str, metric: str, params: dict[str, A
     target = float(params.get("target_recall", DEFAULT_TARGET_RECALL))
     _tune(index, info, base, probe, max(k, 10), target, params)
     index.add(probe)
+    info.n = n
     # Labels follow insertion order: the base rows, then the held-out rows.
     return PartitionIndex(index, info, np.concatenate([base_rows, held_rows]))
 
