@@ -54,6 +54,6 @@ def rapids_estimator(kwargs: dict[str, Any]):
     except ImportError as e:
         raise ImportError(
             "backend='gpu' delegates to spark-rapids-ml, which is not installed on the driver; "
-            "install it with: pip install 'synapseml-ext[gpu]' (the cluster also needs RAPIDS "
+            "install it with: pip install 'synapseml-ext[rapids]' (the cluster also needs RAPIDS "
             "cuVS and NVIDIA GPUs), or use backend='cpu'") from e
     return ApproximateNearestNeighbors(**kwargs)
