@@ -197,3 +197,31 @@ def test_recall_on_real_minilm_sentences(spark, review_sentence_vectors):
     assert auto_recall >= 0.90, (auto_recall, auto.buildSummary)
     assert tuned_recall >= 0.95, tuned_recall
     assert (distances >= -1e-6).all() and (distances <= 2 + 1e-6).all()  # 1 - cosine
+
+
+def test_doctest_example(spark, tmp_path):
+    import doctest
+
+    import synapseml_ext.nn.model as module
+
+    globs = {"spark": spark, "temp_path": str(tmp_path),
+             "ApproximateNearestNeighborsModel": ApproximateNearestNeighborsModel}
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    for test in doctest.DocTestFinder().find(module.ApproximateNearestNeighbors, globs=globs):
+        runner.run(test)
+    assert runner.failures == 0 and runner.tries > 0
+
+
+def test_inside_a_pipeline_with_save_load(spark, small, tmp_path):
+    from pyspark.ml import Pipeline, PipelineModel
+
+    items, queries = small
+    pipeline = Pipeline(stages=[ApproximateNearestNeighbors(k=3, algorithm="exact",
+                                                            inputCol="v", idCol="id",
+                                                            backend="cpu")])
+    fitted = pipeline.fit(vector_df(spark, items))
+    fitted.save(str(tmp_path / "pipeline"))
+    stage = PipelineModel.load(str(tmp_path / "pipeline")).stages[0]
+    assert isinstance(stage, ApproximateNearestNeighborsModel)
+    _, indices, _ = knn_arrays(stage.kneighbors(vector_df(spark, queries))[2])
+    assert indices == brute_force(items, queries, 3, "euclidean")[0].tolist()
