@@ -47,6 +47,6 @@ def test_small_partitions_are_exact_and_padded():
 
 
 def test_default_nlist_grows_with_sqrt_n():
-    assert engine.default_nlist(10_000) == 200
-    assert engine.default_nlist(1_000_000) == 2000
+    assert engine.default_nlist(10_000) == 256  # 4 sqrt(n) = 400, capped at n / 39
+    assert engine.default_nlist(1_000_000) == 4000
     assert engine.default_nlist(100) == 2  # at least 39 training points per list

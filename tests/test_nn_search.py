@@ -141,7 +141,7 @@ def test_save_load_same_neighbours_without_rebuild(spark, event_log, tmp_path):
 
 
 def test_recall_defaults_and_tuned_ivfflat_on_clustered_latent(spark):
-    """Defaults (nlist ~ 2 sqrt(n), nprobe tuned at fit to 0.95 recall on held-out items)
+    """Defaults (nlist ~ 4 sqrt(n), nprobe tuned at fit to 0.95 recall on held-out items)
     and an explicit setting, against brute force on overlapping clusters."""
     data = clustered_latent(40_300)  # queries from the same distribution as the items
     items, queries = data[:-300], data[-300:]

@@ -26,7 +26,7 @@ DEFAULT_TARGET_RECALL = 0.95
 # IVF default: nlist = NLIST_PER_SQRT_N * sqrt(n), trained on TRAIN_POINTS_PER_LIST points a
 # list (faiss warns below 39). Chosen by measurement, see docs/ann.md ("How the defaults were
 # chosen").
-NLIST_PER_SQRT_N = 2.0
+NLIST_PER_SQRT_N = 4.0
 TRAIN_POINTS_PER_LIST = 48
 MIN_POINTS_PER_LIST = 39
 # Partitions too small for a useful IVF/HNSW index are searched exactly.
@@ -193,7 +193,7 @@ def _resort(distances: np.ndarray, labels: np.ndarray, metric: str
 
 
 def default_nlist(n: int) -> int:
-    """Inverted lists for ``n`` items: ~2 sqrt(n), at most n / 39 (faiss' minimum of training
+    """Inverted lists for ``n`` items: ~4 sqrt(n), at most n / 39 (faiss' minimum of training
     points per list)."""
     return int(max(1, min(round(NLIST_PER_SQRT_N * math.sqrt(n)), n // MIN_POINTS_PER_LIST)))
 
