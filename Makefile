@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup quickstart test test-python lint clean
+.PHONY: setup quickstart test test-python test-scala lint clean
 
 setup: $(STAMP)
 
@@ -24,7 +24,14 @@ lint: $(STAMP)
 test-python: $(STAMP)
 	$(PY) -m pytest
 
-test: lint test-python
+# The Scala side: generated stubs up to date, then ScalaTest through ./sbt (Java 17 and Maven
+# are all it needs; sbt and the Scala/Spark jars come from Maven Central on the first run).
+# The tests run the Python stage on Spark's workers with this .venv's Python.
+test-scala: $(STAMP)
+	$(PY) -m synapseml_ext.codegen --check
+	PYSPARK_PYTHON=$(abspath $(PY)) ./sbt test < /dev/null
+
+test: lint test-python test-scala
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info
+	rm -rf $(VENV) build dist *.egg-info target project/target scala/examples/target

@@ -41,56 +41,73 @@ class EncoderSpec:
 
 def validate_option(name: str, value) -> None:
     """Raise ``ValueError`` naming the option and the allowed values when ``value`` is bad."""
-    check = _CHECKS.get(name)
-    if check is not None:
-        check(name, value)
+    rule = RULES.get(name)
+    if rule is not None:
+        rule.check(_param_name(name), value)
 
 
-def _one_of(allowed):
-    def check(name, value):
-        if value not in allowed:
+# The rules are data, not closures, so that synapseml_ext.codegen can emit the same checks
+# (and the same messages) into the generated Scala stages.
+
+
+@dataclass(frozen=True)
+class OneOf:
+    allowed: tuple[str, ...]
+
+    def check(self, name: str, value) -> None:
+        if value not in self.allowed:
             raise ValueError(
-                f"unknown {_param_name(name)} {value!r}; expected one of: {', '.join(allowed)}"
-            )
-
-    return check
+                f"unknown {name} {value!r}; expected one of: {', '.join(self.allowed)}")
 
 
-def _int_at_least(low: int):
-    def check(name, value):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            what = "a positive integer" if low == 1 else f"an integer >= {low}"
-            raise ValueError(f"{_param_name(name)} must be {what}, got {value!r}")
+@dataclass(frozen=True)
+class IntAtLeast:
+    low: int
 
-    return check
-
-
-def _model(name, value):
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError("modelName must be a hub id or a local model directory, got "
-                         f"{value!r}")
+    def check(self, name: str, value) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < self.low:
+            what = "a positive integer" if self.low == 1 else f"an integer >= {self.low}"
+            raise ValueError(f"{name} must be {what}, got {value!r}")
 
 
-def _min_cosine(name, value):
-    if not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
-        raise ValueError(f"minCosine must be a number in [0, 1], got {value!r}")
+@dataclass(frozen=True)
+class NonBlank:
+    what: str
+
+    def check(self, name: str, value) -> None:
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"{name} must be {self.what}, got {value!r}")
 
 
-def _normalize(name, value):
-    if value is not None and not isinstance(value, bool):
-        raise ValueError(f"normalize must be true, false or unset, got {value!r}")
+@dataclass(frozen=True)
+class NumberIn:
+    low: float
+    high: float
+
+    def check(self, name: str, value) -> None:
+        if (isinstance(value, bool) or not isinstance(value, (int, float))
+                or not self.low <= float(value) <= self.high):
+            raise ValueError(f"{name} must be a number in [{self.low:g}, {self.high:g}], "
+                             f"got {value!r}")
 
 
-_CHECKS = {
-    "model": _model,
-    "runtime": _one_of(RUNTIMES),
-    "precision": _one_of(PRECISIONS),
-    "batch_size": _int_at_least(1),
-    "max_tokens_per_batch": _int_at_least(0),
-    "max_seq_length": _int_at_least(0),
-    "num_threads": _int_at_least(0),
-    "min_cosine": _min_cosine,
-    "normalize": _normalize,
+@dataclass(frozen=True)
+class OptionalBool:
+    def check(self, name: str, value) -> None:
+        if value is not None and not isinstance(value, bool):
+            raise ValueError(f"{name} must be true, false or unset, got {value!r}")
+
+
+RULES = {
+    "model": NonBlank("a hub id or a local model directory"),
+    "runtime": OneOf(RUNTIMES),
+    "precision": OneOf(PRECISIONS),
+    "batch_size": IntAtLeast(1),
+    "max_tokens_per_batch": IntAtLeast(0),
+    "max_seq_length": IntAtLeast(0),
+    "num_threads": IntAtLeast(0),
+    "min_cosine": NumberIn(0.0, 1.0),
+    "normalize": OptionalBool(),
 }
 
 # Spark Param names, for error messages that name what the user typed.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Iterator
 
@@ -9,11 +10,13 @@ import pandas as pd
 from pyspark import keyword_only
 from pyspark.accumulators import Accumulator, AccumulatorParam
 from pyspark.ml import Transformer
-from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
+from pyspark.ml.util import DefaultParamsWritable
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, StructType
+from pyspark.sql.types import ArrayType, DataType, FloatType, StringType, StructType
 
+from synapseml_ext.bridge.contract import ColumnTransform, InputColumn, OutputColumn
+from synapseml_ext.bridge.persistence import BridgedParamsReadable
 from synapseml_ext.hf.params import _SentenceEmbedderParams
 
 __all__ = ["HuggingFaceSentenceEmbedder"]
@@ -24,7 +27,7 @@ EMBEDDING_TYPE = ArrayType(FloatType(), containsNull=False)
 
 
 class HuggingFaceSentenceEmbedder(
-    Transformer, _SentenceEmbedderParams, DefaultParamsReadable, DefaultParamsWritable
+    Transformer, _SentenceEmbedderParams, BridgedParamsReadable, DefaultParamsWritable
 ):
     """Sentence embeddings of a text column with any sentence-transformers model.
 
@@ -50,6 +53,12 @@ class HuggingFaceSentenceEmbedder(
     >>> loaded.getRuntime(), loaded.getInputCol()
     ('onnx', 'text')
     """
+
+    # Schema checks, shared with the generated Scala stage (synapseml_ext.codegen).
+    _CONTRACT = ColumnTransform(
+        InputColumn("inputCol", (StringType(),), "a string column", "the text column to embed"),
+        OutputColumn("outputCol", EMBEDDING_TYPE),
+    )
 
     @keyword_only
     def __init__(
@@ -143,25 +152,7 @@ class HuggingFaceSentenceEmbedder(
     def transformSchema(self, schema: StructType) -> StructType:
         """The output schema; raises on the driver for a missing or non-string input column
         or an output column that already exists."""
-        if not self.isDefined(self.inputCol):
-            raise ValueError("inputCol is not set: name the text column to embed")
-        input_col, output_col = self.getInputCol(), self.getOutputCol()
-        if input_col not in schema.fieldNames():
-            raise ValueError(
-                f"inputCol {input_col!r} not found; available columns: "
-                f"{', '.join(schema.fieldNames()) or '(none)'}"
-            )
-        actual = schema[input_col].dataType
-        if not isinstance(actual, StringType):
-            raise TypeError(
-                f"inputCol {input_col!r} must be a string column, got {actual.simpleString()}"
-            )
-        if output_col in schema.fieldNames():
-            raise ValueError(
-                f"outputCol {output_col!r} already exists in the DataFrame; choose another "
-                "outputCol or drop that column first"
-            )
-        return StructType([*schema.fields, StructField(output_col, EMBEDDING_TYPE, True)])
+        return self._CONTRACT.transform_schema(self, schema)
 
     def _transform(self, dataset: DataFrame) -> DataFrame:
         return self._transform_with_stats(dataset, None)
@@ -172,6 +163,13 @@ class HuggingFaceSentenceEmbedder(
         self.transformSchema(dataset.schema)
         embed = make_embed_udf(self.encoder_spec().to_dict(), stats)
         return dataset.withColumn(self.getOutputCol(), embed(F.col(self.getInputCol())))
+
+    def _bridge_function(self, op: str) -> tuple[Callable, DataType]:
+        """Executor side, for the Scala stage (synapseml_ext.bridge): the same function
+        ``_transform``'s pandas UDF runs, over the same encoder spec."""
+        if op != "transform":
+            raise ValueError(f"HuggingFaceSentenceEmbedder has no bridge operation {op!r}")
+        return functools.partial(embed_batches, self.encoder_spec().to_dict()), EMBEDDING_TYPE
 
 
 def make_embed_udf(spec: dict, stats: Accumulator | None = None) -> Callable:

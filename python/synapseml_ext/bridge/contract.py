@@ -1,0 +1,69 @@
+"""Schema contracts of bridged stages: one declaration gives Python's ``transformSchema`` and,
+through synapseml_ext.codegen, the generated Scala ``transformSchema`` with the same checks
+and the same messages (Python raises ``ValueError``/``TypeError``, Scala
+``IllegalArgumentException``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyspark.ml.param import Params
+from pyspark.sql.types import DataType, StructField, StructType
+
+__all__ = ["ColumnTransform", "InputColumn", "OutputColumn"]
+
+
+@dataclass(frozen=True)
+class InputColumn:
+    """A column the stage reads: Param ``param`` names it, its type must be one of ``types``."""
+
+    param: str
+    types: tuple[DataType, ...]
+    description: str  # "a string column": completes "must be ..."
+    purpose: str      # "the text column to embed": completes "name ..."
+
+    def check(self, stage: Params, schema: StructType) -> None:
+        if not stage.isDefined(stage.getParam(self.param)):
+            raise ValueError(f"{self.param} is not set: name {self.purpose}")
+        column = stage.getOrDefault(self.param)
+        names = schema.fieldNames()
+        if column not in names:
+            raise ValueError(f"{self.param} {column!r} not found; available columns: "
+                             f"{', '.join(names) or '(none)'}")
+        actual = schema[column].dataType
+        if actual not in self.types:
+            raise TypeError(f"{self.param} {column!r} must be {self.description}, "
+                            f"got {actual.simpleString()}")
+
+
+@dataclass(frozen=True)
+class OutputColumn:
+    """A column the stage appends: Param ``param`` names it; it must not exist yet."""
+
+    param: str
+    data_type: DataType
+    nullable: bool = True
+
+    def append(self, stage: Params, schema: StructType) -> StructType:
+        column = stage.getOrDefault(self.param)
+        if column in schema.fieldNames():
+            raise ValueError(f"{self.param} {column!r} already exists in the DataFrame; choose "
+                             f"another {self.param} or drop that column first")
+        return StructType([*schema.fields, StructField(column, self.data_type, self.nullable)])
+
+
+@dataclass(frozen=True)
+class ColumnTransform:
+    """A Transformer that maps one input column to one appended output column, row by row,
+    through a scalar-iterator pandas UDF; only the input column crosses to Python.
+
+    The stage provides ``_bridge_function("transform") -> (function, return type)``, the
+    executor function its own PySpark ``_transform`` uses.
+    """
+
+    input: InputColumn
+    output: OutputColumn
+
+    def transform_schema(self, stage: Params, schema: StructType) -> StructType:
+        self.input.check(stage, schema)
+        return self.output.append(stage, schema)

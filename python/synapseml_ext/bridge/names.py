@@ -1,0 +1,38 @@
+"""Which Python stage is which Scala stage.
+
+Saved metadata names the class that wrote it (``class`` in ``metadata/``): the Python module
+path from PySpark, the Scala class from a JVM job. Both readers accept both names through this
+table instead of skipping the class check. Adding a bridged stage starts with a line here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["STAGES", "BridgedStage", "by_any_name", "scala_name"]
+
+
+@dataclass(frozen=True)
+class BridgedStage:
+    python_class: str  # module path as pyspark's DefaultParamsWriter writes it
+    scala_class: str   # the generated stub (synapseml_ext.codegen)
+
+    @property
+    def names(self) -> tuple[str, str]:
+        return (self.python_class, self.scala_class)
+
+
+STAGES: tuple[BridgedStage, ...] = (
+    BridgedStage("synapseml_ext.hf.embedder.HuggingFaceSentenceEmbedder",
+                 "io.github.synapsemlext.hf.HuggingFaceSentenceEmbedder"),
+)
+
+
+def by_any_name(class_name: str) -> BridgedStage | None:
+    """The bridged stage saved under ``class_name`` (Python or Scala spelling), if any."""
+    return next((s for s in STAGES if class_name in s.names), None)
+
+
+def scala_name(python_class: str) -> str | None:
+    stage = by_any_name(python_class)
+    return stage.scala_class if stage else None

@@ -1,0 +1,51 @@
+"""The embedder through Spark Connect (Databricks shared/serverless compute use Connect):
+the stage builds its plan with the DataFrame API only, so it runs unchanged there.
+
+Runs in a subprocess: a Connect session cannot share this process with the classic session
+of the other tests. The Connect server is Spark's own (org.apache.spark:spark-connect_2.12 from
+Maven Central; the newest 3.5 build published there is 3.5.7, which serves Spark 3.5.9).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from conftest import REPO
+
+CONNECT_PACKAGE = "org.apache.spark:spark-connect_2.12:3.5.7"
+
+CHILD = """
+import json, os, sys
+from pyspark.sql import SparkSession
+spark = (SparkSession.builder.remote("local[2]")
+         .config("spark.jars.packages", sys.argv[3]).getOrCreate())
+from synapseml_ext.hf import HuggingFaceSentenceEmbedder
+df = spark.createDataFrame([(1, "desserts"), (2, None), (3, "")], "id int, text string")
+emb = HuggingFaceSentenceEmbedder(modelName=sys.argv[1], inputCol="text", runtime="onnx",
+                                  cacheDir=sys.argv[2])
+rows = emb.transform(df).orderBy("id").collect()
+result = {"session": type(spark).__module__,
+          "rows": [[r.id, None if r.embeddings is None else len(r.embeddings)] for r in rows]}
+try:
+    emb.copy().setInputCol("nope").transform(df)
+except Exception as e:
+    result["error"] = str(e)
+print("RESULT " + json.dumps(result))
+spark.stop()
+"""
+
+
+def test_embedder_runs_through_spark_connect(minilm_dir, cache_dir):
+    env = dict(os.environ, PYSPARK_PYTHON=sys.executable, PYTHONPATH=str(REPO / "python"))
+    env.pop("SYNAPSEML_EXT_EVENT_LOG", None)
+    done = subprocess.run([sys.executable, "-c", CHILD, minilm_dir, cache_dir, CONNECT_PACKAGE],
+                          env=env, capture_output=True, text=True, timeout=900)
+    line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
+    assert line is not None, (done.stdout[-2000:], done.stderr[-4000:])
+    result = json.loads(line[len("RESULT "):])
+    assert result["session"] == "pyspark.sql.connect.session"
+    assert result["rows"] == [[1, 384], [2, None], [3, 384]]
+    assert "inputCol 'nope' not found; available columns: id, text" in result["error"]

@@ -1,0 +1,146 @@
+"""The Scala side end to end, the way users run it: the jar built with ./sbt, a Scala job
+(scala/examples) run with pyspark's own bin/spark-submit, executors running this checkout's
+Python package; results compared with the PySpark stage on the same rows."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyspark
+import pytest
+
+from synapseml_ext.engine import EncoderSpec, SentenceEncoder
+from synapseml_ext.hf import HuggingFaceSentenceEmbedder
+
+from conftest import REPO, seed_texts
+from helpers import cosines
+from standalone import standalone_cluster
+
+pytestmark = pytest.mark.slow
+
+SCALA_APP = "io.github.synapsemlext.examples.EmbedReviews"
+
+
+@pytest.fixture(scope="module")
+def jars() -> tuple[Path, Path]:
+    """synapseml-ext_2.12 and the example job, built by ./sbt (incremental after the first)."""
+    if shutil.which("java") is None:
+        pytest.skip("no java on the PATH: the Scala side cannot be built here")
+    subprocess.run([str(REPO / "sbt"), "package", "examples/package"], cwd=REPO, check=True,
+                   stdin=subprocess.DEVNULL, timeout=1200)
+    main = REPO / "target" / "scala-2.12" / "synapseml-ext_2.12-0.1.0.jar"
+    app = REPO / "scala" / "examples" / "target" / "scala-2.12" / \
+        "synapseml-ext-examples_2.12-0.1.0.jar"
+    assert main.exists() and app.exists()
+    return main, app
+
+
+def spark_submit(jars: tuple[Path, Path], *app_args: str, master: str = "local[2]",
+                 conf: dict[str, str] | None = None) -> str:
+    """Runs the Scala job with pyspark's spark-submit; returns its stdout."""
+    main, app = jars
+    python_path = os.pathsep.join(filter(None, [str(REPO / "python"),
+                                                os.environ.get("PYTHONPATH")]))
+    extra = [arg for key, value in (conf or {}).items() for arg in ("--conf", f"{key}={value}")]
+    command = [str(Path(pyspark.__file__).parent / "bin" / "spark-submit"),
+               "--master", master, *extra,
+               "--conf", "spark.ui.enabled=false",
+               "--conf", f"spark.pyspark.python={sys.executable}",
+               "--conf", f"spark.executorEnv.PYTHONPATH={python_path}",
+               "--jars", str(main), "--class", SCALA_APP, str(app), *app_args]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=1200,
+                          env={**os.environ, "PYSPARK_PYTHON": sys.executable,
+                               "SPARK_LOCAL_IP": "127.0.0.1"})
+    assert done.returncode == 0, f"spark-submit failed:\n{done.stdout}\n{done.stderr[-6000:]}"
+    return done.stdout
+
+
+def test_scala_job_embeds_the_reviews_like_the_pyspark_stage(spark, jars, reviews, minilm_dir,
+                                                            cache_dir, tmp_path):
+    csv = tmp_path / "reviews.csv"
+    reviews.to_csv(csv, index=False)
+    out = tmp_path / "scala.parquet"
+    stdout = spark_submit(jars, "--input", str(csv), "--output", str(out), "--model", minilm_dir,
+                          "--runtime", "onnx", "--cache-dir", cache_dir)
+    assert "EmbedReviews: 1000 rows" in stdout
+
+    scala = spark.read.parquet(str(out)).toPandas()
+    # Same rows in the same order, every input column kept, the seed's text built in Scala.
+    assert scala.columns.tolist() == [*reviews.columns, "data", "embeddings"]
+    assert scala["Unnamed: 0"].astype(int).tolist() == reviews["Unnamed: 0"].tolist()
+    assert scala["data"].tolist() == seed_texts(reviews)
+
+    embedder = HuggingFaceSentenceEmbedder(modelName=minilm_dir, inputCol="data",
+                                           runtime="onnx", cacheDir=cache_dir)
+    frame = spark.createDataFrame(scala[["Unnamed: 0", "data"]].rename(
+        columns={"Unnamed: 0": "id"}))
+    pyspark_rows = embedder.transform(frame).toPandas()
+    assert pyspark_rows["id"].tolist() == scala["Unnamed: 0"].tolist()
+    got = np.stack(scala["embeddings"].to_numpy())
+    want = np.stack(pyspark_rows["embeddings"].to_numpy())
+    assert got.shape == want.shape == (1000, 384)
+    assert cosines(got, want).min() >= 0.9999
+
+
+def test_stage_saved_by_pyspark_runs_in_scala_and_scala_saves_it_back(spark, jars, reviews,
+                                                                      minilm_dir, cache_dir,
+                                                                      tmp_path):
+    stage = HuggingFaceSentenceEmbedder(modelName=minilm_dir, inputCol="data", runtime="onnx",
+                                        cacheDir=cache_dir, batchSize=16, normalize=False,
+                                        prompt="passage: ")
+    from_python = tmp_path / "from-python"
+    from_scala = tmp_path / "from-scala"
+    stage.save(str(from_python))
+    csv = tmp_path / "few.csv"
+    reviews.head(24).to_csv(csv, index=False)
+    out = tmp_path / "out.parquet"
+    spark_submit(jars, "--input", str(csv), "--output", str(out), "--stage", str(from_python),
+                 "--save-stage", str(from_scala))
+
+    back = HuggingFaceSentenceEmbedder.load(str(from_scala))
+    assert back.uid == stage.uid
+    assert {p.name: v for p, v in back._paramMap.items()} == \
+        {p.name: v for p, v in stage._paramMap.items()}
+    assert {p.name: v for p, v in back._defaultParamMap.items()} == \
+        {p.name: v for p, v in stage._defaultParamMap.items()}
+    assert back.getNormalize() is False and not back.isSet(back.precision)
+
+    # The Scala job ran the stage with those Params: no normalisation, the prompt applied.
+    scala = spark.read.parquet(str(out)).toPandas()
+    frame = spark.createDataFrame(scala[["data"]])
+    want = np.stack(stage.transform(frame).toPandas()["embeddings"].to_numpy())
+    got = np.stack(scala["embeddings"].to_numpy())
+    assert cosines(got, want).min() >= 0.9999
+    assert not np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-3)
+
+
+def test_scala_job_on_a_two_executor_standalone_cluster(spark, jars, reviews, minilm_dir,
+                                                        cache_dir, tmp_path):
+    # Separate executor JVMs, each starting its own Python workers from what the driver sent.
+    few = reviews.head(240).rename(columns={"Unnamed: 0": "id"})
+    source = tmp_path / "reviews.parquet"
+    spark.createDataFrame(few).repartition(4).write.parquet(str(source))
+    out = tmp_path / "out.parquet"
+    with standalone_cluster(tmp_path / "cluster") as master:
+        stdout = spark_submit(jars, "--input", str(source), "--output", str(out),
+                              "--model", minilm_dir, "--runtime", "onnx",
+                              "--cache-dir", cache_dir, master=master,
+                              conf={"spark.executor.cores": "1",
+                                    "spark.executor.memory": "1g"})
+    assert "EmbedReviews: 240 rows" in stdout
+    scala = spark.read.parquet(str(out)).toPandas().sort_values("id")
+    assert scala["id"].tolist() == few["id"].tolist()
+    assert scala["data"].tolist() == seed_texts(few)
+    expected = SentenceEncoder(EncoderSpec(model=minilm_dir, runtime="onnx",
+                                           cache_dir=cache_dir)).encode(scala["data"].tolist())
+    got = np.stack(scala["embeddings"].to_numpy())
+    assert cosines(got, expected).min() >= 0.9999
+    # Both executors ran the Python stage (their Python workers log to the executor's stderr).
+    logs = sorted((tmp_path / "cluster").glob("worker*/app-*/*/stderr"))
+    ran = {log.parts[-4] for log in logs if "synapseml-ext loaded model" in log.read_text()}
+    assert ran == {"worker0", "worker1"}, [log.read_text()[-1500:] for log in logs]
