@@ -21,7 +21,7 @@ import logging
 import re
 from typing import Any
 
-from pyspark import keyword_only
+from pyspark import StorageLevel, keyword_only
 from pyspark.ml import Estimator, Model
 from pyspark.ml.util import (
     DefaultParamsReadable,
@@ -214,7 +214,9 @@ class ApproximateNearestNeighbors(Estimator, _SchemaMixin, DefaultParamsReadable
                "algorithm": self._cpu_algorithm(), "metric": self.getMetric(),
                "params": self._cpu_algo_params(), "k": self.getK()}
         indexes = prepared.mapInArrow(tasks.make_build_fn(cfg), tasks.index_schema(id_kind))
-        indexes = indexes.persist()
+        # On disk, not on the JVM heap: the search tasks need the heap to pass index rows to
+        # Python, and the OS page cache keeps hot partitions in memory anyway.
+        indexes = indexes.persist(StorageLevel.DISK_ONLY)
         with _DataErrors():
             infos = [json.loads(row[0]) for row in indexes.select(tasks.INFO).collect()]
         if not infos:
