@@ -172,8 +172,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1_010_000, help="items + queries")
     parser.add_argument("--queries", type=int, default=10_000)
     parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--partitions", type=int, default=8,
-                        help="item partitions = indexes (8 keeps 1M x 384 at ~190 MB each)")
+    parser.add_argument("--partitions", type=int, default=0,
+                        help="item partitions = indexes; 0: one per ~192 MB of vectors, at "
+                             "least 2 (1M x 384 -> 8)")
     parser.add_argument("--methods", default="faiss-flat-1proc,ours-ivfflat,ours-exact,annoy-seed")
     parser.add_argument("--annoy-trees", type=int, default=50)
     parser.add_argument("--annoy-search-k", type=int, default=-1)
@@ -186,6 +187,8 @@ def main() -> None:
         items, queries = latent_set(args.n, queries=args.queries)
     else:
         items, queries = minilm_set(args.n, queries=args.queries)
+    if args.partitions == 0:
+        args.partitions = max(2, -(-items.nbytes // (192 << 20)))
     tag = f"{args.data}_{args.n}_q{args.queries}"
     item_path = to_parquet(items, CACHE / f"{tag}_items.parquet")
     query_path = to_parquet(queries, CACHE / f"{tag}_queries.parquet", id_offset=len(items))
