@@ -29,6 +29,15 @@ DEFAULT_TARGET_RECALL = 0.95
 NLIST_PER_SQRT_N = 4.0
 TRAIN_POINTS_PER_LIST = 48
 MIN_POINTS_PER_LIST = 39
+def calibration_k(k: int, partitions: int) -> int:
+    """Neighbours per partition that the breadth is tuned for: the global top-k spreads over
+    hash partitions (k / partitions each on average), and the ones a partition holds are its
+    own nearest; tune for a high quantile of that count (mean + 2 sd of the binomial), at
+    least 1 and at most max(k, 10)."""
+    mean = k / max(1, partitions)
+    return int(max(1, min(max(k, 10), math.ceil(mean + 2 * math.sqrt(mean)))))
+
+
 # Partitions too small for a useful IVF/HNSW index are searched exactly.
 MIN_ANN_ITEMS = 10_000
 CALIBRATION_QUERIES = 400
@@ -211,7 +220,7 @@ def build_index(vectors: np.ndarray, algorithm: str, metric: str, params: dict[s
     """Build one partition's index from validated float vectors ``[n, dim]``.
 
     ``algorithm`` is exact, ivfflat, ivfpq or hnsw; ``params`` are normalised algoParams.
-    ``k`` is the neighbour count the automatic breadth is tuned for (at least 10).
+    ``k`` is the neighbour count the automatic breadth is tuned for (see :func:`calibration_k`).
     """
     started = time.perf_counter()
     x = prepare_vectors(vectors, metric)
@@ -252,7 +261,7 @@ def _approximate(x: np.ndarray, algorithm: str, metric: str, params: dict[str, A
     index, info = _new_index(base, algorithm, metric, params, rng)
     index.add(base)
     target = float(params.get("target_recall", DEFAULT_TARGET_RECALL))
-    _tune(index, info, base, probe, max(k, 10), target, params)
+    _tune(index, info, base, probe, k, target, params)
     index.add(probe)
     info.n = n
     # Labels follow insertion order: the base rows, then the held-out rows.

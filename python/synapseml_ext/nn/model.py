@@ -212,7 +212,7 @@ class ApproximateNearestNeighbors(Estimator, _SchemaMixin, DefaultParamsReadable
                     .repartition(partitions, tasks.ID))
         cfg = {"id_kind": id_kind, "column": self.getInputCol(),
                "algorithm": self._cpu_algorithm(), "metric": self.getMetric(),
-               "params": self._cpu_algo_params(), "k": self.getK()}
+               "params": self._cpu_algo_params(), "k": self.getK(), "partitions": partitions}
         indexes = prepared.mapInArrow(tasks.make_build_fn(cfg), tasks.index_schema(id_kind))
         # On disk, not on the JVM heap: the search tasks need the heap to pass index rows to
         # Python, and the OS page cache keeps hot partitions in memory anyway.

@@ -64,7 +64,7 @@ def _threads() -> None:
 def make_build_fn(cfg: dict[str, Any]) -> Callable:
     """Executor: the whole item partition -> one index row (none for an empty partition).
 
-    ``cfg``: id_kind, column, algorithm, metric, params (normalised algoParams), k.
+    ``cfg``: id_kind, column, algorithm, metric, params (normalised algoParams), k, partitions.
     """
 
     def build(batches: Iterator[Any]) -> Iterator[Any]:
@@ -87,7 +87,7 @@ def make_build_fn(cfg: dict[str, Any]) -> Callable:
         context = TaskContext.get()
         part = context.partitionId() if context is not None else 0
         built = engine.build_index(vectors, cfg["algorithm"], cfg["metric"], cfg["params"],
-                                   cfg["k"], seed=part)
+                                   engine.calibration_k(cfg["k"], cfg["partitions"]), seed=part)
         in_label_order = ids_np if built.order is None else ids_np[built.order]
         blob = engine.serialize(built)
         info = {**built.info.to_dict(), "first_id": _plain(ids_np[0])}
