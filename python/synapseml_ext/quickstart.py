@@ -10,6 +10,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from synapseml_ext.hf import HuggingFaceSentenceEmbedder
+from synapseml_ext.nn import ApproximateNearestNeighbors
 
 QUERIES = ("desserts", "disgusting")
 
@@ -40,7 +41,10 @@ def nearest_reviews(spark: SparkSession, model: str, runtime: str = "auto", k: i
     queries = spark.createDataFrame(list(enumerate(QUERIES, start=1)), "id long, data string")
     query_embeddings = embedder.transform(queries).select("id", "embeddings")
 
-    knn_df = exact_cosine_knn(embeddings, query_embeddings, k)
+    # The seed's search stage: spark-rapids-ml on GPU clusters, our faiss engine on CPUs.
+    search = ApproximateNearestNeighbors(k=k, metric="cosine", inputCol="embeddings",
+                                         idCol="id").fit(embeddings)
+    _, _, knn_df = search.kneighbors(query_embeddings)
     result = (
         knn_df.select("query_id", F.posexplode(F.arrays_zip("indices", "distances")))
         .select(
@@ -58,26 +62,6 @@ def nearest_reviews(spark: SparkSession, model: str, runtime: str = "auto", k: i
     table = result.toPandas()
     embeddings.unpersist()
     return table
-
-
-def exact_cosine_knn(items: DataFrame, queries: DataFrame, k: int) -> DataFrame:
-    """Brute-force cosine k-NN with the DataFrame API, in spark-rapids-ml's knn_df shape
-    (query_id, indices, distances). Stand-in until the ANN stage lands."""
-    def dot(a: str, b: str):
-        return F.aggregate(F.zip_with(a, b, lambda x, y: x * y), F.lit(0.0), lambda s, v: s + v)
-
-    pairs = queries.select(F.col("id").alias("query_id"), F.col("embeddings").alias("q")).crossJoin(
-        items.select(F.col("id").alias("item_id"), F.col("embeddings").alias("v")))
-    scored = pairs.select(
-        "query_id", "item_id",
-        (1.0 - dot("q", "v") / F.sqrt(dot("q", "q") * dot("v", "v"))).alias("distance"))
-    ranked = scored.groupBy("query_id").agg(
-        F.slice(F.array_sort(F.collect_list(F.struct("distance", "item_id"))), 1, k).alias("top"))
-    return ranked.select(
-        "query_id",
-        F.col("top.item_id").alias("indices"),
-        F.col("top.distance").cast("array<float>").alias("distances"),
-    )
 
 
 def format_table(table: pd.DataFrame, width: int = 90) -> str:
