@@ -1,0 +1,59 @@
+"""Delegation to ``spark_rapids_ml.knn.ApproximateNearestNeighbors`` (cuVS on GPUs).
+
+spark-rapids-ml is imported only when a GPU fit is asked for; the driver never needs it
+otherwise. Its estimator takes the same Param names as ours, so the mapping is mostly the
+identity: ``target_recall`` (ours) is dropped, and settings it cannot run are reported by
+:func:`gpu_unsupported` so that the caller can fall back to the CPU engine.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+log = logging.getLogger("synapseml_ext.nn")
+
+# spark-rapids-ml's ApproximateNearestNeighbors accepts these algorithms only.
+GPU_ALGORITHMS = ("ivfflat", "ivfpq", "cagra")
+# algoParams keys that only our CPU engine understands.
+CPU_ONLY_KEYS = ("target_recall",)
+
+
+def gpu_unsupported(algorithm: str, metric: str, id_kind: str) -> str | None:
+    """Why spark-rapids-ml cannot run these settings, or None when it can."""
+    if algorithm not in GPU_ALGORITHMS:
+        return f"algorithm {algorithm!r} is not offered by spark-rapids-ml ({', '.join(GPU_ALGORITHMS)})"
+    if algorithm == "cagra" and metric != "sqeuclidean":
+        return "spark-rapids-ml's cagra needs metric='sqeuclidean'"
+    if id_kind != "long":
+        return "spark-rapids-ml's ANN accepts only integral ids"
+    return None
+
+
+def rapids_kwargs(k: int, algorithm: str, metric: str, algo_params: dict[str, Any] | None,
+                  input_col: str, id_col: str | None) -> dict[str, Any]:
+    """Constructor keywords for ``spark_rapids_ml.knn.ApproximateNearestNeighbors``."""
+    kwargs: dict[str, Any] = {"k": k, "algorithm": algorithm, "metric": metric,
+                              "inputCol": input_col}
+    params = {key: value for key, value in (algo_params or {}).items()
+              if key not in CPU_ONLY_KEYS}
+    dropped = sorted(set(algo_params or {}) - set(params))
+    if dropped:
+        log.warning("algoParams %s apply to the CPU engine only; not passed to spark-rapids-ml",
+                    dropped)
+    kwargs["algoParams"] = params or None
+    if id_col is not None:
+        kwargs["idCol"] = id_col
+    return kwargs
+
+
+def rapids_estimator(kwargs: dict[str, Any]):
+    """The spark-rapids-ml estimator (imports spark_rapids_ml here, on the driver)."""
+    try:
+        from spark_rapids_ml.knn import ApproximateNearestNeighbors
+    except ImportError as e:
+        raise ImportError(
+            "backend='gpu' delegates to spark-rapids-ml, which is not installed on the driver; "
+            "install it with: pip install 'synapseml-ext[gpu]' (the cluster also needs RAPIDS "
+            "cuVS and NVIDIA GPUs), or use backend='cpu'") from e
+    return ApproximateNearestNeighbors(**kwargs)

@@ -1,0 +1,456 @@
+"""``ApproximateNearestNeighbors`` and its model: the Spark plumbing of k-NN search.
+
+CPU engine (``backend="cpu"``), in Spark terms:
+
+* ``fit``: items are hash-partitioned by id (so duplicated ids meet in one task), each
+  partition builds one faiss index (``mapInArrow``), and the table of serialised indexes
+  (one row per partition) is persisted and kept by the model: indexes are built once.
+* ``kneighbors``: each query partition becomes one block row; blocks x index partitions are
+  paired by a shuffle-replicated cartesian product (no broadcast: neither queries nor
+  indexes pass through the driver), each pair is searched in one task, and the
+  per-partition top-k lists are merged per query with ``groupBy`` (as spark-rapids-ml does).
+
+GPU (``backend="gpu"``, or ``"auto"`` where the executors have spark-rapids-ml, cuVS and a
+GPU): the fit is delegated to ``spark_rapids_ml.knn.ApproximateNearestNeighbors``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from typing import Any
+
+from pyspark import keyword_only
+from pyspark.ml import Estimator, Model
+from pyspark.ml.util import (
+    DefaultParamsReadable,
+    DefaultParamsReader,
+    DefaultParamsWritable,
+    DefaultParamsWriter,
+    MLReadable,
+    MLReader,
+    MLWritable,
+    MLWriter,
+)
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import (
+    ArrayType,
+    DoubleType,
+    FloatType,
+    IntegralType,
+    StringType,
+    StructType,
+)
+
+from synapseml_ext.nn import gpu, tasks
+from synapseml_ext.nn.engine import breadth_knob
+from synapseml_ext.nn.params import _ApproximateNearestNeighborsParams, normalize_algo_params
+from synapseml_ext.nn.vectors import ERROR_PREFIX
+
+__all__ = ["ApproximateNearestNeighbors", "ApproximateNearestNeighborsModel"]
+
+log = logging.getLogger("synapseml_ext.nn")
+
+GENERATED_ID = "unique_id"  # spark-rapids-ml's name for a generated id column
+
+
+class _SchemaMixin(_ApproximateNearestNeighborsParams):
+    """Driver-side checks and column expressions shared by the estimator and the model."""
+
+    def _id_col_or_default(self) -> str:
+        return self.getIdCol() or GENERATED_ID
+
+    def _with_id(self, df: DataFrame, what: str) -> DataFrame:
+        """``df`` with its id column: the idCol (which must exist) or a generated
+        ``unique_id`` as spark-rapids-ml adds."""
+        id_col = self.getIdCol()
+        if id_col is None:
+            if GENERATED_ID in df.columns:
+                raise ValueError(f"the {what} DataFrame already has a column {GENERATED_ID!r} "
+                                 "but idCol is not set; set idCol to use it as the id")
+            return df.select(F.monotonically_increasing_id().alias(GENERATED_ID), "*")
+        if id_col not in df.columns:
+            raise ValueError(f"idCol {id_col!r} not found in the {what} DataFrame; available "
+                             f"columns: {', '.join(df.columns) or '(none)'}")
+        return df
+
+    def _id_kind(self, schema: StructType, what: str) -> str:
+        id_col = self._id_col_or_default()
+        data_type = schema[id_col].dataType
+        if isinstance(data_type, IntegralType):
+            return "long"
+        if isinstance(data_type, StringType):
+            return "string"
+        raise TypeError(f"idCol {id_col!r} of the {what} DataFrame must be an integral or "
+                        f"string column, got {data_type.simpleString()}")
+
+    def _vector_expr(self, schema: StructType, what: str) -> Column:
+        """The inputCol as ``array<float>``; raises for a missing or non-vector column."""
+        if not self.isDefined(self.inputCol):
+            raise ValueError("inputCol is not set: name the vector column to search")
+        name = self.getInputCol()
+        if name not in schema.fieldNames():
+            raise ValueError(f"inputCol {name!r} not found in the {what} DataFrame; available "
+                             f"columns: {', '.join(schema.fieldNames()) or '(none)'}")
+        data_type = schema[name].dataType
+        if isinstance(data_type, ArrayType) and isinstance(data_type.elementType,
+                                                           (FloatType, DoubleType)):
+            return F.col(name).cast("array<float>")
+        if type(data_type).__name__ == "VectorUDT":
+            from pyspark.ml.functions import vector_to_array
+
+            return vector_to_array(F.col(name), "float32")
+        raise TypeError(f"inputCol {name!r} of the {what} DataFrame must be array<float>, "
+                        f"array<double> or a Vector column, got {data_type.simpleString()}")
+
+    def _cpu_algorithm(self) -> str:
+        algorithm = self.getAlgorithm()
+        if algorithm == "cagra":  # GPU-only graph index: the CPU engine's graph is HNSW
+            log.warning("algorithm 'cagra' runs on GPUs only; the CPU engine uses 'hnsw'")
+            return "hnsw"
+        return algorithm
+
+    def _cpu_algo_params(self) -> dict[str, Any]:
+        algorithm = self._cpu_algorithm()
+        params = self.getAlgoParams() if self.getAlgorithm() != "cagra" else None
+        return normalize_algo_params(algorithm, params)
+
+
+class ApproximateNearestNeighbors(Estimator, _SchemaMixin, DefaultParamsReadable,
+                                  DefaultParamsWritable):
+    """k approximate nearest neighbours of query vectors among item vectors.
+
+    API-compatible with ``spark_rapids_ml.knn.ApproximateNearestNeighbors`` (same Params,
+    ``kneighbors`` and ``approxSimilarityJoin``), plus a CPU engine: faiss indexes, one per
+    item partition, built once at ``fit`` and saved with the model. See docs/ann.md.
+
+    Examples
+    --------
+    >>> from synapseml_ext.nn import ApproximateNearestNeighbors
+    >>> items = spark.createDataFrame([(i, [float(i), 0.0]) for i in range(6)], ["id", "v"])
+    >>> ann = ApproximateNearestNeighbors(k=2, algorithm="exact", inputCol="v", idCol="id",
+    ...                                   backend="cpu")
+    >>> model = ann.fit(items)
+    >>> queries = spark.createDataFrame([(0, [2.2, 0.0])], ["id", "v"])
+    >>> _, _, knn = model.kneighbors(queries)
+    >>> knn.head()
+    Row(query_id=0, indices=[2, 3], distances=[0.2000..., 0.7999...])
+    >>> model.save(temp_path + "/ann-model")
+    >>> ApproximateNearestNeighborsModel.load(temp_path + "/ann-model").kneighbors(
+    ...     queries)[2].head().indices
+    [2, 3]
+    """
+
+    @keyword_only
+    def __init__(self, *, k: int | None = None, algorithm: str | None = None,
+                 metric: str | None = None, algoParams: dict[str, Any] | None = None,
+                 inputCol: str | None = None, idCol: str | None = None,
+                 backend: str | None = None, numPartitions: int | None = None,
+                 numQueryBlocks: int | None = None) -> None:
+        """
+        __init__(self, *, k=5, algorithm="ivfflat", metric="euclidean", algoParams=None,
+                 inputCol=None, idCol=None, backend="auto", numPartitions=0, numQueryBlocks=0)
+        """
+        super().__init__()
+        self.setParams(**self._input_kwargs)
+
+    @keyword_only
+    def setParams(self, *, k: int | None = None, algorithm: str | None = None,
+                  metric: str | None = None, algoParams: dict[str, Any] | None = None,
+                  inputCol: str | None = None, idCol: str | None = None,
+                  backend: str | None = None, numPartitions: int | None = None,
+                  numQueryBlocks: int | None = None) -> ApproximateNearestNeighbors:
+        """Sets params (``None`` leaves a Param unchanged)."""
+        return self._set_checked(**self._input_kwargs)
+
+    def _fit(self, dataset: DataFrame) -> ApproximateNearestNeighborsModel:
+        items = self._with_id(dataset, "item")
+        id_kind = self._id_kind(items.schema, "item")
+        vector = self._vector_expr(items.schema, "item")
+        backend, reason = self._choose_backend(dataset.sparkSession, id_kind)
+        log.info("ApproximateNearestNeighbors: backend %s (%s)", backend, reason)
+        if backend == "gpu":
+            return self._fit_gpu(dataset, reason)
+        if self.getIdCol() is None:  # generated ids must not change between fit and use
+            items = items.persist()
+        return self._fit_cpu(items, id_kind, vector, reason)
+
+    # -- backend choice ------------------------------------------------------------------
+
+    def _choose_backend(self, spark: SparkSession, id_kind: str) -> tuple[str, str]:
+        requested = self.getBackend()
+        if requested == "cpu":
+            return "cpu", "backend='cpu'"
+        unsupported = gpu.gpu_unsupported(self.getAlgorithm(), self.getMetric(), id_kind)
+        if unsupported:
+            if requested == "gpu":
+                log.warning("backend='gpu': %s; falling back to the CPU engine", unsupported)
+            return "cpu", unsupported
+        if requested == "gpu":
+            return "gpu", "backend='gpu'"
+        return _executor_gpu_check(spark)
+
+    def _fit_gpu(self, dataset: DataFrame, reason: str) -> ApproximateNearestNeighborsModel:
+        kwargs = gpu.rapids_kwargs(self.getK(), self.getAlgorithm(), self.getMetric(),
+                                   self.getAlgoParams(), self.getInputCol(), self.getIdCol())
+        delegate = gpu.rapids_estimator(kwargs).fit(dataset)
+        model = ApproximateNearestNeighborsModel()
+        model._delegate = delegate
+        model._backend_reason = reason
+        return self._copyValues(model)
+
+    # -- CPU engine ----------------------------------------------------------------------
+
+    def _fit_cpu(self, items: DataFrame, id_kind: str, vector: Column, reason: str
+                 ) -> ApproximateNearestNeighborsModel:
+        id_col = self._id_col_or_default()
+        partitions = self.getNumPartitions() or _num_partitions(items)
+        prepared = (items.select(F.col(id_col).cast(tasks.spark_id_type(id_kind)).alias(tasks.ID),
+                                 vector.alias(tasks.VEC))
+                    .repartition(partitions, tasks.ID))
+        cfg = {"id_kind": id_kind, "column": self.getInputCol(),
+               "algorithm": self._cpu_algorithm(), "metric": self.getMetric(),
+               "params": self._cpu_algo_params(), "k": self.getK()}
+        indexes = prepared.mapInArrow(tasks.make_build_fn(cfg), tasks.index_schema(id_kind))
+        indexes = indexes.persist()
+        with _DataErrors():
+            infos = [json.loads(row[0]) for row in indexes.select(tasks.INFO).collect()]
+        if not infos:
+            indexes.unpersist()
+            raise ValueError("the item DataFrame is empty: nothing to search")
+        summary = _summarise(infos, self.getInputCol())
+        model = ApproximateNearestNeighborsModel()
+        model._set_state(items, indexes, summary, reason)
+        return self._copyValues(model)
+
+
+class ApproximateNearestNeighborsModel(Model, _SchemaMixin, MLReadable, MLWritable):
+    """The fitted k-NN search: ``kneighbors`` and ``approxSimilarityJoin``.
+
+    Holds the item DataFrame (with its id column) and, on the CPU engine, the table of
+    serialised per-partition indexes; ``save``/``load`` write and read both, so a loaded
+    model searches without rebuilding.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._item_df: DataFrame | None = None
+        self._index_df: DataFrame | None = None
+        self._summary: dict[str, Any] = {}
+        self._delegate: Any = None
+        self._backend_reason = ""
+
+    def _set_state(self, item_df: DataFrame, index_df: DataFrame, summary: dict[str, Any],
+                   reason: str) -> None:
+        self._item_df, self._index_df, self._summary = item_df, index_df, summary
+        self._backend_reason = reason
+
+    @property
+    def backendUsed(self) -> str:
+        """``"cpu"`` or ``"gpu"``: where this model searches."""
+        return "gpu" if self._delegate is not None else "cpu"
+
+    @property
+    def buildSummary(self) -> dict[str, Any]:
+        """What the CPU engine built: dimension, id kind, and per partition the index kind,
+        size, search breadth and the recall measured on held-out items at fit."""
+        return json.loads(json.dumps(self._summary))
+
+    def copy(self, extra: dict | None = None) -> ApproximateNearestNeighborsModel:
+        that = super().copy(extra)
+        that._set_state(self._item_df, self._index_df, self._summary, self._backend_reason)
+        that._delegate = self._delegate
+        return that
+
+    def _transform(self, dataset: DataFrame) -> DataFrame:
+        raise NotImplementedError("ApproximateNearestNeighborsModel does not transform; use "
+                                  "kneighbors(query_df) or approxSimilarityJoin(query_df)")
+
+    def kneighbors(self, query_df: DataFrame, sort_knn_df_by_query_id: bool = True
+                   ) -> tuple[DataFrame, DataFrame, DataFrame]:
+        """The k nearest items of each query.
+
+        Returns ``(item_df_withid, query_df_withid, knn_df)`` as spark-rapids-ml does:
+        the item and query DataFrames with their id columns (``unique_id`` added where
+        idCol is unset) and ``knn_df(query_<idCol>, indices, distances)`` with one row per
+        query, ``indices`` the item ids nearest first and ``distances`` the metric's values
+        (``array<float>``; euclidean is the L2 distance, cosine is 1 - cosine similarity,
+        inner_product the dot product, largest first). Fewer than k items: the list is
+        padded with id ``2**63-1`` (null for string ids) and distance ``inf`` (``-inf``
+        for inner_product). Lazy: nothing runs until an action on ``knn_df``.
+        """
+        if self._delegate is not None:
+            return self._delegate.kneighbors(query_df, sort_knn_df_by_query_id)
+        if self._index_df is None:
+            raise ValueError("this model has no index: fit it or load a saved one")
+        queries = self._with_id(query_df, "query")
+        query_kind = self._id_kind(queries.schema, "query")
+        vector = self._vector_expr(queries.schema, "query")
+        id_col = self._id_col_or_default()
+        summary = self._summary
+        prepared = queries.select(
+            F.col(id_col).cast(tasks.spark_id_type(query_kind)).alias(tasks.ID),
+            vector.alias(tasks.VEC))
+        if self.getNumQueryBlocks():
+            prepared = prepared.repartition(self.getNumQueryBlocks())
+        blocks = prepared.mapInArrow(
+            tasks.make_block_fn({"id_kind": query_kind, "column": self.getInputCol(),
+                                 "dim": summary["dim"]}),
+            tasks.block_schema(query_kind))
+        # Cartesian product by shuffle: a broadcast would route one side via the driver.
+        pairs = blocks.crossJoin(self._index_df.hint("shuffle_replicate_nl"))
+        cfg = {"item_kind": summary["id_kind"], "query_kind": query_kind,
+               "metric": self.getMetric(), "k": self.getK(), "dim": summary["dim"],
+               "search": self._search_overrides()}
+        found = pairs.mapInArrow(tasks.make_search_fn(cfg),
+                                 tasks.found_schema(query_kind, summary["id_kind"]))
+        if summary["partitions"] > 1:
+            found = _merge_top_k(found, self.getK(), self.getMetric() != "inner_product")
+        query_col = f"query_{id_col}"
+        knn_df = found.select(F.col(tasks.FOUND_QID).alias(query_col), tasks.INDICES,
+                              tasks.DISTANCES)
+        if sort_knn_df_by_query_id:
+            knn_df = knn_df.sort(query_col)
+        return self._item_df, queries, knn_df
+
+    def _search_overrides(self) -> dict[str, int]:
+        """nprobe / ef_search set on the model after fit apply to the next search."""
+        params = self._cpu_algo_params()
+        knob = breadth_knob(self._cpu_algorithm())
+        return {knob: params[knob]} if knob and knob in params else {}
+
+    def approxSimilarityJoin(self, query_df: DataFrame, distCol: str = "distCol") -> DataFrame:
+        """One row per (query, neighbour): ``item_df`` and ``query_df`` struct columns
+        holding all columns of the item and query rows, and ``distCol``; as
+        spark-rapids-ml's method (the generated ``unique_id`` is dropped from the structs
+        when idCol is unset)."""
+        if self._delegate is not None:
+            return self._delegate.approxSimilarityJoin(query_df, distCol)
+        id_col = self._id_col_or_default()
+        item_df, queries, knn_df = self.kneighbors(query_df, sort_knn_df_by_query_id=False)
+        pairs = knn_df.select(
+            F.col(f"query_{id_col}").alias("__query_id"),
+            F.explode(F.arrays_zip(tasks.INDICES, tasks.DISTANCES)).alias("__pair"),
+        ).select("__query_id", F.col(f"__pair.{tasks.INDICES}").alias("__item_id"),
+                 F.col(f"__pair.{tasks.DISTANCES}").alias(distCol))
+        items = item_df.select(F.struct("*").alias("item_df"))
+        query_rows = queries.select(F.struct("*").alias("query_df"))
+        joined = (items.join(pairs, F.col(f"item_df.{id_col}") == F.col("__item_id"))
+                  .join(query_rows, F.col("__query_id") == F.col(f"query_df.{id_col}")))
+        if self.getIdCol() is not None:
+            return joined.select("item_df", "query_df", distCol)
+        return joined.select(F.col("item_df").dropFields(id_col).alias("item_df"),
+                             F.col("query_df").dropFields(id_col).alias("query_df"), distCol)
+
+    # -- persistence ---------------------------------------------------------------------
+
+    def write(self) -> MLWriter:
+        if self._delegate is not None:
+            raise NotImplementedError(
+                "a model fitted on the GPU backend wraps spark-rapids-ml's model, which cannot "
+                "be saved; save the estimator instead, or fit with backend='cpu'")
+        return _ModelWriter(self)
+
+    @classmethod
+    def read(cls) -> MLReader:
+        return _ModelReader(cls)
+
+
+def _merge_top_k(found: DataFrame, k: int, ascending: bool) -> DataFrame:
+    """Global top-k per query from the per-partition lists (ties broken by item id)."""
+    zipped = found.select(tasks.FOUND_QID, F.explode(F.arrays_zip(
+        tasks.DISTANCES, tasks.INDICES)).alias("__z"))
+    top = zipped.groupBy(tasks.FOUND_QID).agg(
+        F.slice(F.sort_array(F.collect_list("__z"), asc=ascending), 1, k).alias("__z"))
+    return top.select(tasks.FOUND_QID, F.col(f"__z.{tasks.INDICES}").alias(tasks.INDICES),
+                      F.col(f"__z.{tasks.DISTANCES}").alias(tasks.DISTANCES))
+
+
+def _num_partitions(df: DataFrame) -> int:
+    try:
+        return max(1, df.rdd.getNumPartitions())
+    except Exception:  # Spark Connect has no RDDs
+        return int(df.sparkSession.conf.get("spark.sql.shuffle.partitions", "200"))
+
+
+def _summarise(infos: list[dict[str, Any]], column: str) -> dict[str, Any]:
+    """Check that all partitions have one dimension; the model's summary of the build."""
+    infos = sorted(infos, key=lambda i: -i["n"])
+    dims = {i["dim"] for i in infos}
+    if len(dims) > 1:
+        first, other = infos[0], next(i for i in infos if i["dim"] != infos[0]["dim"])
+        raise ValueError(
+            f"{ERROR_PREFIX} item id {other['first_id']!r} has a {column!r} vector of dimension "
+            f"{other['dim']} but item id {first['first_id']!r} has {first['dim']}; all vectors "
+            "must have the same dimension")
+    id_kind = "string" if isinstance(infos[0]["first_id"], str) else "long"
+    keep = ("kind", "n", "params", "search", "calibration_recall", "reason", "seconds")
+    return {"dim": infos[0]["dim"], "id_kind": id_kind, "partitions": len(infos),
+            "items": sum(i["n"] for i in infos),
+            "indexes": [{key: i[key] for key in keep} for i in infos]}
+
+
+class _DataErrors:
+    """Turn an executor's data error (an exception text starting with ``synapseml-ext:``)
+    into a ``ValueError`` with that message on the driver."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, error, tb) -> bool:
+        if error is None:
+            return False
+        match = re.search(re.escape(ERROR_PREFIX) + r"[^\n]*", str(error))
+        if match and not isinstance(error, ValueError):
+            raise ValueError(match.group(0)) from error
+        return False
+
+
+def _executor_gpu_check(spark: SparkSession) -> tuple[str, str]:
+    """backend='auto': gpu when spark-rapids-ml imports on the driver and, in a one-task
+    probe job, spark-rapids-ml, cuVS and a GPU are present on an executor."""
+    try:
+        import spark_rapids_ml  # noqa: F401
+    except ImportError:
+        return "cpu", "spark-rapids-ml is not installed on the driver"
+    row = (spark.range(1, numPartitions=1)
+           .mapInPandas(tasks.gpu_probe, "ok boolean, reason string").head())
+    if row is not None and row.ok:
+        return "gpu", f"executors have {row.reason}"
+    return "cpu", f"no GPU search on the executors ({row.reason if row else 'no answer'})"
+
+
+class _ModelWriter(MLWriter):
+    """metadata/ as DefaultParamsWriter writes it (plus the build summary), data/items and
+    data/indexes as parquet."""
+
+    def __init__(self, instance: ApproximateNearestNeighborsModel) -> None:
+        super().__init__()
+        self.instance = instance
+
+    def saveImpl(self, path: str) -> None:
+        model = self.instance
+        DefaultParamsWriter.saveMetadata(model, path, self.sc,
+                                         extraMetadata={"summary": model._summary})
+        mode = "overwrite" if self.shouldOverwrite else "errorifexists"
+        model._item_df.write.mode(mode).parquet(f"{path}/data/items")
+        model._index_df.write.mode(mode).parquet(f"{path}/data/indexes")
+
+
+class _ModelReader(MLReader):
+    def __init__(self, cls: type) -> None:
+        super().__init__()
+        self.cls = cls
+
+    def load(self, path: str) -> ApproximateNearestNeighborsModel:
+        metadata = DefaultParamsReader.loadMetadata(path, self.sc)
+        model = self.cls()
+        model._resetUid(metadata["uid"])
+        DefaultParamsReader.getAndSetParams(model, metadata)
+        spark = SparkSession.builder.getOrCreate()
+        model._set_state(spark.read.parquet(f"{path}/data/items"),
+                         spark.read.parquet(f"{path}/data/indexes"),
+                         metadata["summary"], "loaded")
+        return model

@@ -1,0 +1,208 @@
+"""What runs on the executors: build one index per item partition, cut queries into blocks,
+search (block, index partition) pairs.
+
+Each ``make_*`` factory runs on the driver and returns a function of plain values (nothing
+of the stage is pickled); the returned functions run inside ``mapInArrow`` tasks and import
+faiss there.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+from synapseml_ext.nn.vectors import VectorDataError, ids_to_numpy, vectors_to_numpy
+
+# Column names of the tables passed between stages (internal; users never see them).
+ID, VEC = "__id", "__vec"
+QIDS, QVECS = "__qids", "__qvecs"
+PART, IDS, INDEX, INFO = "__part", "__ids", "__index", "__info"
+FOUND_QID, INDICES, DISTANCES = "__qid", "indices", "distances"
+
+LONG_MAX = np.iinfo(np.int64).max
+
+
+def spark_id_type(id_kind: str) -> str:
+    return "bigint" if id_kind == "long" else "string"
+
+
+def index_schema(id_kind: str) -> str:
+    """One row per item partition: its ids in label order, the serialised index, and what
+    was built (JSON :class:`~synapseml_ext.nn.engine.BuildInfo` plus the first id)."""
+    return (f"{PART} int, {IDS} array<{spark_id_type(id_kind)}>, {INDEX} binary, "
+            f"{INFO} string")
+
+
+def block_schema(id_kind: str) -> str:
+    return f"{QIDS} array<{spark_id_type(id_kind)}>, {QVECS} binary"
+
+
+def found_schema(query_kind: str, item_kind: str) -> str:
+    return (f"{FOUND_QID} {spark_id_type(query_kind)}, {INDICES} array<{spark_id_type(item_kind)}>, "
+            f"{DISTANCES} array<float>")
+
+
+def _table(batches: Iterator[Any]):
+    import pyarrow as pa
+
+    batches = list(batches)
+    if not batches or sum(b.num_rows for b in batches) == 0:
+        return None
+    return pa.Table.from_batches(batches)
+
+
+def _threads() -> None:
+    from synapseml_ext.engine.hardware import task_cpu_share
+    from synapseml_ext.nn.engine import set_threads
+
+    set_threads(task_cpu_share())
+
+
+def make_build_fn(cfg: dict[str, Any]) -> Callable:
+    """Executor: the whole item partition -> one index row (none for an empty partition).
+
+    ``cfg``: id_kind, column, algorithm, metric, params (normalised algoParams), k.
+    """
+
+    def build(batches: Iterator[Any]) -> Iterator[Any]:
+        import pyarrow as pa
+        from pyspark import TaskContext
+
+        from synapseml_ext.engine.encoder import record_event
+        from synapseml_ext.engine.logs import configure_worker_logging
+        from synapseml_ext.nn import engine
+
+        table = _table(batches)
+        if table is None:
+            return
+        configure_worker_logging()
+        _threads()
+        ids = table.column(ID)
+        ids_np = ids_to_numpy(ids, cfg["id_kind"])
+        _check_unique(ids_np)
+        vectors = vectors_to_numpy(ids, table.column(VEC), "item", cfg["column"])
+        context = TaskContext.get()
+        part = context.partitionId() if context is not None else 0
+        built = engine.build_index(vectors, cfg["algorithm"], cfg["metric"], cfg["params"],
+                                   cfg["k"], seed=part)
+        in_label_order = ids_np if built.order is None else ids_np[built.order]
+        blob = engine.serialize(built)
+        info = {**built.info.to_dict(), "first_id": _plain(ids_np[0])}
+        record_event("nn_build", partition=part, n=built.info.n, kind=built.info.kind,
+                     search=built.info.search, recall=built.info.calibration_recall,
+                     seconds=built.info.seconds)
+        engine.log.info("partition %d: built %s index over %d items in %.2fs (%s, calibration "
+                        "recall %s)", part, built.info.kind, built.info.n, built.info.seconds,
+                        built.info.search or built.info.params, built.info.calibration_recall)
+        id_type = pa.int64() if cfg["id_kind"] == "long" else pa.string()
+        yield pa.RecordBatch.from_arrays(
+            [pa.array([part], pa.int32()),
+             pa.array([in_label_order.tolist()], pa.list_(id_type)),
+             pa.array([blob.tobytes()], pa.binary()),
+             pa.array([json.dumps(info)], pa.string())],
+            [PART, IDS, INDEX, INFO])
+
+    return build
+
+
+def _check_unique(ids: np.ndarray) -> None:
+    """Items are hash-partitioned by id, so every copy of a duplicated id is in this task."""
+    if ids.dtype == object:
+        uniques, counts = np.unique(ids.astype(str), return_counts=True)
+    else:
+        uniques, counts = np.unique(ids, return_counts=True)
+    if len(uniques) != len(ids):
+        dup = uniques[np.flatnonzero(counts > 1)[0]]
+        shown = repr(str(dup)) if ids.dtype == object else int(dup)
+        raise VectorDataError(f"item id {shown} occurs {int(counts[counts > 1][0])} times; "
+                              "idCol must identify each item uniquely")
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def make_block_fn(cfg: dict[str, Any]) -> Callable:
+    """Executor: one query partition -> one block row (query ids + float32 matrix bytes),
+    validated against the items' dimension. ``cfg``: id_kind, column, dim."""
+
+    def block(batches: Iterator[Any]) -> Iterator[Any]:
+        import pyarrow as pa
+
+        table = _table(batches)
+        if table is None:
+            return
+        ids = table.column(ID)
+        vectors = vectors_to_numpy(ids, table.column(VEC), "query", cfg["column"], cfg["dim"])
+        id_type = pa.int64() if cfg["id_kind"] == "long" else pa.string()
+        flat_ids = pa.concat_arrays([c.cast(id_type) for c in ids.chunks])
+        yield pa.RecordBatch.from_arrays(
+            [pa.ListArray.from_arrays(pa.array([0, len(flat_ids)], pa.int32()), flat_ids),
+             pa.array([np.ascontiguousarray(vectors, np.float32).tobytes()], pa.binary())],
+            [QIDS, QVECS])
+
+    return block
+
+
+def make_search_fn(cfg: dict[str, Any]) -> Callable:
+    """Executor: each (query block, index partition) row -> one row per query with the
+    partition's top-k (padded with the missing-neighbour id and worst distance).
+
+    ``cfg``: item_kind, query_kind, metric, k, dim, search (nprobe / ef_search overrides).
+    """
+
+    def search(batches: Iterator[Any]) -> Iterator[Any]:
+        import pyarrow as pa
+
+        from synapseml_ext.nn import engine
+
+        _threads()
+        k, dim, metric = cfg["k"], cfg["dim"], cfg["metric"]
+        item_type = pa.int64() if cfg["item_kind"] == "long" else pa.string()
+        loaded: dict[int, tuple[Any, np.ndarray]] = {}
+        for batch in batches:
+            for row in range(batch.num_rows):
+                part = batch.column(PART)[row].as_py()
+                if part not in loaded:
+                    loaded.clear()  # one index in memory at a time
+                    info = json.loads(batch.column(INFO)[row].as_py())
+                    info.pop("first_id", None)
+                    blob = np.frombuffer(batch.column(INDEX)[row].as_buffer(), dtype=np.uint8)
+                    index = engine.deserialize(blob, engine.BuildInfo.from_dict(info))
+                    ids = ids_to_numpy(batch.column(IDS)[row].values, cfg["item_kind"])
+                    pad = LONG_MAX if cfg["item_kind"] == "long" else None
+                    loaded[part] = (index, np.append(ids, np.array([pad], dtype=ids.dtype)))
+                index, ids = loaded[part]
+                qids = batch.column(QIDS)[row].values
+                queries = np.frombuffer(batch.column(QVECS)[row].as_buffer(),
+                                        dtype=np.float32).reshape(-1, dim)
+                queries = engine.prepare_vectors(queries, metric)
+                distances, labels = index.search(queries, k, cfg["search"])
+                labels = np.where(labels < 0, len(ids) - 1, labels)
+                offsets = pa.array(np.arange(0, len(queries) * k + 1, k, dtype=np.int32))
+                yield pa.RecordBatch.from_arrays(
+                    [qids,
+                     pa.ListArray.from_arrays(offsets, pa.array(ids[labels].ravel(), item_type)),
+                     pa.ListArray.from_arrays(offsets, pa.array(distances.ravel(), pa.float32()))],
+                    [FOUND_QID, INDICES, DISTANCES])
+
+    return search
+
+
+def gpu_probe(_batches: Iterator[Any]) -> Iterator[Any]:
+    """Executor: can spark-rapids-ml's ANN run here (spark_rapids_ml, cuVS, cupy and a GPU)?"""
+    import pandas as pd
+
+    try:
+        import cupy
+        import cuvs.neighbors  # noqa: F401
+        import spark_rapids_ml.knn  # noqa: F401
+
+        count = cupy.cuda.runtime.getDeviceCount()
+        ok, reason = count > 0, f"{count} GPU(s) with spark-rapids-ml and cuVS"
+    except Exception as e:  # ImportError, or CUDA errors where no driver/GPU is present
+        ok, reason = False, f"{type(e).__name__}: {e}"
+    yield pd.DataFrame({"ok": [ok], "reason": [reason[:500]]})

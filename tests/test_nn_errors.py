@@ -1,0 +1,152 @@
+"""Bad inputs and settings of ApproximateNearestNeighbors get clear errors; the GPU backend
+delegates to spark-rapids-ml with our Params."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pyspark.errors import PythonException
+from pyspark.sql.utils import CapturedException
+
+from synapseml_ext.nn import ApproximateNearestNeighbors
+from synapseml_ext.nn.gpu import gpu_unsupported, rapids_kwargs
+
+from nn_data import vector_df
+
+
+def exact(**kwargs) -> ApproximateNearestNeighbors:
+    return ApproximateNearestNeighbors(algorithm="exact", inputCol="v", idCol="id",
+                                       backend="cpu", **kwargs)
+
+
+@pytest.fixture(scope="module")
+def items(spark):
+    rng = np.random.default_rng(5)
+    return vector_df(spark, rng.standard_normal((50, 8)).astype(np.float32))
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"k": 0}, "k must be a positive integer"),
+    ({"metric": "manhattan"}, "unknown metric 'manhattan'"),
+    ({"algorithm": "lsh"}, "unknown algorithm 'lsh'"),
+    ({"backend": "tpu"}, "unknown backend 'tpu'"),
+    ({"algorithm": "ivfflat", "algoParams": {"nprobes": 3}}, "algoParams key 'nprobes'"),
+    ({"algorithm": "ivfflat", "algoParams": {"nlist": -1}}, "must be a positive integer"),
+    ({"algorithm": "ivfpq", "algoParams": {"n_bits": 20}}, "n_bits must be between 1 and 16"),
+    ({"algoParams": {"target_recall": 1.5}}, r"must be a number in \(0, 1\]"),
+])
+def test_bad_params_raise_on_construction(kwargs, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        ApproximateNearestNeighbors(inputCol="v", **kwargs)
+
+
+def test_missing_and_mistyped_columns_fail_on_the_driver(spark, items):
+    with pytest.raises(ValueError, match="inputCol 'vec' not found in the item DataFrame"):
+        exact().setInputCol("vec").fit(items)
+    with pytest.raises(ValueError, match="idCol 'key' not found in the item DataFrame"):
+        exact().setIdCol("key").fit(items)
+    with pytest.raises(ValueError, match="inputCol is not set"):
+        ApproximateNearestNeighbors(backend="cpu").fit(items)
+    with pytest.raises(TypeError, match="inputCol 'id' of the item DataFrame must be"):
+        exact().setInputCol("id").fit(items)
+    with pytest.raises(TypeError, match="idCol 'v' of the item DataFrame must be an integral"):
+        exact().setIdCol("v").fit(items)
+    model = exact().fit(items)
+    with pytest.raises(ValueError, match="idCol 'id' not found in the query DataFrame"):
+        model.kneighbors(items.withColumnRenamed("id", "qid"))
+    with pytest.raises(ValueError, match="inputCol 'v' not found in the query DataFrame"):
+        model.kneighbors(items.withColumnRenamed("v", "w"))
+    with pytest.raises(NotImplementedError, match="use kneighbors"):
+        model.transform(items)
+
+
+def test_duplicate_ids(spark):
+    df = spark.createDataFrame([(1, [0.0, 1.0]), (2, [1.0, 1.0]), (1, [2.0, 1.0])],
+                               "id long, v array<float>").repartition(2)
+    with pytest.raises(ValueError, match="item id 1 occurs 2 times"):
+        exact().fit(df)
+    strings = spark.createDataFrame([("a", [0.0, 1.0]), ("a", [1.0, 1.0])],
+                                    "id string, v array<float>")
+    with pytest.raises(ValueError, match="item id 'a' occurs 2 times"):
+        exact().fit(strings)
+
+
+@pytest.mark.parametrize(("rows", "message"), [
+    ([(1, [0.0, 1.0]), (7, [float("nan"), 1.0])], "item id 7 has a non-finite value"),
+    ([(1, [0.0, 1.0]), (8, [float("inf"), 1.0])], "item id 8 has a non-finite value"),
+    ([(1, [0.0, 1.0]), (9, [1.0, 2.0, 3.0])], "item id 9 has a 'v' vector of dimension 3"),
+    ([(1, [0.0, 1.0]), (4, None)], "item id 4 has a null 'v' vector"),
+    ([(1, [0.0, 1.0]), (None, [1.0, 1.0])], "null id"),
+])
+def test_bad_item_vectors_name_the_id(spark, rows, message):
+    df = spark.createDataFrame(rows, "id long, v array<float>").coalesce(1)
+    with pytest.raises(ValueError, match=message):
+        exact().fit(df)
+
+
+def test_mixed_dimensions_across_partitions(spark):
+    rows = [(i, [1.0, float(i)]) for i in range(20)] + [(99, [1.0, 2.0, 3.0])]
+    df = spark.createDataFrame(rows, "id long, v array<float>")
+    with pytest.raises(ValueError, match="dimension"):
+        exact(numPartitions=4).fit(df)
+
+
+def test_empty_items(spark):
+    with pytest.raises(ValueError, match="item DataFrame is empty"):
+        exact().fit(spark.createDataFrame([], "id long, v array<float>"))
+
+
+def test_bad_query_vectors_name_the_query_id(spark, items):
+    model = exact().fit(items)
+    queries = spark.createDataFrame([(5, [0.0] * 8), (6, [0.0] * 3)], "id long, v array<float>")
+    with pytest.raises((PythonException, CapturedException),
+                       match="query id 6 has a 'v' vector of dimension 3 but the items have 8"):
+        model.kneighbors(queries)[2].collect()
+
+
+def test_cagra_on_cpu_uses_hnsw(spark, items):
+    model = ApproximateNearestNeighbors(algorithm="cagra", metric="sqeuclidean", inputCol="v",
+                                        idCol="id", backend="cpu").fit(items)
+    assert model.backendUsed == "cpu"
+    assert model.buildSummary["items"] == 50
+
+
+def test_auto_backend_is_cpu_without_gpus(spark, items):
+    model = ApproximateNearestNeighbors(k=2, inputCol="v", idCol="id").fit(items)
+    assert model.getBackend() == "auto" and model.backendUsed == "cpu"
+    assert model.kneighbors(items)[2].count() == 50
+
+
+def test_gpu_param_mapping():
+    assert rapids_kwargs(7, "ivfpq", "cosine", {"nlist": 64, "M": 16, "target_recall": 0.9},
+                         "emb", "id") == {
+        "k": 7, "algorithm": "ivfpq", "metric": "cosine", "inputCol": "emb", "idCol": "id",
+        "algoParams": {"nlist": 64, "M": 16}}
+    assert "idCol" not in rapids_kwargs(5, "ivfflat", "euclidean", None, "emb", None)
+    assert gpu_unsupported("ivfflat", "euclidean", "long") is None
+    assert "integral ids" in gpu_unsupported("ivfflat", "euclidean", "string")
+    assert "not offered" in gpu_unsupported("hnsw", "euclidean", "long")
+    assert "sqeuclidean" in gpu_unsupported("cagra", "euclidean", "long")
+
+
+def test_gpu_backend_delegates_to_spark_rapids_ml(spark, items):
+    """Up to where a GPU is needed: the spark-rapids-ml estimator is built with our Params
+    and fitted (its fit is lazy); the search then needs cuVS on the executors."""
+    srml = pytest.importorskip("spark_rapids_ml.knn",
+                               reason="spark-rapids-ml is not installed in this environment")
+    ann = ApproximateNearestNeighbors(k=3, algorithm="ivfflat", metric="euclidean",
+                                      algoParams={"nlist": 4, "nprobe": 2}, inputCol="v",
+                                      idCol="id", backend="gpu")
+    model = ann.fit(items)
+    assert model.backendUsed == "gpu"
+    delegate = model._delegate
+    assert isinstance(delegate, srml.ApproximateNearestNeighborsModel)
+    assert (delegate.getK(), delegate.getAlgorithm(), delegate.getMetric(),
+            delegate.getAlgoParams(), delegate.getIdCol(), delegate.getInputCol()) == (
+        3, "ivfflat", "euclidean", {"nlist": 4, "nprobe": 2}, "id", "v")
+    assert delegate.cuml_params["n_neighbors"] == 3
+    with pytest.raises(NotImplementedError, match="spark-rapids-ml's model"):
+        model.save("/tmp/never-written")
+    # String ids are beyond spark-rapids-ml: the CPU engine takes over.
+    strings = items.selectExpr("cast(id as string) as id", "v")
+    assert ann.fit(strings).backendUsed == "cpu"
