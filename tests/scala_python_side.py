@@ -118,6 +118,7 @@ def nn_persistence(scala_model: str, queries_path: str, out_path: str, python_sa
 
     spark = _spark()
     loaded = ApproximateNearestNeighborsModel.load(scala_model)
+    loaded_estimator = ApproximateNearestNeighbors.load(scala_model + "-estimator")
     queries = spark.read.parquet(queries_path)
     Path(out_path).write_text(json.dumps(_knn_rows(loaded.kneighbors(queries)[2])))
     params = json.loads(Path(params_path).read_text())
@@ -127,6 +128,7 @@ def nn_persistence(scala_model: str, queries_path: str, out_path: str, python_sa
     stage = ApproximateNearestNeighbors(**params)
     stage.write().overwrite().save(python_save_to + "-estimator")
     return {"loaded": {**_describe(loaded), "summary": loaded.buildSummary},
+            "loadedEstimator": _describe(loaded_estimator),
             "saved": {**_describe(model), "summary": model.buildSummary,
                       "knn": _knn_rows(model.kneighbors(queries)[2])}}
 
