@@ -176,9 +176,10 @@ class ApproximateNearestNeighborsModel private[nn] (override val uid: String,
         explode(arrays_zip(col(Tables.Indices), col(Tables.Distances))).as("__pair"))
       .select(col("__query_id"), col(s"__pair.${Tables.Indices}").as("__item_id"),
         col(s"__pair.${Tables.Distances}").as(distCol))
-    val itemRows = items.select(struct(items.columns.map(c => items.col(s"`$c`")): _*).as("item_df"))
+    val itemRows = items.select(
+      struct(items.columns.toSeq.map(c => items.col(s"`$c`")): _*).as("item_df"))
     val queryRows = queries.select(
-      struct(queries.columns.map(c => queries.col(s"`$c`")): _*).as("query_df"))
+      struct(queries.columns.toSeq.map(c => queries.col(s"`$c`")): _*).as("query_df"))
     val joined = itemRows.join(pairs, col(s"item_df.`$id`") === col("__item_id"))
       .join(queryRows, col("__query_id") === col(s"query_df.`$id`"))
     if (getIdCol.isDefined) joined.select(col("item_df"), col("query_df"), col(distCol))
@@ -227,7 +228,8 @@ object ApproximateNearestNeighborsModel extends MLReadable[ApproximateNearestNei
       val saved = ModelMetadata.load(path, sc)
       if (!acceptedClassNames.contains(saved.className)) {
         throw new IllegalArgumentException(s"$path holds a ${saved.className}, not a " +
-          s"ApproximateNearestNeighborsModel (expected class ${acceptedClassNames.mkString(" or ")})")
+          "ApproximateNearestNeighborsModel (expected class " +
+          s"${acceptedClassNames.mkString(" or ")})")
       }
       val summary = saved.json \ "summary" match {
         case obj: JObject => obj
@@ -302,7 +304,8 @@ private[nn] object Summary {
       "id_kind" -> JString(idKind),
       "partitions" -> JInt(sorted.size),
       "items" -> JInt(sorted.map(info => long(info \ "n")).sum),
-      "indexes" -> JArray(sorted.toList.map(info => JObject(Kept.toList.map(key => key -> (info \ key))))))
+      "indexes" -> JArray(sorted.toList.map(info =>
+        JObject(Kept.toList.map(key => key -> (info \ key))))))
   }
 
   private def long(value: JValue): Long = value match {

@@ -176,7 +176,8 @@ trait ApproximateNearestNeighborsParams extends Params {
   protected def withId(df: DataFrame, what: String): DataFrame = {
     checkId(df.schema, what)
     if (getIdCol.isDefined) df
-    else df.select(monotonically_increasing_id().as(AnnRules.GeneratedId) +: df.columns.map(c => df.col(s"`$c`")): _*)
+    else df.select(monotonically_increasing_id().as(AnnRules.GeneratedId) +:
+      df.columns.toSeq.map(c => df.col(s"`$c`")): _*)
   }
 
   /** The id kind ("long" or "string") of `schema` as `withId` will give it. */
@@ -184,7 +185,8 @@ trait ApproximateNearestNeighborsParams extends Params {
     case None =>
       if (schema.fieldNames.contains(AnnRules.GeneratedId)) {
         throw new IllegalArgumentException(s"the $what DataFrame already has a column " +
-          s"${PyRepr.str(AnnRules.GeneratedId)} but idCol is not set; set idCol to use it as the id")
+          s"${PyRepr.str(AnnRules.GeneratedId)} but idCol is not set; set idCol to use it as " +
+          "the id")
       }
       "long"
     case Some(id) =>
@@ -267,7 +269,8 @@ object AlgoParamsParam {
     case b: BigInt => JInt(b)
     case d: Double if !d.isNaN && !d.isInfinity => JDouble(d)
     case f: Float if !f.isNaN && !f.isInfinity => JDouble(f.toDouble)
-    case m: scala.collection.Map[_, _] => JObject(m.toList.map { case (k, v) => k.toString -> toJson(v) })
+    case m: scala.collection.Map[_, _] =>
+      JObject(m.toList.map { case (k, v) => k.toString -> toJson(v) })
     case m: java.util.Map[_, _] => toJson(m.asScala)
     case s: Iterable[_] => JArray(s.toList.map(toJson))
     case a: Array[_] => JArray(a.toList.map(toJson))
@@ -336,7 +339,8 @@ object AnnRules {
       params.foreach { case (key, value) =>
         val canonical = keys.getOrElse(key, throw new IllegalArgumentException(
           s"algoParams key ${PyRepr.str(key)} is not used by algorithm ${PyRepr.str(algorithm)}; " +
-            s"known keys: ${if (keys.isEmpty) "(none)" else keys.keys.toSeq.sorted.mkString(", ")}"))
+            s"known keys: ${if (keys.isEmpty) "(none)" else keys.keys.toSeq.sorted.mkString(", ")}"
+        ))
         if (IntKeys.contains(canonical)) {
           val n = integral(value).filter(_ >= 1).getOrElse(throw new IllegalArgumentException(
             s"algoParams[${PyRepr.str(key)}] must be a positive integer, got ${pyRepr(value)}"))
