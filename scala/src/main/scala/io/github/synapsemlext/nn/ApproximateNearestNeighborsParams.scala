@@ -246,8 +246,8 @@ object AlgoParamsParam {
    * ones), or the Python stage's message for the first that is not. */
   def checked(value: Map[String, Any]): Map[String, Any] = {
     if (value == null) {
-      throw new IllegalArgumentException("algoParams must be a dict such as " +
-        "{'nlist': 100, 'nprobe': 10}, got NoneType")
+      throw new IllegalArgumentException("algoParams must be a map such as " +
+        "Map(\"nlist\" -> 100, \"nprobe\" -> 10), got null")
     }
     value.map { case (key, item) =>
       val json = try toJson(item) catch {
