@@ -82,6 +82,19 @@ class KnnPersistenceSuite extends AnyFunSuite {
     assert(pyEstimator.getIdCol == Some("id") && !pyEstimator.isSet(pyEstimator.numQueryBlocks))
   }
 
+  test("inside a Scala Pipeline: fit, save, load, search") {
+    spark
+    val ann = new ApproximateNearestNeighbors().setK(3).setAlgorithm("exact").setInputCol("v")
+      .setIdCol("id")
+    val fitted = new org.apache.spark.ml.Pipeline().setStages(Array(ann)).fit(frame(items))
+    val path = TestEnv.tempDir("knn-pipeline").resolve("pipeline").toString
+    fitted.write.save(path)
+    val loaded = org.apache.spark.ml.PipelineModel.load(path)
+    val model = loaded.stages.head.asInstanceOf[ApproximateNearestNeighborsModel]
+    assert(model.uid == ann.uid && model.getK == 3)
+    assertSame(collect(model.kneighbors(frame(queries))._3), bruteForce(items, queries, 3), 1e-5)
+  }
+
   test("loading something else fails naming both classes") {
     spark
     val path = TestEnv.tempDir("knn-other").resolve("tok").toString
