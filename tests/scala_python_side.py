@@ -6,6 +6,10 @@ stage. Not a pytest module; each command prints one JSON document on stdout.
     unpickle COMMAND.bin              what Spark's worker gets from a JVM-built command
     reference IN.parquet OUT.parquet PARAMS.json   the PySpark stage's output
     persistence SCALA_SAVED PY_SAVE_TO PARAMS.json  load a Scala-saved stage, save a Python one
+    nn_contract CASES.json            the k-NN Params, algoParams keys, table schemas, messages
+    nn_reference ITEMS QUERIES OUT PARAMS.json      the PySpark k-NN stage's knn_df
+    nn_persistence SCALA_MODEL QUERIES OUT PY_SAVE_TO PARAMS.json   search with a Scala-saved
+                                      model; fit and save a Python one on the same items
 """
 
 from __future__ import annotations
@@ -70,8 +74,68 @@ def _describe(stage) -> dict:
             "defaults": {p.name: v for p, v in stage._defaultParamMap.items()}}
 
 
+def nn_contract(cases_path: str) -> dict:
+    """What the hand-written Scala k-NN stages must agree with."""
+    from synapseml_ext.nn import ApproximateNearestNeighbors, tasks
+    from synapseml_ext.nn.params import ALGO_PARAM_KEYS
+
+    stage = ApproximateNearestNeighbors()
+    params = {p.name: {"doc": p.doc,
+                       "default": stage.getOrDefault(p) if stage.hasDefault(p) else None,
+                       "hasDefault": stage.hasDefault(p)} for p in stage.params}
+    out = []
+    for case in json.loads(Path(cases_path).read_text()):
+        try:
+            ApproximateNearestNeighbors()._set_checked(**case)
+            out.append(None)
+        except (ValueError, TypeError) as e:
+            out.append(str(e))
+    ddl = {"index_long": tasks.index_schema("long"), "index_string": tasks.index_schema("string"),
+           "block_long": tasks.block_schema("long"), "block_string": tasks.block_schema("string"),
+           "found_string_long": tasks.found_schema("string", "long"),
+           "found_long_string": tasks.found_schema("long", "string")}
+    return {"params": params, "algoParamKeys": ALGO_PARAM_KEYS, "ddl": ddl, "messages": out}
+
+
+def _knn_rows(knn) -> list:
+    return [[r[0], list(r[1]), [float(d) for d in r[2]]] for r in knn.collect()]
+
+
+def nn_reference(items_path: str, queries_path: str, out_path: str, params_path: str) -> dict:
+    from synapseml_ext.nn import ApproximateNearestNeighbors
+
+    spark = _spark()
+    params = json.loads(Path(params_path).read_text())
+    model = ApproximateNearestNeighbors(**params).fit(spark.read.parquet(items_path))
+    knn = model.kneighbors(spark.read.parquet(queries_path))[2]
+    Path(out_path).write_text(json.dumps(_knn_rows(knn)))
+    return {"written": out_path, "summary": model.buildSummary}
+
+
+def nn_persistence(scala_model: str, queries_path: str, out_path: str, python_save_to: str,
+                   params_path: str) -> dict:
+    from synapseml_ext.nn import ApproximateNearestNeighbors, ApproximateNearestNeighborsModel
+
+    spark = _spark()
+    loaded = ApproximateNearestNeighborsModel.load(scala_model)
+    loaded_estimator = ApproximateNearestNeighbors.load(scala_model + "-estimator")
+    queries = spark.read.parquet(queries_path)
+    Path(out_path).write_text(json.dumps(_knn_rows(loaded.kneighbors(queries)[2])))
+    params = json.loads(Path(params_path).read_text())
+    items = spark.read.parquet(params.pop("items"))
+    model = ApproximateNearestNeighbors(**params).fit(items)
+    model.write().overwrite().save(python_save_to)
+    stage = ApproximateNearestNeighbors(**params)
+    stage.write().overwrite().save(python_save_to + "-estimator")
+    return {"loaded": {**_describe(loaded), "summary": loaded.buildSummary},
+            "loadedEstimator": _describe(loaded_estimator),
+            "saved": {**_describe(model), "summary": model.buildSummary,
+                      "knn": _knn_rows(model.kneighbors(queries)[2])}}
+
+
 COMMANDS = {"messages": messages, "unpickle": unpickle, "reference": reference,
-            "persistence": persistence}
+            "persistence": persistence, "nn_contract": nn_contract, "nn_reference": nn_reference,
+            "nn_persistence": nn_persistence}
 
 if __name__ == "__main__":
     print(json.dumps(COMMANDS[sys.argv[1]](*sys.argv[2:])))

@@ -41,9 +41,9 @@ def jars() -> tuple[Path, Path]:
 
 
 def spark_submit(jars: tuple[Path, Path], *app_args: str, master: str = "local[2]",
-                 conf: dict[str, str] | None = None) -> str:
+                 conf: dict[str, str] | None = None, app: str = SCALA_APP) -> str:
     """Runs the Scala job with pyspark's spark-submit; returns its stdout."""
-    main, app = jars
+    main, app_jar = jars
     python_path = os.pathsep.join(filter(None, [str(REPO / "python"),
                                                 os.environ.get("PYTHONPATH")]))
     extra = [arg for key, value in (conf or {}).items() for arg in ("--conf", f"{key}={value}")]
@@ -52,7 +52,7 @@ def spark_submit(jars: tuple[Path, Path], *app_args: str, master: str = "local[2
                "--conf", "spark.ui.enabled=false",
                "--conf", f"spark.pyspark.python={sys.executable}",
                "--conf", f"spark.executorEnv.PYTHONPATH={python_path}",
-               "--jars", str(main), "--class", SCALA_APP, str(app), *app_args]
+               "--jars", str(main), "--class", app, str(app_jar), *app_args]
     done = subprocess.run(command, capture_output=True, text=True, timeout=1200,
                           env={**os.environ, "PYSPARK_PYTHON": sys.executable,
                                "SPARK_LOCAL_IP": "127.0.0.1"})
@@ -144,3 +144,41 @@ def test_scala_job_on_a_two_executor_standalone_cluster(spark, jars, reviews, mi
     logs = sorted((tmp_path / "cluster").glob("worker*/app-*/*/stderr"))
     ran = {log.parts[-4] for log in logs if "synapseml-ext loaded model" in log.read_text()}
     assert ran == {"worker0", "worker1"}, [log.read_text()[-1500:] for log in logs]
+
+
+def test_scala_job_embeds_and_finds_nearest_reviews(spark, jars, reviews, minilm_dir, cache_dir,
+                                                    tmp_path):
+    """Both stages from Scala: exact k-NN over the embeddings the job wrote equals brute force,
+    and the model it saved searches in PySpark with the same answer."""
+    from synapseml_ext.nn import ApproximateNearestNeighborsModel
+
+    csv = tmp_path / "reviews.csv"
+    reviews.head(120).to_csv(csv, index=False)
+    out, saved = tmp_path / "out", tmp_path / "knn-model"
+    stdout = spark_submit(jars, "--input", str(csv), "--output", str(out), "--model", minilm_dir,
+                          "--runtime", "onnx", "--cache-dir", cache_dir, "--k", "4",
+                          "--algorithm", "exact", "--save-model", str(saved),
+                          app="io.github.synapsemlext.examples.NearestReviews")
+    assert "NearestReviews: 120 queries, k=4, algorithm=exact" in stdout
+
+    embedded = spark.read.parquet(str(out / "embedded")).toPandas().sort_values("id")
+    vectors = np.stack(embedded["embeddings"].to_numpy()).astype(np.float64)
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    cosine_distance = 1.0 - unit @ unit.T
+    ids = embedded["id"].to_numpy()
+    knn = spark.read.parquet(str(out / "knn")).toPandas().sort_values("query_id")
+    assert knn["query_id"].tolist() == ids.tolist()
+    for row, (indices, distances) in enumerate(zip(knn["indices"], knn["distances"],
+                                                       strict=True)):
+        # exact search: the true k smallest distances (ids may swap only within float32 ties)
+        true_k = np.sort(cosine_distance[row])[:4]
+        np.testing.assert_allclose(distances, true_k, atol=1e-5)
+        position = {int(i): p for p, i in enumerate(ids)}
+        found = cosine_distance[row, [position[int(i)] for i in indices]]
+        np.testing.assert_allclose(found, distances, atol=1e-5)
+        assert indices[0] == ids[row] or distances[0] < 1e-5  # each review finds itself
+
+    model = ApproximateNearestNeighborsModel.load(str(saved))
+    again = model.kneighbors(spark.read.parquet(str(out / "embedded")))[2].toPandas()
+    assert again["query_id"].tolist() == knn["query_id"].tolist()
+    assert [list(x) for x in again["indices"]] == [list(x) for x in knn["indices"]]

@@ -15,7 +15,10 @@ __all__ = ["STAGES", "BridgedStage", "by_any_name", "scala_name"]
 @dataclass(frozen=True)
 class BridgedStage:
     python_class: str  # module path as pyspark's DefaultParamsWriter writes it
-    scala_class: str   # the generated stub (synapseml_ext.codegen)
+    scala_class: str   # the Scala stage
+    # Written by synapseml_ext.codegen; False: hand-written Scala (the k-NN stages do their
+    # DataFrame plumbing in Scala) whose Params a Scala test checks against the Python class.
+    generated: bool = True
 
     @property
     def names(self) -> tuple[str, str]:
@@ -25,6 +28,10 @@ class BridgedStage:
 STAGES: tuple[BridgedStage, ...] = (
     BridgedStage("synapseml_ext.hf.embedder.HuggingFaceSentenceEmbedder",
                  "io.github.synapsemlext.hf.HuggingFaceSentenceEmbedder"),
+    BridgedStage("synapseml_ext.nn.model.ApproximateNearestNeighbors",
+                 "io.github.synapsemlext.nn.ApproximateNearestNeighbors", generated=False),
+    BridgedStage("synapseml_ext.nn.model.ApproximateNearestNeighborsModel",
+                 "io.github.synapsemlext.nn.ApproximateNearestNeighborsModel", generated=False),
 )
 
 

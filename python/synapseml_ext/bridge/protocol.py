@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from pyspark.sql.types import DataType, StringType
 
 import synapseml_ext
+from synapseml_ext.bridge import nn
 from synapseml_ext.bridge.names import by_any_name
 from synapseml_ext.bridge.persistence import instance_from_metadata
 
@@ -48,6 +49,8 @@ def load(spec_json: str) -> tuple[Callable, DataType]:
     if op == "probe":
         return _probe, StringType()
     stage = stage_from_spec(spec)
+    if op in nn.OPS:
+        return nn.function(stage, op, bridge.get("facts") or {})
     return stage._bridge_function(op)
 
 

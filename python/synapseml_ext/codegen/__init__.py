@@ -1,7 +1,7 @@
 """Writes the Scala stubs of the bridged Python stages (the reverse of SynapseML's
 Scala -> Python codegen).
 
-For each stage in :data:`synapseml_ext.bridge.names.STAGES` it reads the Python class's Params
+For each generated stage in :data:`synapseml_ext.bridge.names.STAGES` it reads the Python class's Params
 (name, doc, typeConverter, default, whether unset is meaningful, value rules) and schema
 contract, and writes ``scala/src/main/scala/<package>/<Stage>.scala``. Generated files say so
 in their first line; ``python -m synapseml_ext.codegen --check`` fails on any difference
@@ -32,7 +32,7 @@ def default_root() -> Path:
 def generate(root: Path) -> dict[Path, str]:
     """Every generated file: path under ``root`` -> its text."""
     files = {}
-    for bridged in STAGES:
+    for bridged in (s for s in STAGES if s.generated):
         stage = read_stage(bridged)
         path = root / SCALA_SOURCES / Path(*bridged.scala_class.split(".")).with_suffix(".scala")
         files[path] = render_stage(stage)

@@ -24,7 +24,6 @@ from typing import Any
 from pyspark import StorageLevel, keyword_only
 from pyspark.ml import Estimator, Model
 from pyspark.ml.util import (
-    DefaultParamsReadable,
     DefaultParamsReader,
     DefaultParamsWritable,
     DefaultParamsWriter,
@@ -44,6 +43,7 @@ from pyspark.sql.types import (
     StructType,
 )
 
+from synapseml_ext.bridge.persistence import BridgedParamsReadable  # loads Scala-saved too
 from synapseml_ext.nn import gpu, tasks
 from synapseml_ext.nn.engine import breadth_knob
 from synapseml_ext.nn.params import _ApproximateNearestNeighborsParams, normalize_algo_params
@@ -118,7 +118,7 @@ class _SchemaMixin(_ApproximateNearestNeighborsParams):
         return normalize_algo_params(algorithm, params)
 
 
-class ApproximateNearestNeighbors(Estimator, _SchemaMixin, DefaultParamsReadable,
+class ApproximateNearestNeighbors(Estimator, _SchemaMixin, BridgedParamsReadable,
                                   DefaultParamsWritable):
     """k approximate nearest neighbours of query vectors among item vectors.
 

@@ -2,7 +2,9 @@ package org.apache.spark.sql.synapsemlext
 
 import org.apache.spark.api.python.{PythonBroadcast, PythonFunction, SimplePythonFunction}
 import org.apache.spark.broadcast.Broadcast
-import org.apache.spark.sql.Dataset
+import org.apache.spark.sql.{DataFrame, Dataset}
+import org.apache.spark.sql.catalyst.expressions.PythonUDF
+import org.apache.spark.sql.execution.python.UserDefinedPythonFunction
 
 /** Spark 3.5 / Scala 2.12 side of the seam: what differs between Spark lines lives here
  * (scala-spark4.0/ holds the same object for Spark 4.0). */
@@ -26,5 +28,12 @@ object SparkCompat {
       try dataset.sparkSession.sparkContext != null
       catch { case _: LinkageError | _: UnsupportedOperationException => false }
     if (!classic) throw ConnectSessions.notSupported(stageName)
+  }
+
+  /** `df.mapInArrow` with a map-Arrow-iterator UDF (eval type 207) over all columns, as
+   * PySpark's `DataFrame.mapInArrow` builds it (3.5: `Dataset.pythonMapInArrow(PythonUDF)`). */
+  def mapInArrow(df: DataFrame, udf: UserDefinedPythonFunction): DataFrame = {
+    val call = udf(df.columns.map(name => df.col(s"`$name`")): _*).expr.asInstanceOf[PythonUDF]
+    df.pythonMapInArrow(call, isBarrier = false)
   }
 }

@@ -2,7 +2,8 @@ package org.apache.spark.sql.synapsemlext
 
 import org.apache.spark.api.python.{PythonBroadcast, PythonFunction, SimplePythonFunction}
 import org.apache.spark.broadcast.Broadcast
-import org.apache.spark.sql.Dataset
+import org.apache.spark.sql.{DataFrame, Dataset}
+import org.apache.spark.sql.execution.python.UserDefinedPythonFunction
 import org.apache.spark.util.CollectionAccumulator
 
 /** Spark 4.0 / Scala 2.13 side of the seam (see scala-spark3.5/ for 3.5). */
@@ -24,5 +25,12 @@ object SparkCompat {
   def requireClassic(dataset: Dataset[_], stageName: String): Unit = dataset match {
     case _: org.apache.spark.sql.classic.Dataset[_] =>
     case _ => throw ConnectSessions.notSupported(stageName)
+  }
+
+  /** `df.mapInArrow` with a map-Arrow-iterator UDF (eval type 207) over all columns, as
+   * PySpark's `DataFrame.mapInArrow` builds it (4.0: `classic.Dataset.mapInArrow(Column)`). */
+  def mapInArrow(df: DataFrame, udf: UserDefinedPythonFunction): DataFrame = {
+    val call = udf(df.columns.map(name => df.col(s"`$name`")).toSeq: _*)
+    df.asInstanceOf[org.apache.spark.sql.classic.Dataset[_]].mapInArrow(call, false, null)
   }
 }

@@ -5,8 +5,8 @@ import org.apache.spark.ml.param.Params
 import org.apache.spark.ml.synapsemlext.StageMetadata
 import org.apache.spark.sql.{DataFrame, Dataset}
 import org.apache.spark.sql.functions.col
-import org.apache.spark.sql.types.DataType
-import org.json4s.{JInt, JObject, JString}
+import org.apache.spark.sql.types.{DataType, StructType}
+import org.json4s.{JInt, JObject, JString, JValue}
 
 /** Runs bridged Python stages from JVM stages (the generated stubs call this).
  *
@@ -32,7 +32,24 @@ object PythonBridge {
     dataset.toDF().withColumn(outputCol, udf(col(inputCol)))
   }
 
-  def bridgeSpec(op: String): JObject = JObject("bridge" -> JObject(
-    "protocol" -> JInt(PythonEnvironment.Protocol), "op" -> JString(op),
-    "jarVersion" -> JString(BuildInfo.version)))
+  /** `dataset.mapInArrow(f, schema)` where `f` is the function the Python stage's `op`
+   * returns (synapseml_ext/bridge/nn.py) for `stage`'s Params plus `facts` (what only the
+   * driver knows, e.g. the id kinds); every column of `dataset` crosses to Python. */
+  def mapInArrow(stage: Params, dataset: DataFrame, op: String, facts: JObject,
+      schema: StructType): DataFrame = {
+    SparkLine.require()
+    SparkCompat.requireClassic(dataset, stage.getClass.getSimpleName)
+    val session = dataset.sparkSession
+    val python = PythonEnvironment.forSession(session)
+    val spec = StageMetadata.json(stage, session.sparkContext, bridgeSpec(op, facts))
+    val udf = python.udf(s"${stage.getClass.getSimpleName}.$op", PythonCommand.bridgeLoad(spec),
+      schema, PythonEnvironment.MapArrowIterUdf)
+    SparkCompat.mapInArrow(dataset, udf)
+  }
+
+  def bridgeSpec(op: String, facts: JObject = JObject()): JObject = {
+    val base = List[(String, JValue)]("protocol" -> JInt(PythonEnvironment.Protocol),
+      "op" -> JString(op), "jarVersion" -> JString(BuildInfo.version))
+    JObject("bridge" -> JObject(if (facts.obj.isEmpty) base else base :+ ("facts" -> facts)))
+  }
 }

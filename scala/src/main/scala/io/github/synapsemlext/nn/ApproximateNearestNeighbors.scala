@@ -1,0 +1,344 @@
+package io.github.synapsemlext.nn
+
+import scala.util.control.NonFatal
+
+import io.github.synapsemlext.util.PyRepr
+import org.apache.spark.internal.Logging
+import org.apache.spark.ml.{Estimator, Model}
+import org.apache.spark.ml.param.ParamMap
+import org.apache.spark.ml.synapsemlext.{BridgedParamsReader, ModelMetadata}
+import org.apache.spark.ml.util._
+import org.apache.spark.sql.{DataFrame, Dataset}
+import org.apache.spark.sql.functions._
+import org.apache.spark.sql.synapsemlext.PythonBridge
+import org.apache.spark.sql.types.StructType
+import org.json4s._
+import org.json4s.jackson.JsonMethods
+
+/** k approximate nearest neighbours of query vectors among item vectors, from Scala.
+ *
+ * The JVM side of `synapseml_ext.nn.ApproximateNearestNeighbors` (same Params, same saved
+ * layout, same results): the Spark plan is built here, as the PySpark stage builds it, and
+ * the three executor steps (build one faiss index per item partition, cut queries into
+ * blocks, search block x index pairs) run the Python stage's own functions through the
+ * bridge (`mapInArrow`). The executors need the `synapseml-ext` Python package (with
+ * faiss-cpu); see docs/scala.md.
+ *
+ * {{{
+ *   val model = new ApproximateNearestNeighbors().setK(10).setInputCol("embeddings")
+ *     .setIdCol("id").fit(items)
+ *   val (itemsWithId, queriesWithId, knn) = model.kneighbors(queries)
+ *   // knn: query_id, indices: array<long>, distances: array<float>
+ * }}}
+ *
+ * backend: "cpu" and "auto" run the CPU engine; "gpu" (spark-rapids-ml) is PySpark only.
+ */
+class ApproximateNearestNeighbors(override val uid: String)
+    extends Estimator[ApproximateNearestNeighborsModel] with ApproximateNearestNeighborsParams
+    with DefaultParamsWritable with Logging {
+
+  def this() = this(Identifiable.randomUID("ApproximateNearestNeighbors"))
+
+  /** The item checks of `fit` (idCol, id type, vector column); the schema is unchanged. */
+  override def transformSchema(schema: StructType): StructType = {
+    checkId(schema, "item")
+    vectorExpr(schema, "item")
+    schema
+  }
+
+  override def fit(dataset: Dataset[_]): ApproximateNearestNeighborsModel = {
+    AnnRules.requireJvmBackend($(backend))
+    AnnRules.checkAlgoParams($(algorithm), getAlgoParams)
+    val idKind = checkId(dataset.schema, "item")
+    val unprepared = withId(dataset.toDF(), "item")
+    val vector = vectorExpr(unprepared.schema, "item")
+    if ($(algorithm) == "cagra") {
+      logWarning("algorithm 'cagra' runs on GPUs only; the CPU engine uses 'hnsw'")
+    }
+    // Generated ids must not change between fit and use.
+    val items = if (getIdCol.isEmpty) unprepared.persist() else unprepared
+    val partitions =
+      if ($(numPartitions) > 0) $(numPartitions) else math.max(1, items.rdd.getNumPartitions)
+    val prepared = items
+      .select(col(s"`$idColOrDefault`").cast(Tables.sparkIdType(idKind)).as(Tables.Id),
+        vector.as(Tables.Vec))
+      .repartition(partitions, col(Tables.Id))
+    val indexes = PythonBridge.mapInArrow(this, prepared, "nn_build",
+      JObject("id_kind" -> JString(idKind)), Tables.indexSchema(idKind)).persist()
+    val infos = DataErrors.translate(indexes.select(Tables.Info).collect())
+      .map(row => JsonMethods.parse(row.getString(0))).toSeq
+    if (infos.isEmpty) {
+      indexes.unpersist()
+      throw new IllegalArgumentException("the item DataFrame is empty: nothing to search")
+    }
+    val summary = Summary.of(infos, $(inputCol))
+    copyValues(new ApproximateNearestNeighborsModel(uid, items, indexes, summary).setParent(this))
+  }
+
+  override def copy(extra: ParamMap): ApproximateNearestNeighbors = defaultCopy(extra)
+}
+
+object ApproximateNearestNeighbors extends MLReadable[ApproximateNearestNeighbors] {
+
+  /** The Python stage; saved metadata may name either class. */
+  val PythonClassName: String = "synapseml_ext.nn.model.ApproximateNearestNeighbors"
+
+  override def read: MLReader[ApproximateNearestNeighbors] =
+    new BridgedParamsReader(classOf[ApproximateNearestNeighbors],
+      Seq(classOf[ApproximateNearestNeighbors].getName, PythonClassName))
+
+  override def load(path: String): ApproximateNearestNeighbors = super.load(path)
+}
+
+/** The fitted k-NN search: `kneighbors` and `approxSimilarityJoin`.
+ *
+ * Holds the item DataFrame (with its id column) and the table of serialised per-partition
+ * indexes; `save`/`load` write and read both in the PySpark model's layout, so a model
+ * saved on either side searches on the other without rebuilding.
+ */
+class ApproximateNearestNeighborsModel private[nn] (override val uid: String,
+    private[nn] val itemDf: DataFrame, private[nn] val indexDf: DataFrame,
+    private[nn] val summary: JObject)
+    extends Model[ApproximateNearestNeighborsModel] with ApproximateNearestNeighborsParams
+    with MLWritable {
+
+  /** Always "cpu": the JVM stages run the CPU engine. */
+  def backendUsed: String = "cpu"
+
+  /** What the build made, as JSON: dimension, id kind, and per partition the index kind,
+   * size, search breadth and the recall measured on held-out items at fit. */
+  def buildSummary: String = JsonMethods.compact(JsonMethods.render(summary))
+
+  private def summaryDim: Int = (summary \ "dim") match {
+    case JInt(n) => n.toInt
+    case other => throw new IllegalStateException(s"bad build summary dim: $other")
+  }
+
+  private def summaryString(key: String): String = (summary \ key) match {
+    case JString(s) => s
+    case other => throw new IllegalStateException(s"bad build summary $key: $other")
+  }
+
+  private def summaryPartitions: Int = (summary \ "partitions") match {
+    case JInt(n) => n.toInt
+    case _ => 1
+  }
+
+  /** Not a transformer: use `kneighbors` or `approxSimilarityJoin`. */
+  override def transform(dataset: Dataset[_]): DataFrame =
+    throw new UnsupportedOperationException("ApproximateNearestNeighborsModel does not " +
+      "transform; use kneighbors(queryDf) or approxSimilarityJoin(queryDf)")
+
+  override def transformSchema(schema: StructType): StructType = schema
+
+  /** The k nearest items of each query: `(itemDfWithId, queryDfWithId, knnDf)` as the
+   * PySpark stage (and spark-rapids-ml) return them. `knnDf` has one row per query:
+   * `query_<idCol>`, `indices` (item ids, nearest first) and `distances` (`array<float>`);
+   * fewer than k items are padded with id `Long.MaxValue` (null for string ids) and
+   * distance `inf` (`-inf` for inner_product). Lazy: nothing runs until an action. */
+  def kneighbors(queryDf: Dataset[_], sortKnnDfByQueryId: Boolean)
+      : (DataFrame, DataFrame, DataFrame) = {
+    val queryKind = checkId(queryDf.schema, "query")
+    val queries = withId(queryDf.toDF(), "query")
+    val vector = vectorExpr(queries.schema, "query")
+    val itemKind = summaryString("id_kind")
+    val facts = JObject("query_kind" -> JString(queryKind), "item_kind" -> JString(itemKind),
+      "dim" -> JInt(summaryDim))
+    val selected = queries.select(
+      col(s"`$idColOrDefault`").cast(Tables.sparkIdType(queryKind)).as(Tables.Id),
+      vector.as(Tables.Vec))
+    val prepared =
+      if ($(numQueryBlocks) > 0) selected.repartition($(numQueryBlocks)) else selected
+    val blocks = PythonBridge.mapInArrow(this, prepared, "nn_block", facts,
+      Tables.blockSchema(queryKind))
+    // Cartesian product by shuffle: a broadcast would route one side via the driver.
+    val pairs = blocks.crossJoin(indexDf.hint("shuffle_replicate_nl"))
+    val perPartition = PythonBridge.mapInArrow(this, pairs, "nn_search", facts,
+      Tables.foundSchema(queryKind, itemKind))
+    val found =
+      if (summaryPartitions > 1) mergeTopK(perPartition, $(k), $(metric) != "inner_product")
+      else perPartition
+    val queryCol = s"query_$idColOrDefault"
+    val knn = found.select(col(Tables.FoundQid).as(queryCol), col(Tables.Indices),
+      col(Tables.Distances))
+    (itemDf, queries, if (sortKnnDfByQueryId) knn.sort(queryCol) else knn)
+  }
+
+  def kneighbors(queryDf: Dataset[_]): (DataFrame, DataFrame, DataFrame) =
+    kneighbors(queryDf, sortKnnDfByQueryId = true)
+
+  /** One row per (query, neighbour): `item_df` and `query_df` struct columns holding the
+   * item and query rows, and `distCol` (as the PySpark stage / spark-rapids-ml). */
+  def approxSimilarityJoin(queryDf: Dataset[_], distCol: String = "distCol"): DataFrame = {
+    val id = idColOrDefault
+    val (items, queries, knn) = kneighbors(queryDf, sortKnnDfByQueryId = false)
+    val pairs = knn.select(col(s"`query_$id`").as("__query_id"),
+        explode(arrays_zip(col(Tables.Indices), col(Tables.Distances))).as("__pair"))
+      .select(col("__query_id"), col(s"__pair.${Tables.Indices}").as("__item_id"),
+        col(s"__pair.${Tables.Distances}").as(distCol))
+    val itemRows = items.select(
+      struct(items.columns.toSeq.map(c => items.col(s"`$c`")): _*).as("item_df"))
+    val queryRows = queries.select(
+      struct(queries.columns.toSeq.map(c => queries.col(s"`$c`")): _*).as("query_df"))
+    val joined = itemRows.join(pairs, col(s"item_df.`$id`") === col("__item_id"))
+      .join(queryRows, col("__query_id") === col(s"query_df.`$id`"))
+    if (getIdCol.isDefined) joined.select(col("item_df"), col("query_df"), col(distCol))
+    else joined.select(col("item_df").dropFields(id).as("item_df"),
+      col("query_df").dropFields(id).as("query_df"), col(distCol))
+  }
+
+  /** Global top-k per query from the per-partition lists (ties broken by item id). */
+  private def mergeTopK(found: DataFrame, k: Int, ascending: Boolean): DataFrame = {
+    val zipped = found.select(col(Tables.FoundQid),
+      explode(arrays_zip(col(Tables.Distances), col(Tables.Indices))).as("__z"))
+    val top = zipped.groupBy(Tables.FoundQid)
+      .agg(slice(sort_array(collect_list("__z"), ascending), 1, k).as("__z"))
+    top.select(col(Tables.FoundQid), col(s"__z.${Tables.Indices}").as(Tables.Indices),
+      col(s"__z.${Tables.Distances}").as(Tables.Distances))
+  }
+
+  override def copy(extra: ParamMap): ApproximateNearestNeighborsModel = {
+    val that = new ApproximateNearestNeighborsModel(uid, itemDf, indexDf, summary)
+    copyValues(that, extra).setParent(parent)
+  }
+
+  override def write: MLWriter = new ApproximateNearestNeighborsModel.Writer(this)
+}
+
+object ApproximateNearestNeighborsModel extends MLReadable[ApproximateNearestNeighborsModel] {
+
+  /** The Python model; saved metadata may name either class. */
+  val PythonClassName: String = "synapseml_ext.nn.model.ApproximateNearestNeighborsModel"
+
+  private val acceptedClassNames =
+    Seq(classOf[ApproximateNearestNeighborsModel].getName, PythonClassName)
+
+  /** metadata/ as DefaultParamsWriter writes it plus the build summary; data/items and
+   * data/indexes as parquet (the PySpark model's _ModelWriter layout). */
+  private[nn] class Writer(instance: ApproximateNearestNeighborsModel) extends MLWriter {
+    override protected def saveImpl(path: String): Unit = {
+      ModelMetadata.save(instance, path, sc, JObject("summary" -> instance.summary))
+      instance.itemDf.write.parquet(s"$path/data/items")
+      instance.indexDf.write.parquet(s"$path/data/indexes")
+    }
+  }
+
+  private class Reader extends MLReader[ApproximateNearestNeighborsModel] {
+    override def load(path: String): ApproximateNearestNeighborsModel = {
+      val saved = ModelMetadata.load(path, sc)
+      if (!acceptedClassNames.contains(saved.className)) {
+        throw new IllegalArgumentException(s"$path holds a ${saved.className}, not a " +
+          "ApproximateNearestNeighborsModel (expected class " +
+          s"${acceptedClassNames.mkString(" or ")})")
+      }
+      val summary = saved.json \ "summary" match {
+        case obj: JObject => obj
+        case _ => throw new IllegalArgumentException(s"$path has no build summary in its " +
+          "metadata: it was not saved by an ApproximateNearestNeighborsModel")
+      }
+      val model = new ApproximateNearestNeighborsModel(saved.uid,
+        sparkSession.read.parquet(s"$path/data/items"),
+        sparkSession.read.parquet(s"$path/data/indexes"), summary)
+      saved.setParams(model)
+      model
+    }
+  }
+
+  override def read: MLReader[ApproximateNearestNeighborsModel] = new Reader
+
+  override def load(path: String): ApproximateNearestNeighborsModel = super.load(path)
+}
+
+/** Column names and schemas of the tables passed between the steps
+ * (synapseml_ext/nn/tasks.py; ParamsParitySuite checks they agree). */
+private[nn] object Tables {
+  val Id = "__id"
+  val Vec = "__vec"
+  val Qids = "__qids"
+  val Qvecs = "__qvecs"
+  val Part = "__part"
+  val Ids = "__ids"
+  val Index = "__index"
+  val Info = "__info"
+  val FoundQid = "__qid"
+  val Indices = "indices"
+  val Distances = "distances"
+
+  def sparkIdType(idKind: String): String = if (idKind == "long") "bigint" else "string"
+
+  def indexDdl(idKind: String): String =
+    s"$Part int, $Ids array<${sparkIdType(idKind)}>, $Index binary, $Info string"
+
+  def blockDdl(idKind: String): String = s"$Qids array<${sparkIdType(idKind)}>, $Qvecs binary"
+
+  def foundDdl(queryKind: String, itemKind: String): String =
+    s"$FoundQid ${sparkIdType(queryKind)}, $Indices array<${sparkIdType(itemKind)}>, " +
+      s"$Distances array<float>"
+
+  def indexSchema(idKind: String): StructType = StructType.fromDDL(indexDdl(idKind))
+  def blockSchema(idKind: String): StructType = StructType.fromDDL(blockDdl(idKind))
+  def foundSchema(queryKind: String, itemKind: String): StructType =
+    StructType.fromDDL(foundDdl(queryKind, itemKind))
+}
+
+/** The build summary the model keeps and saves (synapseml_ext.nn.model._summarise). */
+private[nn] object Summary {
+
+  private val Kept = Seq("kind", "n", "params", "search", "calibration_recall", "reason", "seconds")
+
+  def of(infos: Seq[JValue], column: String): JObject = {
+    val sorted = infos.sortBy(info => -long(info \ "n"))
+    val first = sorted.head
+    sorted.find(info => long(info \ "dim") != long(first \ "dim")).foreach { other =>
+      throw new IllegalArgumentException(s"${DataErrors.Prefix} item id " +
+        s"${repr(other \ "first_id")} has a ${PyRepr.str(column)} vector of dimension " +
+        s"${long(other \ "dim")} but item id ${repr(first \ "first_id")} has " +
+        s"${long(first \ "dim")}; all vectors must have the same dimension")
+    }
+    val idKind = first \ "first_id" match {
+      case JString(_) => "string"
+      case _ => "long"
+    }
+    JObject(
+      "dim" -> JInt(long(first \ "dim")),
+      "id_kind" -> JString(idKind),
+      "partitions" -> JInt(sorted.size),
+      "items" -> JInt(sorted.map(info => long(info \ "n")).sum),
+      "indexes" -> JArray(sorted.toList.map(info =>
+        JObject(Kept.toList.map(key => key -> (info \ key))))))
+  }
+
+  private def long(value: JValue): Long = value match {
+    case JInt(n) => n.toLong
+    case JLong(n) => n
+    case JDouble(d) => d.toLong
+    case other => throw new IllegalStateException(s"bad index info value: $other")
+  }
+
+  private def repr(value: JValue): String = value match {
+    case JString(s) => PyRepr.str(s)
+    case JInt(n) => n.toString
+    case other => JsonMethods.compact(JsonMethods.render(other))
+  }
+}
+
+/** An executor's data error (its message starts with `synapseml-ext:`: a NaN, a duplicated
+ * id, a wrong dimension) as an IllegalArgumentException with that message on the driver. */
+private[nn] object DataErrors {
+
+  val Prefix = "synapseml-ext:"
+  private val Message = (java.util.regex.Pattern.quote(Prefix) + "[^\n]*").r
+
+  def translate[T](body: => T): T =
+    try body
+    catch {
+      case e: IllegalArgumentException => throw e
+      case NonFatal(e) =>
+        val text = Iterator.iterate[Throwable](e)(_.getCause).takeWhile(_ != null)
+          .map(t => String.valueOf(t.getMessage)).mkString("\n")
+        Message.findFirstIn(text) match {
+          case Some(message) => throw new IllegalArgumentException(message.trim, e)
+          case None => throw e
+        }
+    }
+}

@@ -1,0 +1,107 @@
+package io.github.synapsemlext.nn
+
+import io.github.synapsemlext.TestEnv
+import org.json4s._
+import org.json4s.jackson.JsonMethods
+import org.scalatest.funsuite.AnyFunSuite
+
+/** A model saved in Scala searches in PySpark with the saved indexes, and one saved in
+ * PySpark searches in Scala; estimators load on either side. */
+class KnnPersistenceSuite extends AnyFunSuite {
+
+  import KnnData._
+
+  private lazy val spark = TestEnv.spark
+  private lazy val items = clustered(400, 12, 6, seed = 11)
+  private lazy val queries = clustered(30, 12, 6, seed = 11, firstId = 5000)
+
+  test("Scala save -> Scala load searches with the saved indexes") {
+    spark
+    val dir = TestEnv.tempDir("knn-save")
+    val model = new ApproximateNearestNeighbors().setK(3).setAlgorithm("ivf_flat")
+      .setAlgoParams(Map("nlist" -> 4, "nprobe" -> 4)).setInputCol("v").setIdCol("id")
+      .setNumPartitions(2).fit(frame(items))
+    val path = dir.resolve("model").toString
+    model.write.save(path)
+    val loaded = ApproximateNearestNeighborsModel.load(path)
+    assert(loaded.uid == model.uid && loaded.getAlgorithm == "ivfflat")
+    assert(loaded.getAlgoParams == Map("nlist" -> 4, "nprobe" -> 4))
+    assert(JsonMethods.parse(loaded.buildSummary) == JsonMethods.parse(model.buildSummary))
+    assertSame(collect(loaded.kneighbors(frame(queries))._3),
+      collect(model.kneighbors(frame(queries))._3), 0.0)
+    val e = intercept[java.io.IOException](model.write.save(path))
+    assert(e.getMessage.contains("already exists"))
+    model.write.overwrite().save(path)
+  }
+
+  test("Scala -> PySpark and PySpark -> Scala (model and estimator)") {
+    spark
+    val dir = TestEnv.tempDir("knn-cross")
+    val itemsPath = save(frame(items), dir, "items")
+    val queriesPath = save(frame(queries), dir, "queries")
+    val scalaSaved = dir.resolve("scala-model").toString
+    val pythonSaved = dir.resolve("py-model").toString
+    val estimator = new ApproximateNearestNeighbors().setK(4).setAlgorithm("ivfpq")
+      .setAlgoParams(Map("nlist" -> 4, "M" -> 4, "n_bits" -> 6)).setMetric("L2")
+      .setInputCol("v").setIdCol("id").setBackend("cpu").setNumPartitions(2)
+    val model = estimator.fit(spark.read.parquet(itemsPath))
+    model.save(scalaSaved)
+    estimator.save(scalaSaved + "-estimator")
+    val scalaKnn = collect(model.kneighbors(spark.read.parquet(queriesPath))._3)
+    TestEnv.writeText(dir.resolve("params.json"), s"""{"items": "$itemsPath", "k": 6,
+      "algorithm": "hnsw", "metric": "inner_product", "algoParams": {"ef_search": 32},
+      "inputCol": "v", "idCol": "id", "backend": "cpu", "numPartitions": 3}""")
+    val answer = TestEnv.pythonSide("nn_persistence", scalaSaved, queriesPath,
+      dir.resolve("py-from-scala.json").toString, pythonSaved, dir.resolve("params.json").toString)
+
+    // PySpark searched with the Scala-built indexes it loaded (its reader never rebuilds)
+    assertSame(readPython(dir.resolve("py-from-scala.json")), scalaKnn, 1e-5)
+    assert((answer \ "loaded" \ "uid") == JString(model.uid))
+    assert((answer \ "loaded" \ "set" \ "algoParams") ==
+      JObject("nlist" -> JInt(4), "M" -> JInt(4), "n_bits" -> JInt(6)))
+    assert((answer \ "loaded" \ "set" \ "metric") == JString("l2"))
+    assert((answer \ "loaded" \ "summary") == JsonMethods.parse(model.buildSummary))
+    assert((answer \ "loadedEstimator" \ "uid") == JString(estimator.uid))
+    assert((answer \ "loadedEstimator" \ "set" \ "k") == JInt(4))
+
+    // Scala searches with the PySpark-built model, and gets PySpark's answer
+    val fromPython = ApproximateNearestNeighborsModel.load(pythonSaved)
+    assert(JString(fromPython.uid) == (answer \ "saved" \ "uid"))
+    assert((fromPython.getK, fromPython.getAlgorithm, fromPython.getMetric, fromPython.getNumPartitions)
+      == ((6, "hnsw", "inner_product", 3)))
+    assert(fromPython.getAlgoParams == Map("ef_search" -> 32) && !fromPython.isSet(fromPython.numQueryBlocks))
+    assert(JsonMethods.parse(fromPython.buildSummary) == (answer \ "saved" \ "summary"))
+    val expected = readPython(TestEnv.writeText(dir.resolve("py.json"),
+      JsonMethods.compact(JsonMethods.render(answer \ "saved" \ "knn"))))
+    val actual = collect(fromPython.kneighbors(spark.read.parquet(queriesPath))._3)
+    assertSame(actual, expected, 1e-5)
+    assert(actual.head.distances == actual.head.distances.sorted.reverse, "inner_product: largest first")
+
+    val pyEstimator = ApproximateNearestNeighbors.load(pythonSaved + "-estimator")
+    assert(pyEstimator.getAlgorithm == "hnsw" && pyEstimator.getAlgoParams == Map("ef_search" -> 32))
+    assert(pyEstimator.getIdCol == Some("id") && !pyEstimator.isSet(pyEstimator.numQueryBlocks))
+  }
+
+  test("inside a Scala Pipeline: fit, save, load, search") {
+    spark
+    val ann = new ApproximateNearestNeighbors().setK(3).setAlgorithm("exact").setInputCol("v")
+      .setIdCol("id")
+    val fitted = new org.apache.spark.ml.Pipeline().setStages(Array(ann)).fit(frame(items))
+    val path = TestEnv.tempDir("knn-pipeline").resolve("pipeline").toString
+    fitted.write.save(path)
+    val loaded = org.apache.spark.ml.PipelineModel.load(path)
+    val model = loaded.stages.head.asInstanceOf[ApproximateNearestNeighborsModel]
+    assert(model.uid == ann.uid && model.getK == 3)
+    assertSame(collect(model.kneighbors(frame(queries))._3), bruteForce(items, queries, 3), 1e-5)
+  }
+
+  test("loading something else fails naming both classes") {
+    spark
+    val path = TestEnv.tempDir("knn-other").resolve("tok").toString
+    new org.apache.spark.ml.feature.Tokenizer().save(path)
+    val e = intercept[IllegalArgumentException](ApproximateNearestNeighborsModel.load(path))
+    assert(e.getMessage.contains("holds a org.apache.spark.ml.feature.Tokenizer, not a " +
+      "ApproximateNearestNeighborsModel (expected class io.github.synapsemlext.nn." +
+      "ApproximateNearestNeighborsModel or synapseml_ext.nn.model.ApproximateNearestNeighborsModel)"))
+  }
+}
