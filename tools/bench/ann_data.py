@@ -7,7 +7,7 @@
 (2) ``latent``: synthetic vectors clustered in a low-dimensional latent space, lifted to
     ``dim`` dimensions (see :func:`latent_set` for how its difficulty was chosen).
 
-    .venv/bin/python tools/bench/ann_data.py minilm --n 210000     # ~10-20 min on 2 cores
+    .venv/bin/python tools/bench/ann_data.py minilm --n 210000     # 30+ min on 2 busy cores
     .venv/bin/python tools/bench/ann_data.py latent --n 1010000
 """
 
@@ -105,9 +105,11 @@ def latent_set(n: int, dim: int = 384, queries: int = 10_000, latent: int = 24,
     lifted to ``dim`` dimensions by a random map with a decaying spectrum, plus isotropic
     ``noise`` in all ``dim`` dimensions, then L2-normalised like sentence embeddings.
 
-    Difficulty: the defaults were chosen so that recall@10 of a per-partition IVF index
-    against nprobe resembles the real MiniLM pairs above (see docs/benchmarks.md) rather than
-    well-separated blobs, where any IVF reaches recall 1.0 at nprobe=1.
+    Difficulty: overlapping clusters (spread 0.9 around unit-normal centres) so that an IVF
+    index needs dozens of probes for recall 0.95 (measured: nprobe 40-48 of 1413 lists on
+    125k-item partitions), not well-separated blobs, where any IVF reaches recall 1.0 at
+    nprobe=1. Real MiniLM pairs are harder still (nprobe 64 of ~270 lists on 11k-item
+    partitions; docs/benchmarks.md).
     Generated in blocks, cached as float32 ``.npy`` and memory-mapped.
     """
     name = f"latent_{n}x{dim}_l{latent}_c{clusters}_s{spread}_n{noise}_q{queries}_{seed}.npy"
