@@ -45,7 +45,7 @@ def test_build_block_search_from_a_scala_spec_find_the_neighbours():
     rng = np.random.default_rng(0)
     items = rng.normal(size=(50, 8)).astype(np.float32)
     params = {"k": 3, "algorithm": "exact", "inputCol": "v", "idCol": "id"}
-    build, build_type = load(_spec(SCALA_ESTIMATOR, "nn_build", {"id_kind": "long"}, params))
+    build, build_type = load(_spec(SCALA_ESTIMATOR, "nn_build", {"id_kind": "long", "partitions": 1}, params))
     assert build_type == struct_from_ddl(tasks.index_schema("long"))
     batch = pa.RecordBatch.from_arrays(
         [pa.array(np.arange(50, dtype=np.int64)), pa.array(items.tolist(), pa.list_(pa.float32()))],

@@ -41,7 +41,8 @@ def function(stage: Any, op: str, facts: dict[str, Any]) -> tuple[Callable, Stru
     if op == "nn_build":
         cfg = {"id_kind": facts["id_kind"], "column": stage.getInputCol(),
                "algorithm": stage._cpu_algorithm(), "metric": stage.getMetric(),
-               "params": stage._cpu_algo_params(), "k": stage.getK()}
+               "params": stage._cpu_algo_params(), "k": stage.getK(),
+               "partitions": int(facts.get("partitions", 1))}
         return tasks.make_build_fn(cfg), struct_from_ddl(tasks.index_schema(facts["id_kind"]))
     if op == "nn_block":
         cfg = {"id_kind": facts["query_kind"], "column": stage.getInputCol(),

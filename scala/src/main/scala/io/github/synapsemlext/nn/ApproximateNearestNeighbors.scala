@@ -12,6 +12,7 @@ import org.apache.spark.sql.{DataFrame, Dataset}
 import org.apache.spark.sql.functions._
 import org.apache.spark.sql.synapsemlext.PythonBridge
 import org.apache.spark.sql.types.StructType
+import org.apache.spark.storage.StorageLevel
 import org.json4s._
 import org.json4s.jackson.JsonMethods
 
@@ -63,8 +64,11 @@ class ApproximateNearestNeighbors(override val uid: String)
       .select(col(s"`$idColOrDefault`").cast(Tables.sparkIdType(idKind)).as(Tables.Id),
         vector.as(Tables.Vec))
       .repartition(partitions, col(Tables.Id))
+    // Each partition tunes its search breadth for its share of the global k, so the build
+    // needs the partition count; the index table stays on disk, off the JVM heap, as in Python.
     val indexes = PythonBridge.mapInArrow(this, prepared, "nn_build",
-      JObject("id_kind" -> JString(idKind)), Tables.indexSchema(idKind)).persist()
+      JObject("id_kind" -> JString(idKind), "partitions" -> JInt(partitions)),
+      Tables.indexSchema(idKind)).persist(StorageLevel.DISK_ONLY)
     val infos = DataErrors.translate(indexes.select(Tables.Info).collect())
       .map(row => JsonMethods.parse(row.getString(0))).toSeq
     if (infos.isEmpty) {
