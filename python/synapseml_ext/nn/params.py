@@ -14,6 +14,8 @@ from typing import Any, TypeVar
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import HasInputCol
 
+from synapseml_ext.engine.spec import IntAtLeast, OneOf
+
 P = TypeVar("P", bound="_ApproximateNearestNeighborsParams")
 
 ALGORITHMS = ("ivfflat", "ivfpq", "hnsw", "exact", "cagra")
@@ -93,6 +95,11 @@ def normalize_algo_params(algorithm: str, algo_params: dict | None) -> dict[str,
     return out
 
 
+# The engine's value rules (same checks and messages as the embedder's Params).
+_VALUE_RULES = {"k": IntAtLeast(1), "backend": OneOf(BACKENDS),
+                "numPartitions": IntAtLeast(0), "numQueryBlocks": IntAtLeast(0)}
+
+
 class _ApproximateNearestNeighborsParams(HasInputCol):
     """Params shared by :class:`ApproximateNearestNeighbors` and its model."""
 
@@ -160,8 +167,9 @@ class _ApproximateNearestNeighborsParams(HasInputCol):
 
     @staticmethod
     def _validated(name: str, value: Any) -> Any:
-        if name == "k" and value < 1:
-            raise ValueError(f"k must be a positive integer, got {value}")
+        rule = _VALUE_RULES.get(name)
+        if rule is not None:
+            rule.check(name, value)
         if name == "algorithm":
             return canonical_algorithm(value)
         if name == "metric":
@@ -169,11 +177,6 @@ class _ApproximateNearestNeighborsParams(HasInputCol):
                 raise ValueError(f"unknown metric {value!r}; expected one of: "
                                  f"{', '.join(METRICS)}")
             return value.lower()
-        if name == "backend" and value not in BACKENDS:
-            raise ValueError(f"unknown backend {value!r}; expected one of: {', '.join(BACKENDS)}")
-        if name in ("numPartitions", "numQueryBlocks"):
-            if value < 0:
-                raise ValueError(f"{name} must be an integer >= 0, got {value}")
         if name in ("inputCol", "idCol") and not value:
             raise ValueError(f"{name} must be a non-empty column name")
         return value
