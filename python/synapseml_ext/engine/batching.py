@@ -35,13 +35,17 @@ def plan_batches(
     max_tokens: int,
     max_rows: int,
     pad_multiple: int = 1,
+    max_waste: float = 0.0,
+    min_tokens: int = 0,
 ) -> list[np.ndarray]:
     """Split row indices, longest first, into batches of at most ``max_rows`` rows whose padded
     size (rows x longest row, rounded up to ``pad_multiple``) stays within ``max_tokens``.
 
-    A row longer than the budget on its own still gets a batch of one.
+    A row longer than the budget on its own still gets a batch of one. ``max_waste`` and
+    ``min_tokens``: see :func:`iter_batches`.
     """
-    return list(iter_batches(lengths, lambda: max_tokens, max_rows, pad_multiple))
+    return list(iter_batches(lengths, lambda: max_tokens, max_rows, pad_multiple, max_waste,
+                             min_tokens))
 
 
 def iter_batches(
@@ -49,15 +53,30 @@ def iter_batches(
     max_tokens: Callable[[], int],
     max_rows: int,
     pad_multiple: int = 1,
+    max_waste: float = 0.0,
+    min_tokens: int = 0,
 ) -> Iterator[np.ndarray]:
     """:func:`plan_batches` cut lazily: ``max_tokens()`` is read as each batch is cut, so a
-    budget that changes while batches run (the GPU runtimes learn theirs) applies at once."""
-    order = np.argsort(-np.asarray(lengths), kind="stable")
+    budget that changes while batches run (the GPU runtimes learn theirs) applies at once.
+
+    ``max_waste`` > 0 also ends a batch that already holds ``min_tokens`` padded tokens at
+    the first row more than that share shorter than its longest row: with large budgets a
+    batch otherwise spans a wide length range and computes mostly padding.
+    """
+    lengths = np.asarray(lengths)
+    order = np.argsort(-lengths, kind="stable")
+    padded = -(-np.maximum(lengths[order], 1) // pad_multiple) * pad_multiple
     start = 0
     n = len(order)
     while start < n:
-        longest = round_up(max(int(lengths[order[start]]), 1), pad_multiple)
+        longest = int(padded[start])
         rows = max(1, min(max_rows, max_tokens() // longest, n - start))
+        if max_waste > 0 and rows * longest > min_tokens:
+            keep = max(1, min_tokens // longest)
+            # Rows are sorted longest first: the first too-short row past ``keep`` ends it.
+            short = np.flatnonzero(padded[start + keep : start + rows] < longest * (1 - max_waste))
+            if len(short):
+                rows = keep + int(short[0])
         yield order[start : start + rows]
         start += rows
 

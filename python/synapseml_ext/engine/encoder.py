@@ -8,7 +8,8 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -111,25 +112,63 @@ class SentenceEncoder:
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """float32 ``(len(texts), dim)``; row ``i`` is the embedding of ``texts[i]``."""
-        if len(texts) == 0:
-            return np.empty((0, self.model.dimension), dtype=np.float32)
         started = time.perf_counter()
+        return self._encode_tokens(self._tokenize(texts), started)
+
+    def encode_many(self, chunks: Iterable[Sequence[str]]) -> Iterator[np.ndarray]:
+        """:meth:`encode` of each chunk in turn (a Spark task's Arrow batches).
+
+        On the GPU runtimes the next chunk is tokenized on a background thread while the
+        current one computes, so the GPU does not wait for the CPU between chunks; the
+        chunks are still read from ``chunks`` on the calling thread, one ahead.
+        """
+        if getattr(self.model.backend, "run_pipelined", None) is None:
+            for texts in chunks:
+                yield self.encode(texts)
+            return
+        source = iter(chunks)
+        with ThreadPoolExecutor(1, thread_name_prefix="synapseml-ext-tokenize") as pool:
+
+            def tokenize_next() -> Future | None:
+                texts = next(source, None)
+                return None if texts is None else pool.submit(self._tokenize, texts)
+
+            pending = tokenize_next()
+            while pending is not None:
+                started = time.perf_counter()
+                tokens = pending.result()
+                pending = tokenize_next()
+                yield self._encode_tokens(tokens, started)
+
+    def _tokenize(self, texts: Sequence[str]) -> Tokenized:
         prompt = self.spec.prompt
-        tokens = self.model.tokenize([prompt + t for t in texts] if prompt else texts)
+        if len(texts) == 0:
+            return Tokenized([])
+        return self.model.tokenize([prompt + t for t in texts] if prompt else texts)
+
+    def _encode_tokens(self, tokens: Tokenized, started: float) -> np.ndarray:
+        if len(tokens.ids) == 0:
+            return np.empty((0, self.model.dimension), dtype=np.float32)
         out, padded = self._run(tokens)
-        self.stats.add(EncodeStats(len(texts), int(tokens.lengths.sum()), padded,
+        self.stats.add(EncodeStats(len(tokens.ids), int(tokens.lengths.sum()), padded,
                                    time.perf_counter() - started))
         return out
 
     def _run(self, tokens: Tokenized) -> tuple[np.ndarray, int]:
         backend = self.model.backend
         plan = iter_batches(tokens.lengths, lambda: self.max_tokens, self.spec.batch_size,
-                            backend.pad_multiple)
+                            backend.pad_multiple, getattr(backend, "max_pad_waste", 0.0),
+                            getattr(backend, "min_batch_tokens", 0))
+        batches = pad_batches(tokens.ids, tokens.lengths, plan, self.model.pad_id,
+                              backend.pad_multiple)
+        # A runtime that can overlap batches (the GPU ones) pads and launches the next batch
+        # while the current one computes; the others run them one by one.
+        pipelined = getattr(backend, "run_pipelined", None)
+        results = (pipelined(batches) if pipelined is not None
+                   else ((b, backend.run(b.input_ids, b.attention_mask)) for b in batches))
         out: np.ndarray | None = None
         padded = 0
-        for batch in pad_batches(tokens.ids, tokens.lengths, plan, self.model.pad_id,
-                                 backend.pad_multiple):
-            vectors = backend.run(batch.input_ids, batch.attention_mask)
+        for batch, vectors in results:
             if out is None:
                 out = np.empty((len(tokens.ids), vectors.shape[1]), dtype=np.float32)
             out[batch.rows] = vectors

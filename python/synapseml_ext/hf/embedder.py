@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
+from collections import deque
 from collections.abc import Callable, Iterator
 
+import numpy as np
 import pandas as pd
 from pyspark import keyword_only
 from pyspark.accumulators import Accumulator, AccumulatorParam
@@ -191,20 +194,32 @@ def embed_batches(spec: dict, batches: Iterator[pd.Series],
     from synapseml_ext.engine import EncoderSpec, get_encoder
     from synapseml_ext.engine.logs import configure_worker_logging, log_task_throughput
 
-    encoder = None
+    batches = iter(batches)
+    first = next(batches, None)
+    if first is None:  # empty partitions never load the model
+        return
+    configure_worker_logging()
+    encoder = get_encoder(EncoderSpec(**spec))
     nulls = 0
-    for texts in batches:
-        if encoder is None:  # empty partitions never load the model
-            configure_worker_logging()
-            encoder = get_encoder(EncoderSpec(**spec))
-        nulls += int(texts.isna().sum())
-        yield embed_series(encoder, texts)
-    if encoder is not None:
-        log_task_throughput(encoder)
-        if stats is not None:
-            s = encoder.stats
-            stats.add({"rows": s.rows + nulls, "nulls": nulls, "tokens": s.tokens,
-                       "runtime": {encoder.runtime}, "precision": {encoder.precision}})
+    # The encoder reads one batch ahead of its output (the GPU runtimes tokenize the next
+    # batch while one computes): the null masks wait here for their embeddings.
+    waiting: deque[pd.Series] = deque()
+
+    def non_null_texts() -> Iterator[list[str]]:
+        nonlocal nulls
+        for texts in itertools.chain([first], batches):
+            present = texts.notna()
+            nulls += int((~present).sum())
+            waiting.append(present)
+            yield texts[present].tolist()
+
+    for vectors in encoder.encode_many(non_null_texts()):
+        yield with_nulls(vectors, waiting.popleft())
+    log_task_throughput(encoder)
+    if stats is not None:
+        s = encoder.stats
+        stats.add({"rows": s.rows + nulls, "nulls": nulls, "tokens": s.tokens,
+                   "runtime": {encoder.runtime}, "precision": {encoder.precision}})
 
 
 class EmbedStatsAccumulator(AccumulatorParam):
@@ -230,12 +245,9 @@ class EmbedStatsAccumulator(AccumulatorParam):
         return value1
 
 
-def embed_series(encoder, texts: pd.Series) -> pd.Series:
-    present = texts.notna().to_numpy()
-    values = texts[present].tolist()
-    vectors = encoder.encode(values) if values else None
-    out: list = [None] * len(texts)
-    if vectors is not None:
-        for slot, vector in zip(present.nonzero()[0], vectors, strict=True):
-            out[slot] = vector
-    return pd.Series(out, index=texts.index, dtype=object)
+def with_nulls(vectors: np.ndarray, present: pd.Series) -> pd.Series:
+    """The batch's output column: ``vectors`` in the rows where ``present``, null elsewhere."""
+    out: list = [None] * len(present)
+    for slot, vector in zip(np.flatnonzero(present.to_numpy()), vectors, strict=True):
+        out[slot] = vector
+    return pd.Series(out, index=present.index, dtype=object)

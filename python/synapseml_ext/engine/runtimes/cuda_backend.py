@@ -1,13 +1,14 @@
 """PyTorch on the GPU (``cuda``): fp16 (default), bf16 or fp32, batches sized to the GPU.
 
-Unverified on GPU hardware in this repository's CI (no GPU there): see docs/gpu.md.
+CI has no GPU: this runs on the GPU machine through tools/gpu_check.py (figures measured on
+an H100 in docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -29,6 +30,13 @@ log = logging.getLogger("synapseml_ext.engine")
 
 # Tensor cores want sequence lengths in multiples of 8 (fp16/bf16).
 GPU_PAD_MULTIPLE = 8
+# With budgets of 100k+ tokens a length-sorted batch would span a wide length range and
+# compute mostly padding (46% extra on the reviews with e5-large); a batch that holds
+# MIN_BATCH_TOKENS already ends where rows get MAX_PAD_WASTE shorter than its longest.
+# 0.2 / 16384 measured best of 0.05/4096, 0.1/8192, 0.2/16384 on an H100 with
+# tools/bench/gpu_profile.py (docs/benchmarks.md, GPU).
+MAX_PAD_WASTE = 0.2
+MIN_BATCH_TOKENS = 16384
 
 
 class CudaBackend:
@@ -40,6 +48,8 @@ class CudaBackend:
 
     runtime = "cuda"
     pad_multiple = GPU_PAD_MULTIPLE
+    max_pad_waste = MAX_PAD_WASTE
+    min_batch_tokens = MIN_BATCH_TOKENS
 
     def __init__(self, module, *, precision: str, device, budget: TokenBudget) -> None:
         self.module = module
@@ -60,6 +70,60 @@ class CudaBackend:
         return run_halving_on_oom(self._run_measured, input_ids, attention_mask, self.budget,
                                   (torch.cuda.OutOfMemoryError,), torch.cuda.empty_cache)
 
+    def run_pipelined(self, batches: Iterable[TokenBatch]) -> Iterator[tuple[TokenBatch, np.ndarray]]:
+        """``(batch, embeddings)`` in order, keeping one batch queued on the GPU while the next
+        is padded, copied and launched, so the GPU does not idle between batches.
+
+        Launching allocates (and can run out of memory) on the host side; the batch in
+        flight is then collected first and the failed one runs through :meth:`run`, which
+        halves it as needed.
+        """
+        import torch
+
+        in_flight: tuple[TokenBatch, object] | None = None
+        slot = 0
+        for batch in batches:
+            try:
+                launched = (batch, self._launch(batch, slot))
+            except torch.cuda.OutOfMemoryError:
+                launched = None
+            if in_flight is not None:
+                yield in_flight[0], in_flight[1].result()
+                in_flight = None
+            if launched is None:
+                torch.cuda.empty_cache()
+                yield batch, self.run(batch.input_ids, batch.attention_mask)
+                continue
+            in_flight = launched
+            slot ^= 1  # two sets of pinned buffers: one in flight, one being filled
+        if in_flight is not None:
+            yield in_flight[0], in_flight[1].result()
+
+    def _launch(self, batch: TokenBatch, slot: int):
+        """Queue ``batch`` on the GPU; the budget learns from the allocator's peak, which is
+        known once the kernels are queued (allocation happens on the host)."""
+        import torch
+
+        device = self._device
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        with torch.inference_mode():
+            ids = self.io.to_device(f"input_ids{slot}", batch.input_ids)
+            mask = self.io.to_device(f"attention_mask{slot}", batch.attention_mask)
+            pending = self.io.to_host_later(self.module(ids, mask), f"out{slot}")
+        self._learn(int(batch.input_ids.size), base)
+        return pending
+
+    def _learn(self, batch_tokens: int, base: int) -> None:
+        import torch
+
+        device = self._device
+        peak = torch.cuda.max_memory_allocated(device)
+        free, _total = torch.cuda.mem_get_info(device)
+        # What this process may use: free memory plus what its allocator already holds.
+        usable = free + torch.cuda.memory_reserved(device)
+        self.budget.after_success(batch_tokens, peak, base, usable)
+
     def _run_measured(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         import torch
 
@@ -70,11 +134,7 @@ class CudaBackend:
             ids = self.io.to_device("input_ids", input_ids)
             mask = self.io.to_device("attention_mask", attention_mask)
             vectors = self.io.to_host(self.module(ids, mask))
-        peak = torch.cuda.max_memory_allocated(device)
-        free, _total = torch.cuda.mem_get_info(device)
-        # What this process may use: free memory plus what its allocator already holds.
-        usable = free + torch.cuda.memory_reserved(device)
-        self.budget.after_success(int(input_ids.size), peak, base, usable)
+        self._learn(int(input_ids.size), base)
         return vectors
 
 

@@ -82,6 +82,31 @@ class PinnedIO:
         (stream or torch.cuda.current_stream(self.device)).synchronize()
         return host.numpy().copy()  # the pinned buffer is reused by the next batch
 
+    def to_host_later(self, tensor, name: str) -> PendingCopy:
+        """Start the float32 device-to-host copy of ``tensor`` into the pinned buffer ``name``
+        without waiting: the caller reads it with :meth:`PendingCopy.result`, and must not
+        reuse ``name`` before that."""
+        import torch
+
+        value = tensor.float()
+        host = self._buffer(name, value.numel(), torch.float32).view(value.shape)
+        host.copy_(value, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record(torch.cuda.current_stream(self.device))
+        return PendingCopy(host, done)
+
+
+class PendingCopy:
+    """A device-to-host copy in flight: ``result()`` waits for it and returns a numpy copy."""
+
+    def __init__(self, host, done) -> None:
+        self._host = host
+        self._done = done
+
+    def result(self) -> np.ndarray:
+        self._done.synchronize()
+        return self._host.numpy().copy()  # the pinned buffer is reused two batches later
+
 
 def run_probe(run: Callable[[np.ndarray, np.ndarray], np.ndarray],
               probe: Sequence[TokenBatch]) -> np.ndarray:
