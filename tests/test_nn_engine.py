@@ -50,3 +50,43 @@ def test_default_nlist_grows_with_sqrt_n():
     assert engine.default_nlist(10_000) == 256  # 4 sqrt(n) = 400, capped at n / 39
     assert engine.default_nlist(1_000_000) == 4000
     assert engine.default_nlist(100) == 2  # at least 39 training points per list
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine", "inner_product"])
+def test_list_major_scan_finds_what_faiss_finds(data, metric):
+    """A large query block goes list by list (ivf_scan); a block of one query goes through
+    faiss' own scan: with the same nprobe both return the same neighbours and distances."""
+    from synapseml_ext.nn import ivf_scan
+
+    items, queries = data
+    built = engine.build_index(items, "ivfflat", metric, {"nprobe": 6}, k=10)
+    ivf = built.index
+    prepared = engine.prepare_vectors(np.vstack([queries, items[:2700]]), metric)
+    assert ivf_scan.worth_it(len(prepared), 6, ivf.nlist)
+    assert not ivf_scan.worth_it(1, 6, ivf.nlist)
+    distances, labels = built.search(prepared, 10, {"nprobe": 6})
+    one_by_one = [built.search(prepared[i: i + 1], 10, {"nprobe": 6}) for i in range(len(prepared))]
+    faiss_d = np.vstack([d for d, _ in one_by_one])
+    faiss_l = np.vstack([lab for _, lab in one_by_one])
+    assert np.mean(labels == faiss_l) > 0.99  # ties may swap places
+    np.testing.assert_allclose(distances, faiss_d, rtol=1e-4, atol=1e-5)
+    if metric == "euclidean":  # a stored item finds itself at distance 0, not rounding noise
+        d0, l0 = built.search(engine.prepare_vectors(items[:500], metric), 1, {"nprobe": 6})
+        assert (built.order[l0[:, 0]] == np.arange(500)).mean() > 0.99
+        assert float(np.median(d0)) == 0.0
+
+
+def test_list_major_scan_pads_when_the_probed_lists_hold_fewer_than_k():
+    from synapseml_ext.nn import ivf_scan
+
+    items = clustered_latent(12_300, dim=32, clusters=150)[:-300]
+    built = engine.build_index(items, "ivfflat", "euclidean", {"nlist": 300}, k=5)
+    prepared = engine.prepare_vectors(items[:2000], "euclidean")
+    sizes = [built.index.invlists.list_size(i) for i in range(built.index.nlist)]
+    k = max(sizes) + 5  # more than any one list holds: nprobe=1 must pad
+    scores, labels = ivf_scan.list_major_search(built.index, prepared, k, 1, True)
+    assert ((labels == -1).sum(axis=1) >= 5).all()
+    assert np.isfinite(scores[labels >= 0]).all()
+    distances, found = built.search(prepared, k, {"nprobe": 1})
+    assert (found == -1).sum() == (labels == -1).sum()
+    assert (distances[found == -1] == engine.worst_distance("euclidean")).all()

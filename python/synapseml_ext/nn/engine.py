@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from synapseml_ext.nn.ivf_scan import label_ordered_vectors, list_major_search, worth_it
+
 log = logging.getLogger("synapseml_ext.nn")
 
 L2_METRICS = ("euclidean", "l2", "sqeuclidean")
@@ -105,6 +107,7 @@ class PartitionIndex:
     index: Any
     info: BuildInfo
     order: np.ndarray | None = None
+    _vectors: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def nbytes(self) -> int:
@@ -121,11 +124,17 @@ class PartitionIndex:
                     np.full((q, k), -1, dtype=np.int64))
         self._apply_breadth(k, search_params or {})
         found = min(k, self.info.n)
-        raw, labels = self.index.search(queries, found)
-        if self.info.kind == "flat":
+        exact_scores = self.info.kind == "flat"
+        if self.info.kind == "ivfflat" and worth_it(q, self.index.nprobe, self.index.nlist):
+            _, labels = list_major_search(self.index, queries, found, self.index.nprobe,
+                                          metric in L2_METRICS)
+            exact_scores = True
+        else:
+            raw, labels = self.index.search(queries, found)
+        if exact_scores:
             raw = self._exact_scores(queries, labels)
         distances = _to_metric(raw, labels, metric)
-        if self.info.kind == "flat":
+        if exact_scores:
             distances, labels = _resort(distances, labels, metric)
         if found < k:
             distances = np.hstack([distances, np.full((q, k - found), worst_distance(metric),
@@ -143,9 +152,8 @@ class PartitionIndex:
     def _exact_scores(self, queries: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """faiss' flat search goes through BLAS (|q|^2 + |x|^2 - 2 q.x), which loses the
         small distances to rounding; recompute the k winners' scores directly."""
-        faiss = faiss_module()
-        n, d = self.info.n, self.info.dim
-        base = faiss.rev_swig_ptr(self.index.get_xb(), n * d).reshape(n, d)
+        base = self._stored_vectors()
+        d = self.info.dim
         out = np.empty(labels.shape, dtype=np.float32)
         step = max(1, (64 << 20) // max(1, labels.shape[1] * d * 4))
         for lo in range(0, len(queries), step):
@@ -158,6 +166,18 @@ class PartitionIndex:
             else:
                 out[lo: lo + step] = np.einsum("qkd,qkd->qk", cand, qs)
         return out
+
+
+    def _stored_vectors(self) -> np.ndarray:
+        """The indexed vectors in label order: a view of a flat index's storage, or for
+        IVF-Flat a copy gathered from its lists once per loaded index."""
+        n, d = self.info.n, self.info.dim
+        if self.info.kind == "flat":
+            faiss = faiss_module()
+            return faiss.rev_swig_ptr(self.index.get_xb(), n * d).reshape(n, d)
+        if self._vectors is None:
+            self._vectors = label_ordered_vectors(self.index, n, d)
+        return self._vectors
 
 
 def breadth_knob(kind: str) -> str | None:
