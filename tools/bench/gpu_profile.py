@@ -41,18 +41,12 @@ def kernel_kind(name: str) -> str:
 
 def breakdown(encoder, texts: list[str]) -> dict[str, float]:
     """Wall seconds of tokenization, padding and model calls for one ``encode(texts)``."""
-    from synapseml_ext.engine.batching import iter_batches, pad_batches
-
     model = encoder.model
     backend = model.backend
     started = time.perf_counter()
     tokens = model.tokenize(texts)
     tokenized = time.perf_counter()
-    plan = list(iter_batches(tokens.lengths, lambda: encoder.max_tokens, encoder.spec.batch_size,
-                             backend.pad_multiple, backend.max_pad_waste,
-                             backend.min_batch_tokens))
-    batches = list(pad_batches(tokens.ids, tokens.lengths, plan, model.pad_id,
-                               backend.pad_multiple))
+    batches = list(encoder.batches(tokens))
     padded = time.perf_counter()
     for batch in batches:
         backend.run(batch.input_ids, batch.attention_mask)

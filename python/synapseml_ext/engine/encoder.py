@@ -154,13 +154,18 @@ class SentenceEncoder:
                                    time.perf_counter() - started))
         return out
 
-    def _run(self, tokens: Tokenized) -> tuple[np.ndarray, int]:
+    def batches(self, tokens: Tokenized) -> Iterator[TokenBatch]:
+        """The padded model calls for ``tokens``, cut lazily (see :func:`iter_batches`)."""
         backend = self.model.backend
         plan = iter_batches(tokens.lengths, lambda: self.max_tokens, self.spec.batch_size,
                             backend.pad_multiple, getattr(backend, "max_pad_waste", 0.0),
                             getattr(backend, "min_batch_tokens", 0))
-        batches = pad_batches(tokens.ids, tokens.lengths, plan, self.model.pad_id,
-                              backend.pad_multiple)
+        return pad_batches(tokens.ids, tokens.lengths, plan, self.model.pad_id,
+                           backend.pad_multiple)
+
+    def _run(self, tokens: Tokenized) -> tuple[np.ndarray, int]:
+        backend = self.model.backend
+        batches = self.batches(tokens)
         # A runtime that can overlap batches (the GPU ones) pads and launches the next batch
         # while the current one computes; the others run them one by one.
         pipelined = getattr(backend, "run_pipelined", None)

@@ -32,8 +32,6 @@ def list_major_search(ivf, queries: np.ndarray, k: int, nprobe: int, l2: bool
     nearest lists of the faiss ``IndexIVFFlat`` ``ivf``: float32 ``[q, k]`` scores where lower
     is better (``|x|^2 - 2 q.x`` for L2, ``-q.x`` for inner product), labels ``-1`` where fewer
     than ``k`` items were probed. The caller recomputes the winners' real scores."""
-    import faiss
-
     q, dim = queries.shape
     _, assigned = ivf.quantizer.search(queries, nprobe)
     width = nprobe * k
@@ -45,16 +43,13 @@ def list_major_search(ivf, queries: np.ndarray, k: int, nprobe: int, l2: bool
     order = np.argsort(flat, kind="stable")
     lists, starts = np.unique(flat[order], return_index=True)
     ends = np.append(starts[1:], len(order))
-    invlists = ivf.invlists
     for lst, lo, hi in zip(lists.tolist(), starts.tolist(), ends.tolist(), strict=True):
         if lst < 0:
             continue  # faiss marks lists it could not assign with -1
-        size = invlists.list_size(lst)
+        vectors, ids = _stored_list(ivf, lst, dim)
+        size = len(ids)
         if size == 0:
             continue
-        vectors = faiss.rev_swig_ptr(invlists.get_codes(lst), size * dim * 4
-                                     ).view(np.float32).reshape(size, dim)
-        ids = faiss.rev_swig_ptr(invlists.get_ids(lst), size).copy()
         offset = (vectors * vectors).sum(axis=1) if l2 else None
         keep = min(k, size)
         pairs = order[lo:hi]
@@ -82,15 +77,21 @@ def list_major_search(ivf, queries: np.ndarray, k: int, nprobe: int, l2: bool
 def label_ordered_vectors(ivf, n: int, dim: int) -> np.ndarray:
     """The ``n`` stored vectors in label order, gathered from the inverted lists (an
     ``IndexIVFFlat`` keeps no direct map): for recomputing the winners' scores."""
+    out = np.empty((n, dim), dtype=np.float32)
+    for lst in range(ivf.nlist):
+        vectors, ids = _stored_list(ivf, lst, dim)
+        out[ids] = vectors
+    return out
+
+
+def _stored_list(ivf, lst: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Views (no copies) of inverted list ``lst``: its float32 vectors and their labels."""
     import faiss
 
-    out = np.empty((n, dim), dtype=np.float32)
     invlists = ivf.invlists
-    for lst in range(ivf.nlist):
-        size = invlists.list_size(lst)
-        if size == 0:
-            continue
-        vectors = faiss.rev_swig_ptr(invlists.get_codes(lst), size * dim * 4
-                                     ).view(np.float32).reshape(size, dim)
-        out[faiss.rev_swig_ptr(invlists.get_ids(lst), size)] = vectors
-    return out
+    size = invlists.list_size(lst)
+    if size == 0:
+        return np.empty((0, dim), dtype=np.float32), np.empty(0, dtype=np.int64)
+    vectors = faiss.rev_swig_ptr(invlists.get_codes(lst), size * dim * 4)
+    return (vectors.view(np.float32).reshape(size, dim),
+            faiss.rev_swig_ptr(invlists.get_ids(lst), size))

@@ -20,6 +20,7 @@ from synapseml_ext.engine.paths import cache_root
 from synapseml_ext.engine.precision import ProbeVerdicts
 from synapseml_ext.engine.precision import min_cosine as lowest_cosine
 from synapseml_ext.engine.runtimes.gpu_common import (
+    PendingCopy,
     PinnedIO,
     gpu_signature,
     run_probe,
@@ -80,11 +81,12 @@ class CudaBackend:
         """
         import torch
 
-        in_flight: tuple[TokenBatch, object] | None = None
+        in_flight: tuple[TokenBatch, PendingCopy] | None = None
         slot = 0
         for batch in batches:
             try:
-                launched = (batch, self._launch(batch, slot))
+                launched = (batch, self._launch(batch.input_ids, batch.attention_mask,
+                                                str(slot)))
             except torch.cuda.OutOfMemoryError:
                 launched = None
             if in_flight is not None:
@@ -99,44 +101,29 @@ class CudaBackend:
         if in_flight is not None:
             yield in_flight[0], in_flight[1].result()
 
-    def _launch(self, batch: TokenBatch, slot: int):
-        """Queue ``batch`` on the GPU; the budget learns from the allocator's peak, which is
-        known once the kernels are queued (allocation happens on the host)."""
+    def _run_measured(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        return self._launch(input_ids, attention_mask, "").result()
+
+    def _launch(self, input_ids: np.ndarray, attention_mask: np.ndarray, slot: str
+                ) -> PendingCopy:
+        """Queue one batch on the GPU through the pinned buffers of ``slot``; the budget
+        learns from the allocator's peak, known once the kernels are queued (allocation
+        happens on the host)."""
         import torch
 
         device = self._device
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
         with torch.inference_mode():
-            ids = self.io.to_device(f"input_ids{slot}", batch.input_ids)
-            mask = self.io.to_device(f"attention_mask{slot}", batch.attention_mask)
+            ids = self.io.to_device(f"input_ids{slot}", input_ids)
+            mask = self.io.to_device(f"attention_mask{slot}", attention_mask)
             pending = self.io.to_host_later(self.module(ids, mask), f"out{slot}")
-        self._learn(int(batch.input_ids.size), base)
-        return pending
-
-    def _learn(self, batch_tokens: int, base: int) -> None:
-        import torch
-
-        device = self._device
         peak = torch.cuda.max_memory_allocated(device)
         free, _total = torch.cuda.mem_get_info(device)
         # What this process may use: free memory plus what its allocator already holds.
         usable = free + torch.cuda.memory_reserved(device)
-        self.budget.after_success(batch_tokens, peak, base, usable)
-
-    def _run_measured(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        import torch
-
-        device = self._device
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        with torch.inference_mode():
-            ids = self.io.to_device("input_ids", input_ids)
-            mask = self.io.to_device("attention_mask", attention_mask)
-            vectors = self.io.to_host(self.module(ids, mask))
-        self._learn(int(input_ids.size), base)
-        return vectors
-
+        self.budget.after_success(int(input_ids.size), peak, base, usable)
+        return pending
 
 def load_cuda(
     files: ModelFiles,

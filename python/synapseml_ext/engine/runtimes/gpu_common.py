@@ -74,15 +74,9 @@ class PinnedIO:
 
     def to_host(self, tensor, stream=None) -> np.ndarray:
         """float32 numpy copy of ``tensor``, after the stream has finished."""
-        import torch
+        return self.to_host_later(tensor, "out", stream).result()
 
-        value = tensor.float()
-        host = self._buffer("out", value.numel(), torch.float32).view(value.shape)
-        host.copy_(value, non_blocking=True)
-        (stream or torch.cuda.current_stream(self.device)).synchronize()
-        return host.numpy().copy()  # the pinned buffer is reused by the next batch
-
-    def to_host_later(self, tensor, name: str) -> PendingCopy:
+    def to_host_later(self, tensor, name: str, stream=None) -> PendingCopy:
         """Start the float32 device-to-host copy of ``tensor`` into the pinned buffer ``name``
         without waiting: the caller reads it with :meth:`PendingCopy.result`, and must not
         reuse ``name`` before that."""
@@ -92,7 +86,7 @@ class PinnedIO:
         host = self._buffer(name, value.numel(), torch.float32).view(value.shape)
         host.copy_(value, non_blocking=True)
         done = torch.cuda.Event()
-        done.record(torch.cuda.current_stream(self.device))
+        done.record(stream or torch.cuda.current_stream(self.device))
         return PendingCopy(host, done)
 
 
@@ -105,7 +99,7 @@ class PendingCopy:
 
     def result(self) -> np.ndarray:
         self._done.synchronize()
-        return self._host.numpy().copy()  # the pinned buffer is reused two batches later
+        return self._host.numpy().copy()  # the pinned buffer is reused by a later batch
 
 
 def run_probe(run: Callable[[np.ndarray, np.ndarray], np.ndarray],
