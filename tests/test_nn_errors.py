@@ -71,6 +71,23 @@ def test_duplicate_ids(spark):
         exact().fit(strings)
 
 
+@pytest.mark.parametrize("partitions", [1, 3])
+def test_duplicate_query_ids_name_the_id(spark, partitions):
+    rng = np.random.default_rng(6)
+    model = exact(k=2, numPartitions=partitions).fit(
+        vector_df(spark, rng.standard_normal((40, 4)).astype(np.float32)))
+    queries = spark.createDataFrame([(5, [0.0, 1.0, 0.0, 0.0]), (6, [1.0, 0.0, 0.0, 0.0]),
+                                     (5, [0.0, 0.0, 1.0, 0.0])], "id long, v array<float>")
+    with pytest.raises(Exception, match="query id 5 occurs more than once"):
+        model.kneighbors(queries)[2].collect()
+    strings = spark.createDataFrame([("q", [0.0, 1.0, 0.0, 0.0]), ("q", [1.0, 0.0, 0.0, 0.0])],
+                                    "id string, v array<float>")
+    with pytest.raises(Exception, match="query id 'q' occurs more than once"):
+        model.kneighbors(strings)[2].collect()
+    unique = queries.where("v[2] = 0")
+    assert model.kneighbors(unique)[2].count() == 2
+
+
 @pytest.mark.parametrize(("rows", "message"), [
     ([(1, [0.0, 1.0]), (7, [float("nan"), 1.0])], "item id 7 has a non-finite value"),
     ([(1, [0.0, 1.0]), (8, [float("inf"), 1.0])], "item id 8 has a non-finite value"),

@@ -39,6 +39,24 @@ def test_exact_equals_brute_force(spark, small, metric):
     assert (steps <= 1e-6).all() if metric == "inner_product" else (steps >= -1e-6).all()
 
 
+@pytest.mark.parametrize("groups", [0, 1, 3])
+def test_index_and_block_partitions_in_any_layout(spark, small, groups):
+    """A task may hold several index rows (a loaded table packs small files into one
+    partition) and several query blocks (queries from many partitions, one group): every
+    index row gets its bytes once per task and meets every block."""
+    items, queries = small
+    model = ApproximateNearestNeighbors(k=5, algorithm="exact", inputCol="v", idCol="id",
+                                        backend="cpu", numPartitions=3,
+                                        numQueryBlocks=groups).fit(vector_df(spark, items))
+    packed = model.copy()
+    packed._set_state(model._item_df, model._index_df.coalesce(1), model.buildSummary, "test")
+    query_df = vector_df(spark, queries, partitions=4)
+    truth, _ = brute_force(items, queries, 5, "euclidean")
+    for searched in (model, packed):
+        qids, indices, _ = knn_arrays(searched.kneighbors(query_df)[2])
+        assert qids == list(range(len(queries))) and indices == truth.tolist()
+
+
 def test_output_tuple_columns_and_types(spark, small):
     items, queries = small
     item_df = vector_df(spark, items)

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from synapseml_ext.nn.ivf_scan import label_ordered_vectors, list_major_search, worth_it
+from synapseml_ext.nn.ivf_scan import list_major_search, worth_it
 
 log = logging.getLogger("synapseml_ext.nn")
 
@@ -107,7 +107,6 @@ class PartitionIndex:
     index: Any
     info: BuildInfo
     order: np.ndarray | None = None
-    _vectors: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def nbytes(self) -> int:
@@ -126,13 +125,14 @@ class PartitionIndex:
         found = min(k, self.info.n)
         exact_scores = self.info.kind == "flat"
         if self.info.kind == "ivfflat" and worth_it(q, self.index.nprobe, self.index.nlist):
-            _, labels = list_major_search(self.index, queries, found, self.index.nprobe,
-                                          metric in L2_METRICS)
+            labels, winners = list_major_search(self.index, queries, found, self.index.nprobe,
+                                                metric in L2_METRICS)
+            raw = _direct_scores(queries, winners, metric)
             exact_scores = True
         else:
             raw, labels = self.index.search(queries, found)
-        if exact_scores:
-            raw = self._exact_scores(queries, labels)
+            if exact_scores:
+                raw = self._exact_scores(queries, labels)
         distances = _to_metric(raw, labels, metric)
         if exact_scores:
             distances, labels = _resort(distances, labels, metric)
@@ -152,32 +152,23 @@ class PartitionIndex:
     def _exact_scores(self, queries: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """faiss' flat search goes through BLAS (|q|^2 + |x|^2 - 2 q.x), which loses the
         small distances to rounding; recompute the k winners' scores directly."""
-        base = self._stored_vectors()
-        d = self.info.dim
+        n, d = self.info.n, self.info.dim
+        stored = faiss_module().rev_swig_ptr(self.index.get_xb(), n * d).reshape(n, d)
         out = np.empty(labels.shape, dtype=np.float32)
         step = max(1, (64 << 20) // max(1, labels.shape[1] * d * 4))
         for lo in range(0, len(queries), step):
-            idx = labels[lo: lo + step]
-            cand = base[np.maximum(idx, 0)]
-            qs = queries[lo: lo + step, None, :]
-            if self.info.metric in L2_METRICS:
-                diff = cand - qs
-                out[lo: lo + step] = np.einsum("qkd,qkd->qk", diff, diff)
-            else:
-                out[lo: lo + step] = np.einsum("qkd,qkd->qk", cand, qs)
+            winners = stored[np.maximum(labels[lo: lo + step], 0)]
+            out[lo: lo + step] = _direct_scores(queries[lo: lo + step], winners, self.info.metric)
         return out
 
 
-    def _stored_vectors(self) -> np.ndarray:
-        """The indexed vectors in label order: a view of a flat index's storage, or for
-        IVF-Flat a copy gathered from its lists once per loaded index."""
-        n, d = self.info.n, self.info.dim
-        if self.info.kind == "flat":
-            faiss = faiss_module()
-            return faiss.rev_swig_ptr(self.index.get_xb(), n * d).reshape(n, d)
-        if self._vectors is None:
-            self._vectors = label_ordered_vectors(self.index, n, d)
-        return self._vectors
+def _direct_scores(queries: np.ndarray, winners: np.ndarray, metric: str) -> np.ndarray:
+    """faiss scores (squared L2 or inner product) of ``queries [q, d]`` with their
+    ``winners [q, k, d]``, computed elementwise rather than through a matrix product."""
+    if metric in L2_METRICS:
+        diff = winners - queries[:, None, :]
+        return np.einsum("qkd,qkd->qk", diff, diff)
+    return np.einsum("qkd,qd->qk", winners, queries)
 
 
 def breadth_knob(kind: str) -> str | None:

@@ -7,8 +7,9 @@ Inverting the loop reads each probed list once per block and scores all the quer
 probe it with one GEMM, which runs at the machine's matmul rate instead.
 
 The neighbours are the same as faiss' IVF-Flat search with the same ``nprobe`` (the same
-lists are probed and scored exhaustively); candidates are ranked by ``|x|^2 - 2 q.x`` and the
-winners' scores recomputed directly, so small distances keep their precision.
+lists are probed and scored exhaustively); candidates are ranked by ``|x|^2 - 2 q.x``, and the
+winners' stored vectors are returned so that their scores are recomputed directly (small
+distances keep their precision).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import numpy as np
 MIN_QUERIES_PER_LIST = 8
 # Rows of the query block scored against one list at a time (bounds the score matrix).
 ROW_CHUNK = 4096
+# Bytes of (score, label) candidates held at once: nprobe * k per query, 12 bytes each.
+CANDIDATE_BYTES = 128 << 20
 
 
 def worth_it(queries: int, nprobe: int, nlist: int) -> bool:
@@ -28,60 +31,81 @@ def worth_it(queries: int, nprobe: int, nlist: int) -> bool:
 
 def list_major_search(ivf, queries: np.ndarray, k: int, nprobe: int, l2: bool
                       ) -> tuple[np.ndarray, np.ndarray]:
-    """``(ranking scores, labels)`` of the ``k`` best items per query over the ``nprobe``
-    nearest lists of the faiss ``IndexIVFFlat`` ``ivf``: float32 ``[q, k]`` scores where lower
-    is better (``|x|^2 - 2 q.x`` for L2, ``-q.x`` for inner product), labels ``-1`` where fewer
-    than ``k`` items were probed. The caller recomputes the winners' real scores."""
+    """``(labels, vectors)`` of the ``k`` best items per query over the ``nprobe`` nearest
+    lists of the faiss ``IndexIVFFlat`` ``ivf``: int64 labels ``[q, k]`` (``-1`` where fewer
+    than ``k`` items were probed, unordered) and their stored float32 vectors ``[q, k, dim]``
+    (zeros for ``-1``), from which the caller computes the winners' real scores. Candidates
+    are ranked by ``|x|^2 - 2 q.x`` for L2 and ``-q.x`` for inner product."""
+    per_query = nprobe * k * 12
+    step = max(1, CANDIDATE_BYTES // per_query)
+    if len(queries) > step:  # bound the candidate arrays; each part still scans list-major
+        parts = [list_major_search(ivf, queries[lo: lo + step], k, nprobe, l2)
+                 for lo in range(0, len(queries), step)]
+        return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
     q, dim = queries.shape
     _, assigned = ivf.quantizer.search(queries, nprobe)
     width = nprobe * k
     cand_score = np.full((q, width), np.inf, dtype=np.float32)
-    cand_label = np.full((q, width), -1, dtype=np.int64)
+    # Where each candidate is stored: list << 32 | offset in the list (-1: none).
+    cand_where = np.full((q, width), -1, dtype=np.int64)
 
-    # (query, probe slot) pairs grouped by list.
-    flat = assigned.ravel()
-    order = np.argsort(flat, kind="stable")
-    lists, starts = np.unique(flat[order], return_index=True)
-    ends = np.append(starts[1:], len(order))
-    for lst, lo, hi in zip(lists.tolist(), starts.tolist(), ends.tolist(), strict=True):
-        if lst < 0:
-            continue  # faiss marks lists it could not assign with -1
+    for lst, pairs in _pairs_by_list(assigned):
         vectors, ids = _stored_list(ivf, lst, dim)
         size = len(ids)
         if size == 0:
             continue
         offset = (vectors * vectors).sum(axis=1) if l2 else None
         keep = min(k, size)
-        pairs = order[lo:hi]
         for c in range(0, len(pairs), ROW_CHUNK):
             chunk = pairs[c: c + ROW_CHUNK]
             rows, slots = np.divmod(chunk, nprobe)
             scores = queries[rows] @ vectors.T
-            scores = offset - 2.0 * scores if l2 else -scores
+            if l2:  # in place: the score matrix is the largest temporary of the scan
+                scores *= -2.0
+                scores += offset
+            else:
+                np.negative(scores, out=scores)
             if keep < size:
                 best = np.argpartition(scores, keep - 1, axis=1)[:, :keep]
             else:
                 best = np.broadcast_to(np.arange(size), (len(chunk), size))
             cols = slots[:, None] * k + np.arange(keep)[None, :]
             cand_score[rows[:, None], cols] = np.take_along_axis(scores, best, axis=1)
-            cand_label[rows[:, None], cols] = ids[best]
+            cand_where[rows[:, None], cols] = (lst << 32) | best
 
     top = min(k, width)
     best = np.argpartition(cand_score, top - 1, axis=1)[:, :top]
-    scores = np.take_along_axis(cand_score, best, axis=1)
-    labels = np.take_along_axis(cand_label, best, axis=1)
-    labels[~np.isfinite(scores)] = -1
-    return scores, labels
+    where = np.take_along_axis(cand_where, best, axis=1)
+    where[~np.isfinite(np.take_along_axis(cand_score, best, axis=1))] = -1
+    return _fetch(ivf, where, dim)
 
 
-def label_ordered_vectors(ivf, n: int, dim: int) -> np.ndarray:
-    """The ``n`` stored vectors in label order, gathered from the inverted lists (an
-    ``IndexIVFFlat`` keeps no direct map): for recomputing the winners' scores."""
-    out = np.empty((n, dim), dtype=np.float32)
-    for lst in range(ivf.nlist):
-        vectors, ids = _stored_list(ivf, lst, dim)
-        out[ids] = vectors
-    return out
+def _pairs_by_list(assigned: np.ndarray):
+    """``(list, flat positions in assigned)`` for every list probed by some query (faiss
+    marks lists it could not assign with -1; those are skipped)."""
+    flat = assigned.ravel()
+    order = np.argsort(flat, kind="stable")
+    lists, starts = np.unique(flat[order], return_index=True)
+    ends = np.append(starts[1:], len(order))
+    for lst, lo, hi in zip(lists.tolist(), starts.tolist(), ends.tolist(), strict=True):
+        if lst >= 0:
+            yield lst, order[lo:hi]
+
+
+def _fetch(ivf, where: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and stored vectors of the winners, read list by list (an IVF index keeps no
+    label -> vector map; building faiss' direct map and reconstructing costs more)."""
+    labels = np.full(where.shape, -1, dtype=np.int64)
+    vectors = np.zeros((*where.shape, dim), dtype=np.float32)
+    flat_where, flat_labels = where.ravel(), labels.ravel()
+    flat_vectors = vectors.reshape(-1, dim)
+    lists = np.where(flat_where >= 0, flat_where >> 32, -1).reshape(-1, 1)
+    for lst, positions in _pairs_by_list(lists):
+        stored, ids = _stored_list(ivf, lst, dim)
+        offsets = flat_where[positions] & 0xFFFFFFFF
+        flat_labels[positions] = ids[offsets]
+        flat_vectors[positions] = stored[offsets]
+    return labels, vectors
 
 
 def _stored_list(ivf, lst: int, dim: int) -> tuple[np.ndarray, np.ndarray]:

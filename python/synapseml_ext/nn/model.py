@@ -5,10 +5,11 @@ CPU engine (``backend="cpu"``), in Spark terms:
 * ``fit``: items are hash-partitioned by id (so duplicated ids meet in one task), each
   partition builds one faiss index (``mapInArrow``), and the table of serialised indexes
   (one row per partition) is persisted and kept by the model: indexes are built once.
-* ``kneighbors``: each query partition becomes one block row; blocks x index partitions are
-  paired by a shuffle-replicated cartesian product (no broadcast: neither queries nor
-  indexes pass through the driver), each pair is searched in one task, and the
-  per-partition top-k lists are merged per query with ``groupBy`` (as spark-rapids-ml does).
+* ``kneighbors``: each query partition becomes block rows, which a shuffle gathers into a
+  few groups; index partitions x groups are paired by a cartesian product (no broadcast:
+  neither queries nor indexes pass through the driver), each pair is searched in one task
+  that receives its index partition once, and the per-partition top-k lists are merged per
+  query with ``groupBy`` (as spark-rapids-ml does).
 
 GPU (``backend="gpu"``, or ``"auto"`` where the executors have spark-rapids-ml, cuVS and a
 GPU): the fit is delegated to ``spark_rapids_ml.knn.ApproximateNearestNeighbors``.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from typing import Any
 
@@ -295,21 +297,24 @@ class ApproximateNearestNeighborsModel(Model, _SchemaMixin, MLReadable, MLWritab
         prepared = queries.select(
             F.col(id_col).cast(tasks.spark_id_type(query_kind)).alias(tasks.ID),
             vector.alias(tasks.VEC))
-        if self.getNumQueryBlocks():
-            prepared = prepared.repartition(self.getNumQueryBlocks())
         blocks = prepared.mapInArrow(
             tasks.make_block_fn({"id_kind": query_kind, "column": self.getInputCol(),
                                  "dim": summary["dim"]}),
             tasks.block_schema(query_kind))
-        # Cartesian product by shuffle: a broadcast would route one side via the driver.
-        pairs = blocks.crossJoin(self._index_df.hint("shuffle_replicate_nl"))
+        # The shuffle writes the blocks once (the query plan above it is not re-run per index
+        # partition) and gathers them into a few groups; never through the driver.
+        groups = self.getNumQueryBlocks() or _query_groups(queries.sparkSession,
+                                                           summary["partitions"])
+        pairs = _index_meets_blocks(self._index_df, blocks.repartition(groups))
         cfg = {"item_kind": summary["id_kind"], "query_kind": query_kind,
                "metric": self.getMetric(), "k": self.getK(), "dim": summary["dim"],
                "search": self._search_overrides()}
         found = pairs.mapInArrow(tasks.make_search_fn(cfg),
                                  tasks.found_schema(query_kind, summary["id_kind"]))
-        if summary["partitions"] > 1:
-            found = _merge_top_k(found, self.getK(), self.getMetric() != "inner_product")
+        # Always merged, even from one partition: the merge is also where a repeated query
+        # id shows (more rows than index partitions).
+        found = _merge_top_k(found, self.getK(), self.getMetric() != "inner_product",
+                             summary["partitions"], query_kind)
         query_col = f"query_{id_col}"
         knn_df = found.select(F.col(tasks.FOUND_QID).alias(query_col), tasks.INDICES,
                               tasks.DISTANCES)
@@ -360,14 +365,57 @@ class ApproximateNearestNeighborsModel(Model, _SchemaMixin, MLReadable, MLWritab
         return _ModelReader(cls)
 
 
-def _merge_top_k(found: DataFrame, k: int, ascending: bool) -> DataFrame:
-    """Global top-k per query from the per-partition lists (ties broken by item id)."""
+def _query_groups(spark: SparkSession, index_partitions: int) -> int:
+    """Default query groups: enough (index partition, group) tasks for every core, and no
+    more, since each group reads every index partition once."""
+    return max(1, math.ceil(_default_parallelism(spark) / max(1, index_partitions)))
+
+
+def _default_parallelism(spark: SparkSession) -> int:
+    try:
+        return int(spark.sparkContext.defaultParallelism)
+    except Exception:  # Spark Connect has no SparkContext
+        return int(spark.conf.get("spark.default.parallelism", "1") or 1)
+
+
+def _index_meets_blocks(index_df: DataFrame, blocks: DataFrame) -> DataFrame:
+    """Every (index row, query block) pair, one task per (index partition, block partition)
+    by a cartesian product (a broadcast would route one side via the driver).
+
+    The task streams its index rows and buffers its blocks, in the order read, so an index
+    row meets the group's first block before the others; only that pair keeps the index
+    bytes, which therefore cross to Python once per index row and task.
+    ``monotonically_increasing_id`` is the partition index << 33 plus the row's position in
+    the partition: it numbers the blocks as the task reads them.
+    """
+    numbered = blocks.select("*", F.monotonically_increasing_id().alias("__block"))
+    pairs = index_df.crossJoin(numbered.hint("shuffle_replicate_nl"))
+    first = F.col("__block").bitwiseAND((1 << 33) - 1) == 0
+    return pairs.select(tasks.PART, F.when(first, F.col(tasks.IDS)).alias(tasks.IDS),
+                        F.when(first, F.col(tasks.INDEX)).alias(tasks.INDEX), tasks.INFO,
+                        tasks.QIDS, tasks.QVECS)
+
+
+def _merge_top_k(found: DataFrame, k: int, ascending: bool, index_partitions: int,
+                 query_kind: str) -> DataFrame:
+    """Global top-k per query from the per-partition lists (ties broken by item id); a query
+    id met more than once (more than ``index_partitions`` lists) fails the job naming it."""
     zipped = found.select(tasks.FOUND_QID, F.explode(F.arrays_zip(
         tasks.DISTANCES, tasks.INDICES)).alias("__z"))
     top = zipped.groupBy(tasks.FOUND_QID).agg(
-        F.slice(F.sort_array(F.collect_list("__z"), asc=ascending), 1, k).alias("__z"))
-    return top.select(tasks.FOUND_QID, F.col(f"__z.{tasks.INDICES}").alias(tasks.INDICES),
-                      F.col(f"__z.{tasks.DISTANCES}").alias(tasks.DISTANCES))
+        F.slice(F.sort_array(F.collect_list("__z"), asc=ascending), 1, k).alias("__z"),
+        F.count(F.lit(1)).alias("__n"))
+    shown = F.col(tasks.FOUND_QID).cast("string")
+    if query_kind == "string":
+        shown = F.concat(F.lit("'"), shown, F.lit("'"))
+    repeated = F.raise_error(F.concat(
+        F.lit(f"{ERROR_PREFIX} query id "), shown,
+        F.lit(" occurs more than once in the query DataFrame; idCol must identify each query "
+              "uniquely")))
+    merged = F.when(F.col("__n") > index_partitions * k, repeated).otherwise(F.col("__z"))
+    return top.select(tasks.FOUND_QID, merged.alias("__z")).select(
+        tasks.FOUND_QID, F.col(f"__z.{tasks.INDICES}").alias(tasks.INDICES),
+        F.col(f"__z.{tasks.DISTANCES}").alias(tasks.DISTANCES))
 
 
 def _num_partitions(df: DataFrame) -> int:

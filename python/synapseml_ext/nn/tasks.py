@@ -125,9 +125,17 @@ def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
+# A query block row holds at most this many bytes of vectors (Arrow and Spark rows are
+# limited to 2 GB, and a block is one value); the search task joins blocks back together up
+# to SEARCH_BYTES, since the list-major scan is more efficient on large blocks.
+BLOCK_BYTES = 32 << 20
+SEARCH_BYTES = 64 << 20
+
+
 def make_block_fn(cfg: dict[str, Any]) -> Callable:
-    """Executor: one query partition -> one block row (query ids + float32 matrix bytes),
-    validated against the items' dimension. ``cfg``: id_kind, column, dim."""
+    """Executor: one query partition -> block rows (query ids + float32 matrix bytes, at most
+    BLOCK_BYTES of vectors each), validated against the items' dimension.
+    ``cfg``: id_kind, column, dim (and block_bytes, for tests)."""
 
     def block(batches: Iterator[Any]) -> Iterator[Any]:
         import pyarrow as pa
@@ -137,59 +145,103 @@ def make_block_fn(cfg: dict[str, Any]) -> Callable:
             return
         ids = table.column(ID)
         vectors = vectors_to_numpy(ids, table.column(VEC), "query", cfg["column"], cfg["dim"])
+        vectors = np.ascontiguousarray(vectors, np.float32)
         id_type = pa.int64() if cfg["id_kind"] == "long" else pa.string()
         flat_ids = pa.concat_arrays([c.cast(id_type) for c in ids.chunks])
-        yield pa.RecordBatch.from_arrays(
-            [pa.ListArray.from_arrays(pa.array([0, len(flat_ids)], pa.int32()), flat_ids),
-             pa.array([np.ascontiguousarray(vectors, np.float32).tobytes()], pa.binary())],
-            [QIDS, QVECS])
+        rows = max(1, cfg.get("block_bytes", BLOCK_BYTES) // max(1, 4 * cfg["dim"]))
+        for lo in range(0, len(flat_ids), rows):
+            part_ids = flat_ids.slice(lo, rows)
+            yield pa.RecordBatch.from_arrays(
+                [pa.ListArray.from_arrays(pa.array([0, len(part_ids)], pa.int32()), part_ids),
+                 pa.array([vectors[lo: lo + rows].tobytes()], pa.binary())],
+                [QIDS, QVECS])
 
     return block
 
 
 def make_search_fn(cfg: dict[str, Any]) -> Callable:
-    """Executor: each (query block, index partition) row -> one row per query with the
+    """Executor: (index partition, query block) rows -> one row per query with the
     partition's top-k (padded with the missing-neighbour id and worst distance).
 
-    ``cfg``: item_kind, query_kind, metric, k, dim, search (nprobe / ef_search overrides).
+    A task's rows share one index partition, whose bytes come on its first row only (the
+    plan nulls them on the others, so the index crosses from the JVM once per task); the
+    blocks are searched together, up to SEARCH_BYTES of queries at a time.
+    ``cfg``: item_kind, query_kind, metric, k, dim, search (nprobe / ef_search overrides;
+    and search_bytes, for tests).
     """
 
     def search(batches: Iterator[Any]) -> Iterator[Any]:
-        import pyarrow as pa
-
-        from synapseml_ext.nn import engine
-
         _threads()
-        k, dim, metric = cfg["k"], cfg["dim"], cfg["metric"]
-        item_type = pa.int64() if cfg["item_kind"] == "long" else pa.string()
-        loaded: dict[int, tuple[Any, np.ndarray]] = {}
+        loaded = _LoadedIndex(cfg["item_kind"])
+        pending: list[tuple[Any, np.ndarray]] = []
+        pending_bytes = 0
         for batch in batches:
             for row in range(batch.num_rows):
                 part = batch.column(PART)[row].as_py()
-                if part not in loaded:
-                    loaded.clear()  # one index in memory at a time
-                    info = json.loads(batch.column(INFO)[row].as_py())
-                    info.pop("first_id", None)
-                    blob = np.frombuffer(batch.column(INDEX)[row].as_buffer(), dtype=np.uint8)
-                    index = engine.deserialize(blob, engine.BuildInfo.from_dict(info))
-                    ids = ids_to_numpy(batch.column(IDS)[row].values, cfg["item_kind"])
-                    pad = LONG_MAX if cfg["item_kind"] == "long" else None
-                    loaded[part] = (index, np.append(ids, np.array([pad], dtype=ids.dtype)))
-                index, ids = loaded[part]
-                qids = batch.column(QIDS)[row].values
-                queries = np.frombuffer(batch.column(QVECS)[row].as_buffer(),
-                                        dtype=np.float32).reshape(-1, dim)
-                queries = engine.prepare_vectors(queries, metric)
-                distances, labels = index.search(queries, k, cfg["search"])
-                labels = np.where(labels < 0, len(ids) - 1, labels)
-                offsets = pa.array(np.arange(0, len(queries) * k + 1, k, dtype=np.int32))
-                yield pa.RecordBatch.from_arrays(
-                    [qids,
-                     pa.ListArray.from_arrays(offsets, pa.array(ids[labels].ravel(), item_type)),
-                     pa.ListArray.from_arrays(offsets, pa.array(distances.ravel(), pa.float32()))],
-                    [FOUND_QID, INDICES, DISTANCES])
+                if part != loaded.part:
+                    yield from _search_pending(loaded, pending, cfg)
+                    pending, pending_bytes = [], 0
+                    loaded.load(part, batch, row)
+                qvecs = batch.column(QVECS)[row].as_buffer()
+                pending.append((batch.column(QIDS)[row].values,
+                                np.frombuffer(qvecs, dtype=np.float32).reshape(-1, cfg["dim"])))
+                pending_bytes += qvecs.size
+                if pending_bytes >= cfg.get("search_bytes", SEARCH_BYTES):
+                    yield from _search_pending(loaded, pending, cfg)
+                    pending, pending_bytes = [], 0
+        yield from _search_pending(loaded, pending, cfg)
 
     return search
+
+
+class _LoadedIndex:
+    """The one index partition a search task holds: deserialized from the row carrying it."""
+
+    def __init__(self, item_kind: str) -> None:
+        self.item_kind = item_kind
+        self.part: int | None = None
+        self.index: Any = None
+        self.ids: np.ndarray | None = None
+
+    def load(self, part: int, batch: Any, row: int) -> None:
+        from synapseml_ext.nn import engine
+
+        blob = batch.column(INDEX)[row]
+        if not blob.is_valid:
+            raise RuntimeError(f"index partition {part} reached its search task without its "
+                               "index bytes (they travel on the task's first row)")
+        self.index = self.ids = None  # one index in memory at a time
+        info = json.loads(batch.column(INFO)[row].as_py())
+        info.pop("first_id", None)
+        self.index = engine.deserialize(np.frombuffer(blob.as_buffer(), dtype=np.uint8),
+                                        engine.BuildInfo.from_dict(info))
+        ids = ids_to_numpy(batch.column(IDS)[row].values, self.item_kind)
+        pad = LONG_MAX if self.item_kind == "long" else None
+        self.ids = np.append(ids, np.array([pad], dtype=ids.dtype))  # label -1 -> the pad
+        self.part = part
+
+
+def _search_pending(loaded: _LoadedIndex, pending: list[tuple[Any, np.ndarray]],
+                    cfg: dict[str, Any]) -> Iterator[Any]:
+    import pyarrow as pa
+
+    from synapseml_ext.nn import engine
+
+    if not pending:
+        return
+    k, metric = cfg["k"], cfg["metric"]
+    qids = pa.concat_arrays([ids for ids, _ in pending])
+    queries = pending[0][1] if len(pending) == 1 else np.concatenate([q for _, q in pending])
+    queries = engine.prepare_vectors(queries, metric)
+    distances, labels = loaded.index.search(queries, k, cfg["search"])
+    labels = np.where(labels < 0, len(loaded.ids) - 1, labels)
+    item_type = pa.int64() if cfg["item_kind"] == "long" else pa.string()
+    offsets = pa.array(np.arange(0, len(queries) * k + 1, k, dtype=np.int32))
+    yield pa.RecordBatch.from_arrays(
+        [qids,
+         pa.ListArray.from_arrays(offsets, pa.array(loaded.ids[labels].ravel(), item_type)),
+         pa.ListArray.from_arrays(offsets, pa.array(distances.ravel(), pa.float32()))],
+        [FOUND_QID, INDICES, DISTANCES])
 
 
 def gpu_probe(_batches: Iterator[Any]) -> Iterator[Any]:

@@ -151,17 +151,20 @@ class ApproximateNearestNeighborsModel private[nn] (override val uid: String,
     val selected = queries.select(
       col(s"`$idColOrDefault`").cast(Tables.sparkIdType(queryKind)).as(Tables.Id),
       vector.as(Tables.Vec))
-    val prepared =
-      if ($(numQueryBlocks) > 0) selected.repartition($(numQueryBlocks)) else selected
-    val blocks = PythonBridge.mapInArrow(this, prepared, "nn_block", facts,
+    val blocks = PythonBridge.mapInArrow(this, selected, "nn_block", facts,
       Tables.blockSchema(queryKind))
-    // Cartesian product by shuffle: a broadcast would route one side via the driver.
-    val pairs = blocks.crossJoin(indexDf.hint("shuffle_replicate_nl"))
+    // The shuffle writes the blocks once (the query plan above it is not re-run per index
+    // partition) and gathers them into a few groups; never through the driver.
+    val groups = if ($(numQueryBlocks) > 0) $(numQueryBlocks) else {
+      val cores = queries.sparkSession.sparkContext.defaultParallelism
+      math.max(1, math.ceil(cores.toDouble / math.max(1, summaryPartitions)).toInt)
+    }
+    val pairs = indexMeetsBlocks(blocks.repartition(groups))
     val perPartition = PythonBridge.mapInArrow(this, pairs, "nn_search", facts,
       Tables.foundSchema(queryKind, itemKind))
-    val found =
-      if (summaryPartitions > 1) mergeTopK(perPartition, $(k), $(metric) != "inner_product")
-      else perPartition
+    // Always merged, even from one partition: the merge is also where a repeated query id
+    // shows (more rows than index partitions).
+    val found = mergeTopK(perPartition, $(k), $(metric) != "inner_product", queryKind)
     val queryCol = s"query_$idColOrDefault"
     val knn = found.select(col(Tables.FoundQid).as(queryCol), col(Tables.Indices),
       col(Tables.Distances))
@@ -191,13 +194,39 @@ class ApproximateNearestNeighborsModel private[nn] (override val uid: String,
       col("query_df").dropFields(id).as("query_df"), col(distCol))
   }
 
-  /** Global top-k per query from the per-partition lists (ties broken by item id). */
-  private def mergeTopK(found: DataFrame, k: Int, ascending: Boolean): DataFrame = {
+  /** Every (index row, query block) pair, one task per (index partition, block partition)
+   * by a cartesian product (a broadcast would route one side via the driver). The task
+   * streams its index rows and buffers its blocks in the order read, so an index row meets
+   * the group's first block before the others; only that pair keeps the index bytes, which
+   * cross to Python once per index row and task (`monotonically_increasing_id` is the
+   * partition index << 33 plus the row's position: it numbers the blocks as read). */
+  private def indexMeetsBlocks(blocks: DataFrame): DataFrame = {
+    val numbered = blocks.select(col("*"), monotonically_increasing_id().as("__block"))
+    val pairs = indexDf.crossJoin(numbered.hint("shuffle_replicate_nl"))
+    val first = col("__block").bitwiseAND((1L << 33) - 1) === 0
+    pairs.select(col(Tables.Part), when(first, col(Tables.Ids)).as(Tables.Ids),
+      when(first, col(Tables.Index)).as(Tables.Index), col(Tables.Info), col(Tables.Qids),
+      col(Tables.Qvecs))
+  }
+
+  /** Global top-k per query from the per-partition lists (ties broken by item id); a query
+   * id met more than once (more lists than index partitions) fails the job naming it. */
+  private def mergeTopK(found: DataFrame, k: Int, ascending: Boolean, queryKind: String)
+      : DataFrame = {
     val zipped = found.select(col(Tables.FoundQid),
       explode(arrays_zip(col(Tables.Distances), col(Tables.Indices))).as("__z"))
     val top = zipped.groupBy(Tables.FoundQid)
-      .agg(slice(sort_array(collect_list("__z"), ascending), 1, k).as("__z"))
-    top.select(col(Tables.FoundQid), col(s"__z.${Tables.Indices}").as(Tables.Indices),
+      .agg(slice(sort_array(collect_list("__z"), ascending), 1, k).as("__z"),
+        count(lit(1)).as("__n"))
+    val id = col(Tables.FoundQid).cast("string")
+    val shown = if (queryKind == "string") concat(lit("'"), id, lit("'")) else id
+    val repeated = raise_error(concat(lit(s"${DataErrors.Prefix} query id "), shown,
+      lit(" occurs more than once in the query DataFrame; idCol must identify each query " +
+        "uniquely")))
+    val merged = when(col("__n") > lit(summaryPartitions.toLong * k), repeated)
+      .otherwise(col("__z"))
+    top.select(col(Tables.FoundQid), merged.as("__z")).select(col(Tables.FoundQid),
+      col(s"__z.${Tables.Indices}").as(Tables.Indices),
       col(s"__z.${Tables.Distances}").as(Tables.Distances))
   }
 

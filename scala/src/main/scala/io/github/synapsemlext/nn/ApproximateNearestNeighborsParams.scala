@@ -92,10 +92,11 @@ trait ApproximateNearestNeighborsParams extends Params {
 
   /** @group param */
   final val numQueryBlocks: IntParam = new IntParam(this, "numQueryBlocks",
-    "CPU engine: query blocks per kneighbors call (0 keeps the query DataFrame's " +
-      "partitions, one block each); every index partition meets every block in one task, " +
-      "so tasks = index partitions x blocks (more blocks: more parallelism and less memory " +
-      "per task, but each index partition is read once per block)",
+    "CPU engine: query groups per kneighbors call (0: enough for every core, i.e. " +
+      "ceil(default parallelism / index partitions)); every index partition meets every " +
+      "group in one task, so tasks = index partitions x groups (more groups: more " +
+      "parallelism and less memory per task, but each index partition is read once per " +
+      "group)",
     ParamValidators.gtEq(0))
 
   /** @group getParam */

@@ -1,0 +1,86 @@
+"""The executor functions of the k-NN search, called on Arrow batches as mapInArrow calls them
+(no Spark): query blocks are cut to size, and a search task that gets its index bytes on its
+first row only searches every block against that index."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from synapseml_ext.nn import engine, tasks
+
+from nn_data import brute_force, clustered_latent
+
+
+def query_batch(ids: list[int], vectors: np.ndarray) -> pa.RecordBatch:
+    return pa.RecordBatch.from_arrays(
+        [pa.array(ids, pa.int64()), pa.array(vectors.tolist(), pa.list_(pa.float32()))],
+        [tasks.ID, tasks.VEC])
+
+
+def test_blocks_are_cut_to_block_bytes_and_keep_every_query_in_order():
+    vectors = np.random.default_rng(0).standard_normal((10, 4)).astype(np.float32)
+    block = tasks.make_block_fn({"id_kind": "long", "column": "v", "dim": 4,
+                                 "block_bytes": 3 * 4 * 4})  # 3 queries a block
+    rows = list(block(iter([query_batch(list(range(100, 110)), vectors)])))
+    assert [len(r.column(tasks.QIDS)[0].values) for r in rows] == [3, 3, 3, 1]
+    ids = [i for r in rows for i in r.column(tasks.QIDS)[0].values.to_pylist()]
+    assert ids == list(range(100, 110))
+    got = np.vstack([np.frombuffer(r.column(tasks.QVECS)[0].as_buffer(), np.float32).reshape(-1, 4)
+                     for r in rows])
+    np.testing.assert_array_equal(got, vectors)
+
+
+def pair_rows(built: engine.PartitionIndex, item_ids: np.ndarray, blocks: list[np.ndarray],
+              first_qid: int) -> pa.RecordBatch:
+    """(index partition 3, block) rows as the plan builds them: index bytes and ids on the
+    first row only."""
+    blob = engine.serialize(built).tobytes()
+    ids_in_label_order = item_ids if built.order is None else item_ids[built.order]
+    n = len(blocks)
+    qids, qvecs, next_id = [], [], first_qid
+    for b in blocks:
+        qids.append(list(range(next_id, next_id + len(b))))
+        qvecs.append(b.tobytes())
+        next_id += len(b)
+    return pa.RecordBatch.from_arrays(
+        [pa.array([3] * n, pa.int32()),
+         pa.array([ids_in_label_order.tolist()] + [None] * (n - 1), pa.list_(pa.int64())),
+         pa.array([blob] + [None] * (n - 1), pa.binary()),
+         pa.array([json.dumps(built.info.to_dict())] * n, pa.string()),
+         pa.array(qids, pa.list_(pa.int64())),
+         pa.array(qvecs, pa.binary())],
+        [tasks.PART, tasks.IDS, tasks.INDEX, tasks.INFO, tasks.QIDS, tasks.QVECS])
+
+
+@pytest.mark.parametrize("search_bytes", [1, 64 << 20])
+def test_search_task_uses_the_first_rows_index_for_every_block(search_bytes):
+    x = clustered_latent(3_000, dim=16, clusters=40)
+    items, queries = x[:2_500], x[2_500:]
+    built = engine.build_index(items, "exact", "euclidean", {}, k=5)
+    item_ids = np.arange(1000, 1000 + len(items), dtype=np.int64)
+    blocks = [queries[:200], queries[200:201], queries[201:]]
+    search = tasks.make_search_fn({"item_kind": "long", "query_kind": "long",
+                                   "metric": "euclidean", "k": 5, "dim": 16, "search": {},
+                                   "search_bytes": search_bytes})
+    out = pa.Table.from_batches(list(search(iter([pair_rows(built, item_ids, blocks, 0)]))))
+    assert out.column(tasks.FOUND_QID).to_pylist() == list(range(len(queries)))
+    truth, truth_d = brute_force(items, queries, 5, "euclidean")
+    found = np.array(out.column(tasks.INDICES).to_pylist())
+    np.testing.assert_array_equal(found, item_ids[truth])
+    np.testing.assert_allclose(np.array(out.column(tasks.DISTANCES).to_pylist()), truth_d,
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_search_task_refuses_a_partition_whose_bytes_never_came():
+    x = clustered_latent(300, dim=8, clusters=5)
+    built = engine.build_index(x, "exact", "euclidean", {}, k=2)
+    batch = pair_rows(built, np.arange(300, dtype=np.int64), [x[:2]], 0)
+    no_bytes = batch.set_column(2, tasks.INDEX, pa.array([None], pa.binary()))
+    search = tasks.make_search_fn({"item_kind": "long", "query_kind": "long",
+                                   "metric": "euclidean", "k": 2, "dim": 8, "search": {}})
+    with pytest.raises(RuntimeError, match="index partition 3 reached its search task without"):
+        list(search(iter([no_bytes])))
