@@ -1,5 +1,6 @@
-"""The embedder through Spark Connect (Databricks shared/serverless compute use Connect):
-the stage builds its plan with the DataFrame API only, so it runs unchanged there.
+"""The embedder and the k-NN search through Spark Connect (Databricks shared/serverless
+compute use Connect): the stages build their plans with the DataFrame API only, so they run
+unchanged there.
 
 Runs in a subprocess: a Connect session cannot share this process with the classic session
 of the other tests. The Connect server is Spark's own (org.apache.spark:spark-connect_2.12 from
@@ -33,12 +34,19 @@ try:
     emb.copy().setInputCol("nope").transform(df)
 except Exception as e:
     result["error"] = str(e)
+from synapseml_ext.nn import ApproximateNearestNeighbors
+items = spark.createDataFrame([(i, [float(i), 0.0]) for i in range(6)], "id long, v array<float>")
+model = ApproximateNearestNeighbors(k=2, algorithm="exact", inputCol="v", idCol="id",
+                                    backend="cpu", numPartitions=2).fit(items)
+queries = spark.createDataFrame([(10, [0.25, 0.0]), (11, [4.75, 0.0])], "id long, v array<float>")
+result["knn"] = [[r.query_id, list(r.indices), [round(d, 4) for d in r.distances]]
+                 for r in model.kneighbors(queries)[2].collect()]
 print("RESULT " + json.dumps(result))
 spark.stop()
 """
 
 
-def test_embedder_runs_through_spark_connect(minilm_dir, cache_dir):
+def test_embedder_and_knn_run_through_spark_connect(minilm_dir, cache_dir):
     env = dict(os.environ, PYSPARK_PYTHON=sys.executable, PYTHONPATH=str(REPO / "python"))
     env.pop("SYNAPSEML_EXT_EVENT_LOG", None)
     done = subprocess.run([sys.executable, "-c", CHILD, minilm_dir, cache_dir, CONNECT_PACKAGE],
@@ -49,3 +57,4 @@ def test_embedder_runs_through_spark_connect(minilm_dir, cache_dir):
     assert result["session"] == "pyspark.sql.connect.session"
     assert result["rows"] == [[1, 384], [2, None], [3, 384]]
     assert "inputCol 'nope' not found; available columns: id, text" in result["error"]
+    assert result["knn"] == [[10, [0, 1], [0.25, 0.75]], [11, [5, 4], [0.25, 0.75]]]
