@@ -40,7 +40,7 @@ def test_exact_equals_brute_force(spark, small, metric):
 
 
 @pytest.mark.parametrize("groups", [0, 1, 3])
-def test_index_and_block_partitions_in_any_layout(spark, small, groups):
+def test_index_and_block_partitions_in_any_layout(spark, event_log, small, groups):
     """A task may hold several index rows (a loaded table packs small files into one
     partition) and several query blocks (queries from many partitions, one group): every
     index row gets its bytes once per task and meets every block."""
@@ -53,8 +53,17 @@ def test_index_and_block_partitions_in_any_layout(spark, small, groups):
     query_df = vector_df(spark, queries, partitions=4)
     truth, _ = brute_force(items, queries, 5, "euclidean")
     for searched in (model, packed):
+        seen = len(read_events(event_log))
         qids, indices, _ = knn_arrays(searched.kneighbors(query_df)[2])
         assert qids == list(range(len(queries))) and indices == truth.tolist()
+        events = read_events(event_log)[seen:]
+        for part in range(3):
+            loads = [e for e in events if e == {**e, "event": "nn_load", "partition": part}]
+            searched_queries = sum(e["queries"] for e in events
+                                   if e == {**e, "event": "nn_search", "partition": part})
+            assert searched_queries == len(queries)  # each query met each index partition once
+            # one load per task: at most one per query group (4 query blocks at most)
+            assert 1 <= len(loads) <= (groups or 4)
 
 
 def test_output_tuple_columns_and_types(spark, small):

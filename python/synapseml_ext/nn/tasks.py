@@ -9,6 +9,7 @@ faiss there.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -204,8 +205,10 @@ class _LoadedIndex:
         self.ids: np.ndarray | None = None
 
     def load(self, part: int, batch: Any, row: int) -> None:
+        from synapseml_ext.engine.encoder import record_event
         from synapseml_ext.nn import engine
 
+        started = time.perf_counter()
         blob = batch.column(INDEX)[row]
         if not blob.is_valid:
             raise RuntimeError(f"index partition {part} reached its search task without its "
@@ -219,22 +222,27 @@ class _LoadedIndex:
         pad = LONG_MAX if self.item_kind == "long" else None
         self.ids = np.append(ids, np.array([pad], dtype=ids.dtype))  # label -1 -> the pad
         self.part = part
+        record_event("nn_load", partition=part, seconds=time.perf_counter() - started)
 
 
 def _search_pending(loaded: _LoadedIndex, pending: list[tuple[Any, np.ndarray]],
                     cfg: dict[str, Any]) -> Iterator[Any]:
     import pyarrow as pa
 
+    from synapseml_ext.engine.encoder import record_event
     from synapseml_ext.nn import engine
 
     if not pending:
         return
+    started = time.perf_counter()
     k, metric = cfg["k"], cfg["metric"]
     qids = pa.concat_arrays([ids for ids, _ in pending])
     queries = pending[0][1] if len(pending) == 1 else np.concatenate([q for _, q in pending])
     queries = engine.prepare_vectors(queries, metric)
     distances, labels = loaded.index.search(queries, k, cfg["search"])
     labels = np.where(labels < 0, len(loaded.ids) - 1, labels)
+    record_event("nn_search", partition=loaded.part, queries=len(queries),
+                 seconds=time.perf_counter() - started)
     item_type = pa.int64() if cfg["item_kind"] == "long" else pa.string()
     offsets = pa.array(np.arange(0, len(queries) * k + 1, k, dtype=np.int32))
     yield pa.RecordBatch.from_arrays(
