@@ -89,8 +89,11 @@ def run_size(spark, csv: Path, n: int, model: str, cache_dir: str) -> dict:
 
 
 def plot(results: dict[int, dict], path: Path) -> None:
-    import matplotlib
-
+    try:
+        import matplotlib
+    except ImportError:
+        print("no plot: matplotlib is not installed (pip install -e '.[bench]')")
+        return
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -155,11 +158,11 @@ def main() -> None:
                      f"{SEED_GPU[n] / t['total']:.2f}x" if n in SEED_GPU else "-"])
     print()
     print(markdown_table(header, rows))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2, default=str))
     if all(n in SEED_GPU for n in results):
         plot(results, args.plot)
         print(f"\nplot: {args.plot}")
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2, default=str))
 
 
 if __name__ == "__main__":
