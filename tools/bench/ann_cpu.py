@@ -101,6 +101,21 @@ def to_parquet(vectors: np.ndarray, path: Path, id_offset: int = 0) -> Path:
     return path
 
 
+def cached_parquet(tag: str, items: np.ndarray, queries: np.ndarray) -> tuple[Path, Path]:
+    """Items and queries as parquet next to the cache (query ids follow the item ids)."""
+    return (to_parquet(items, CACHE / f"{tag}_items.parquet"),
+            to_parquet(queries, CACHE / f"{tag}_queries.parquet", id_offset=len(items)))
+
+
+def bench_spark(name: str):
+    """The benchmarks' Spark: local[2], a 6 GB driver (and local executors)."""
+    from synapseml_ext._spark import local_spark
+
+    return local_spark("local[2]", name, conf={
+        "spark.driver.memory": "6g", "spark.sql.shuffle.partitions": "4",
+        "spark.ui.showConsoleProgress": "false"})
+
+
 def faiss_flat(items: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, float]:
     import faiss
 
@@ -110,6 +125,15 @@ def faiss_flat(items: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarr
     index.add(np.ascontiguousarray(items))
     _, labels = index.search(np.ascontiguousarray(queries), k)
     return labels, time.perf_counter() - started
+
+
+def timed_search(model, queries) -> dict:
+    """One whole kneighbors, collected: seconds, found ids and query ids."""
+    began = time.perf_counter()
+    rows = model.kneighbors(queries)[2].collect()
+    return {"search_s": time.perf_counter() - began,
+            "found": np.array([r.indices for r in rows]),
+            "qids": np.array([r.query_id for r in rows])}
 
 
 def ours(spark, item_path: Path, query_path: Path, k: int, algorithm: str, partitions: int,
@@ -122,11 +146,8 @@ def ours(spark, item_path: Path, query_path: Path, k: int, algorithm: str, parti
     model = ApproximateNearestNeighbors(k=k, algorithm=algorithm, inputCol="v", idCol="id",
                                         backend="cpu", numPartitions=partitions,
                                         algoParams=algo_params).fit(items)
-    fitted = time.perf_counter()
-    rows = model.kneighbors(queries)[2].collect()
-    searched = time.perf_counter()
-    found = np.array([r.indices for r in rows])
-    qids = np.array([r.query_id for r in rows])
+    fit_s = time.perf_counter() - started
+    first = timed_search(model, queries)
     summary = model.buildSummary
     # Warm searches of the same model: the first search also pays for reading the persisted
     # indexes from disk and the workers' first imports. Then nprobe set on the fitted model
@@ -136,13 +157,9 @@ def ours(spark, item_path: Path, query_path: Path, k: int, algorithm: str, parti
     for nprobe in [None, *sweep]:
         if nprobe is not None:
             model.setAlgoParams({**(algo_params or {}), "nprobe": nprobe})
-        began = time.perf_counter()
-        got = model.kneighbors(queries)[2].collect()
-        swept.append({"nprobe": nprobe, "search_s": time.perf_counter() - began,
-                      "found": np.array([r.indices for r in got]),
-                      "qids": np.array([r.query_id for r in got])})
-    return {"fit_s": fitted - started, "search_s": searched - fitted, "found": found,
-            "qids": qids, "sweep": swept, "summary": {k2: v for k2, v in summary.items() if k2 != "indexes"},
+        swept.append({"nprobe": nprobe, **timed_search(model, queries)})
+    return {"fit_s": fit_s, **first, "sweep": swept,
+            "summary": {k2: v for k2, v in summary.items() if k2 != "indexes"},
             "indexes": [{k2: i[k2] for k2 in ("kind", "n", "params", "search",
                                               "calibration_recall")}
                         for i in summary["indexes"]], "n_queries": n_queries}
@@ -208,9 +225,8 @@ def main() -> None:
         items, queries = minilm_set(args.n, queries=args.queries)
     if args.partitions == 0:
         args.partitions = max(2, -(-items.nbytes // (192 << 20)))
-    tag = f"{args.data}_{args.n}_q{args.queries}"
-    item_path = to_parquet(items, CACHE / f"{tag}_items.parquet")
-    query_path = to_parquet(queries, CACHE / f"{tag}_queries.parquet", id_offset=len(items))
+    item_path, query_path = cached_parquet(f"{args.data}_{args.n}_q{args.queries}", items,
+                                           queries)
     print(f"data {args.data}: items {items.shape}, queries {queries.shape}", flush=True)
     facts = {**cpu_facts(), "fp32_gemm_gflops_2threads": round(matmul_gflops(threads=2), 1)}
     print(json.dumps(facts), flush=True)
@@ -223,11 +239,7 @@ def main() -> None:
     print(f"faiss-flat-1proc: {flat_s:.1f}s", flush=True)
     # Note: this process keeps the vectors (for faiss-flat and the Annoy build), so its RSS
     # is not the driver cost of our stage; the JVM column is (driver + local executors).
-    from synapseml_ext._spark import local_spark
-
-    spark = local_spark("local[2]", "ann-bench", conf={
-        "spark.driver.memory": "6g", "spark.sql.shuffle.partitions": "4",
-        "spark.ui.showConsoleProgress": "false"})
+    spark = bench_spark("ann-bench")
     for method in methods:
         if method == "faiss-flat-1proc":
             continue

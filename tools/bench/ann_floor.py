@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ann_cpu import to_parquet
-from ann_data import CACHE, latent_set
+from ann_cpu import bench_spark, cached_parquet
+from ann_data import latent_set
 from common import cpu_facts, matmul_gflops
 
 EVENTS = Path(tempfile.gettempdir()) / "synapseml-ext-ann-floor.jsonl"
@@ -82,18 +82,13 @@ def main() -> None:
     os.environ["SYNAPSEML_EXT_EVENT_LOG"] = str(EVENTS)
     os.environ.setdefault("SYNAPSEML_EXT_LOG_LEVEL", "WARNING")
     items, queries = latent_set(args.n, queries=args.queries)
-    tag = f"latent_{args.n}_q{args.queries}"
-    item_path = to_parquet(items, CACHE / f"{tag}_items.parquet")
-    query_path = to_parquet(queries, CACHE / f"{tag}_queries.parquet", id_offset=len(items))
+    item_path, query_path = cached_parquet(f"latent_{args.n}_q{args.queries}", items, queries)
     print(json.dumps({**cpu_facts(),
                       "fp32_gemm_gflops_2threads": round(matmul_gflops(threads=2), 1)}))
 
-    from synapseml_ext._spark import local_spark
     from synapseml_ext.nn import ApproximateNearestNeighbors
 
-    spark = local_spark("local[2]", "ann-floor", conf={
-        "spark.driver.memory": "6g", "spark.sql.shuffle.partitions": "4",
-        "spark.ui.showConsoleProgress": "false"})
+    spark = bench_spark("ann-floor")
     item_df = spark.read.parquet(str(item_path))
     query_df = spark.read.parquet(str(query_path)).repartition(2)
     started = time.perf_counter()

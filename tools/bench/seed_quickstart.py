@@ -88,12 +88,13 @@ def run_size(spark, csv: Path, n: int, model: str, cache_dir: str) -> dict:
     return times
 
 
-def plot(results: dict[int, dict], path: Path) -> None:
+def plot(results: dict[int, dict], path: Path) -> bool:
+    """Draw the totals beside the seed's; False (and why, printed) without matplotlib."""
     try:
         import matplotlib
     except ImportError:
         print("no plot: matplotlib is not installed (pip install -e '.[bench]')")
-        return
+        return False
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -115,6 +116,7 @@ def plot(results: dict[int, dict], path: Path) -> None:
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
+    return True
 
 
 def main() -> None:
@@ -160,8 +162,7 @@ def main() -> None:
     print(markdown_table(header, rows))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str))
-    if all(n in SEED_GPU for n in results):
-        plot(results, args.plot)
+    if all(n in SEED_GPU for n in results) and plot(results, args.plot):
         print(f"\nplot: {args.plot}")
 
 

@@ -174,22 +174,17 @@ def make_search_fn(cfg: dict[str, Any]) -> Callable:
     def search(batches: Iterator[Any]) -> Iterator[Any]:
         _threads()
         loaded = _LoadedIndex(cfg["item_kind"])
-        pending: list[tuple[Any, np.ndarray]] = []
-        pending_bytes = 0
+        pending: list[tuple[Any, np.ndarray]] = []  # (query ids, query vectors) per block
         for batch in batches:
             for row in range(batch.num_rows):
                 part = batch.column(PART)[row].as_py()
                 if part != loaded.part:
                     yield from _search_pending(loaded, pending, cfg)
-                    pending, pending_bytes = [], 0
                     loaded.load(part, batch, row)
-                qvecs = batch.column(QVECS)[row].as_buffer()
-                pending.append((batch.column(QIDS)[row].values,
-                                np.frombuffer(qvecs, dtype=np.float32).reshape(-1, cfg["dim"])))
-                pending_bytes += qvecs.size
-                if pending_bytes >= cfg.get("search_bytes", SEARCH_BYTES):
+                qvecs = np.frombuffer(batch.column(QVECS)[row].as_buffer(), dtype=np.float32)
+                pending.append((batch.column(QIDS)[row].values, qvecs.reshape(-1, cfg["dim"])))
+                if sum(q.nbytes for _, q in pending) >= cfg.get("search_bytes", SEARCH_BYTES):
                     yield from _search_pending(loaded, pending, cfg)
-                    pending, pending_bytes = [], 0
         yield from _search_pending(loaded, pending, cfg)
 
     return search
@@ -227,6 +222,7 @@ class _LoadedIndex:
 
 def _search_pending(loaded: _LoadedIndex, pending: list[tuple[Any, np.ndarray]],
                     cfg: dict[str, Any]) -> Iterator[Any]:
+    """Search the pending blocks against the loaded index together, and empty ``pending``."""
     import pyarrow as pa
 
     from synapseml_ext.engine.encoder import record_event
@@ -238,6 +234,7 @@ def _search_pending(loaded: _LoadedIndex, pending: list[tuple[Any, np.ndarray]],
     k, metric = cfg["k"], cfg["metric"]
     qids = pa.concat_arrays([ids for ids, _ in pending])
     queries = pending[0][1] if len(pending) == 1 else np.concatenate([q for _, q in pending])
+    pending.clear()
     queries = engine.prepare_vectors(queries, metric)
     distances, labels = loaded.index.search(queries, k, cfg["search"])
     labels = np.where(labels < 0, len(loaded.ids) - 1, labels)
