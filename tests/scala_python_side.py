@@ -93,7 +93,9 @@ def nn_contract(cases_path: str) -> dict:
     ddl = {"index_long": tasks.index_schema("long"), "index_string": tasks.index_schema("string"),
            "block_long": tasks.block_schema("long"), "block_string": tasks.block_schema("string"),
            "found_string_long": tasks.found_schema("string", "long"),
-           "found_long_string": tasks.found_schema("long", "string")}
+           "found_long_string": tasks.found_schema("long", "string"),
+           "local_found_string_long": tasks.local_found_schema("string", "long"),
+           "local_found_long_string": tasks.local_found_schema("long", "string")}
     return {"params": params, "algoParamKeys": ALGO_PARAM_KEYS, "ddl": ddl, "messages": out}
 
 

@@ -116,9 +116,19 @@ def test_empty_items(spark):
 def test_bad_query_vectors_name_the_query_id(spark, items):
     model = exact().fit(items)
     queries = spark.createDataFrame([(5, [0.0] * 8), (6, [0.0] * 3)], "id long, v array<float>")
-    with pytest.raises((PythonException, CapturedException),
+    # The search runs in kneighbors: the executor's data error comes back as a ValueError.
+    with pytest.raises(ValueError,
                        match="query id 6 has a 'v' vector of dimension 3 but the items have 8"):
-        model.kneighbors(queries)[2].collect()
+        model.kneighbors(queries)
+    # With the local copies off the search is lazy: the error comes with the action.
+    spark.conf.set("spark.synapseml_ext.nn.localIndexBytes", "0")
+    try:
+        _, _, knn = model.kneighbors(queries)
+        with pytest.raises((PythonException, CapturedException),
+                           match="query id 6 has a 'v' vector of dimension 3 but the items"):
+            knn.collect()
+    finally:
+        spark.conf.unset("spark.synapseml_ext.nn.localIndexBytes")
 
 
 def test_cagra_on_cpu_uses_hnsw(spark, items):

@@ -64,3 +64,55 @@ def test_embedder_on_a_two_executor_standalone_cluster(tmp_path, minilm_dir, cac
     # One load per executor's Python worker, each in its own process.
     loads = read_events(events, event="load")
     assert 1 <= len(loads) <= 4 and len({e["pid"] for e in loads}) == len(loads)
+
+
+KNN_DRIVER = """
+import json, sys
+import numpy as np
+from pyspark.sql import SparkSession
+master, python, out = sys.argv[1:4]
+spark = (SparkSession.builder.master(master).appName("standalone knn test")
+         .config("spark.executor.cores", "1").config("spark.executor.memory", "1g")
+         .config("spark.pyspark.python", python)
+         .config("spark.executorEnv.PYTHONPATH", sys.argv[4])
+         .config("spark.executorEnv.SYNAPSEML_EXT_EVENT_LOG", sys.argv[5])
+         .config("spark.ui.enabled", "false").getOrCreate())
+from synapseml_ext.nn import ApproximateNearestNeighbors
+rng = np.random.default_rng(3)
+items = rng.standard_normal((3000, 12)).astype(np.float32)
+queries = rng.standard_normal((60, 12)).astype(np.float32)
+item_df = spark.createDataFrame([(i, v.tolist()) for i, v in enumerate(items)], "id long, v array<float>")
+query_df = spark.createDataFrame([(i, v.tolist()) for i, v in enumerate(queries)], "id long, v array<float>")
+model = ApproximateNearestNeighbors(k=4, algorithm="exact", inputCol="v", idCol="id", backend="cpu",
+                                    numPartitions=3).fit(item_df)
+searches = [[r.indices for r in model.kneighbors(query_df)[2].collect()] for _ in range(4)]
+dist = ((queries[:, None, :] - items[None, :, :]) ** 2).sum(-1)
+truth = np.argsort(dist, axis=1, kind="stable")[:, :4].tolist()
+json.dump({"searches": searches, "truth": truth}, open(out, "w"))
+spark.stop()
+"""
+
+
+def test_knn_on_a_two_executor_standalone_cluster(tmp_path):
+    """Each executor keeps the index partitions it built or received; a search task on an
+    executor without a copy gets the bytes instead: results never depend on where tasks ran."""
+    events = tmp_path / "events.jsonl"
+    out = tmp_path / "out.json"
+    env = dict(os.environ, PYSPARK_PYTHON=sys.executable, PYTHONPATH=str(REPO / "python"),
+               SPARK_LOCAL_IP="127.0.0.1")
+    env.pop("SYNAPSEML_EXT_EVENT_LOG", None)
+    with standalone_cluster(tmp_path / "cluster") as master:
+        done = subprocess.run(
+            [sys.executable, "-c", KNN_DRIVER, master, sys.executable, str(out),
+             str(REPO / "python"), str(events)],
+            env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-4000:]
+    result = json.loads(out.read_text())
+    for found in result["searches"]:
+        assert found == result["truth"]
+    loads = read_events(events, event="nn_load")
+    # Every search loads each of the 3 partitions once, from a local copy or from its bytes.
+    assert len(loads) == 4 * 3
+    assert {e["source"] for e in loads} <= {"local", "bytes"}
+    for part in range(3):
+        assert sum(e["partition"] == part for e in loads) == 4

@@ -1,10 +1,11 @@
 """Bridge ops of the k-NN stages: the Scala ``ApproximateNearestNeighbors`` does the DataFrame
 plumbing itself (repartition, cross join, top-k merge) and asks the executors' Python only
-for the three ``mapInArrow`` functions the PySpark stage runs (:mod:`synapseml_ext.nn.tasks`).
+for the ``mapInArrow`` functions the PySpark stage runs (:mod:`synapseml_ext.nn.tasks`).
 
 The spec is the Scala stage's metadata (rebuilt here into the Python stage, so algorithm
 aliases, ``algoParams`` normalisation and search overrides are Python's own) plus, in
-``bridge.facts``, what only the driver knows: the id kinds and the items' dimension.
+``bridge.facts``, what only the driver knows: the id kinds, the items' dimension, the
+model's index token and the local store's byte limit.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pyspark.sql.types import (
 
 __all__ = ["OPS", "function", "struct_from_ddl"]
 
-OPS = ("nn_build", "nn_block", "nn_search")
+OPS = ("nn_build", "nn_block", "nn_search", "nn_search_local", "nn_search_second")
 
 _ATOMS: dict[str, DataType] = {"int": IntegerType(), "bigint": LongType(),
                                "string": StringType(), "binary": BinaryType(),
@@ -36,25 +37,32 @@ _ATOMS: dict[str, DataType] = {"int": IntegerType(), "bigint": LongType(),
 def function(stage: Any, op: str, facts: dict[str, Any]) -> tuple[Callable, StructType]:
     """``(mapInArrow function, its output schema)`` for ``op`` of the rebuilt Python stage
     (the estimator for ``nn_build``, the model for the search ops)."""
-    from synapseml_ext.nn import tasks
+    from synapseml_ext.nn import local_store, tasks
 
+    if op not in OPS:
+        raise ValueError(f"unknown k-NN bridge op {op!r}; expected one of: {', '.join(OPS)}")
+    store = {"token": facts.get("token"),
+             "store_limit": int(facts.get("store_limit", local_store.AUTO))}
     if op == "nn_build":
         cfg = {"id_kind": facts["id_kind"], "column": stage.getInputCol(),
                "algorithm": stage._cpu_algorithm(), "metric": stage.getMetric(),
                "params": stage._cpu_algo_params(), "k": stage.getK(),
-               "partitions": int(facts.get("partitions", 1))}
+               "partitions": int(facts.get("partitions", 1)), **store}
         return tasks.make_build_fn(cfg), struct_from_ddl(tasks.index_schema(facts["id_kind"]))
     if op == "nn_block":
         cfg = {"id_kind": facts["query_kind"], "column": stage.getInputCol(),
                "dim": facts["dim"]}
         return tasks.make_block_fn(cfg), struct_from_ddl(tasks.block_schema(facts["query_kind"]))
+    found = struct_from_ddl(tasks.found_schema(facts["query_kind"], facts["item_kind"]))
+    cfg = {"item_kind": facts["item_kind"], "query_kind": facts["query_kind"],
+           "metric": stage.getMetric(), "k": stage.getK(), "dim": facts["dim"],
+           "search": stage._search_overrides(), **store}
     if op == "nn_search":
-        cfg = {"item_kind": facts["item_kind"], "query_kind": facts["query_kind"],
-               "metric": stage.getMetric(), "k": stage.getK(), "dim": facts["dim"],
-               "search": stage._search_overrides()}
-        return (tasks.make_search_fn(cfg),
-                struct_from_ddl(tasks.found_schema(facts["query_kind"], facts["item_kind"])))
-    raise ValueError(f"unknown k-NN bridge op {op!r}; expected one of: {', '.join(OPS)}")
+        return tasks.make_search_fn(cfg), found
+    if op == "nn_search_second":
+        return tasks.make_second_search_fn(cfg), found
+    return (tasks.make_local_search_fn(cfg),
+            struct_from_ddl(tasks.local_found_schema(facts["query_kind"], facts["item_kind"])))
 
 
 def struct_from_ddl(ddl: str) -> StructType:

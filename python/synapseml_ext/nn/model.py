@@ -7,9 +7,13 @@ CPU engine (``backend="cpu"``), in Spark terms:
   (one row per partition) is persisted and kept by the model: indexes are built once.
 * ``kneighbors``: each query partition becomes block rows, which a shuffle gathers into a
   few groups; index partitions x groups are paired by a cartesian product (no broadcast:
-  neither queries nor indexes pass through the driver), each pair is searched in one task
-  that receives its index partition once, and the per-partition top-k lists are merged per
-  query with ``groupBy`` (as spark-rapids-ml does).
+  neither queries nor indexes pass through the driver), and the per-partition top-k lists
+  are merged per query with ``groupBy`` (as spark-rapids-ml does). The pairs carry partition
+  numbers, not index bytes: a task searches with its executor's local copy of the partition
+  (:mod:`.local_store`, written by the build and by every search that received the bytes).
+  This runs when ``kneighbors`` is called; blocks that found no copy come back as miss
+  rows, and only where there are some does a join with the index table (partitioned by
+  partition number, so the index is not shuffled) bring them their index bytes.
 
 GPU (``backend="gpu"``, or ``"auto"`` where the executors have spark-rapids-ml, cuVS and a
 GPU): the fit is delegated to ``spark_rapids_ml.knn.ApproximateNearestNeighbors``.
@@ -46,7 +50,7 @@ from pyspark.sql.types import (
 )
 
 from synapseml_ext.bridge.persistence import BridgedParamsReadable  # loads Scala-saved too
-from synapseml_ext.nn import gpu, tasks
+from synapseml_ext.nn import gpu, local_store, tasks
 from synapseml_ext.nn.engine import breadth_knob
 from synapseml_ext.nn.params import _ApproximateNearestNeighborsParams, normalize_algo_params
 from synapseml_ext.nn.vectors import ERROR_PREFIX
@@ -212,19 +216,21 @@ class ApproximateNearestNeighbors(Estimator, _SchemaMixin, BridgedParamsReadable
         prepared = (items.select(F.col(id_col).cast(tasks.spark_id_type(id_kind)).alias(tasks.ID),
                                  vector.alias(tasks.VEC))
                     .repartition(partitions, tasks.ID))
+        token = local_store.new_token()
         cfg = {"id_kind": id_kind, "column": self.getInputCol(),
                "algorithm": self._cpu_algorithm(), "metric": self.getMetric(),
-               "params": self._cpu_algo_params(), "k": self.getK(), "partitions": partitions}
-        indexes = prepared.mapInArrow(tasks.make_build_fn(cfg), tasks.index_schema(id_kind))
-        # On disk, not on the JVM heap: the search tasks need the heap to pass index rows to
-        # Python, and the OS page cache keeps hot partitions in memory anyway.
-        indexes = indexes.persist(StorageLevel.DISK_ONLY)
+               "params": self._cpu_algo_params(), "k": self.getK(), "partitions": partitions,
+               "token": token, "store_limit": _store_limit(items.sparkSession)}
+        indexes = _by_part(prepared.mapInArrow(tasks.make_build_fn(cfg),
+                                               tasks.index_schema(id_kind)), partitions)
         with _DataErrors():
-            infos = [json.loads(row[0]) for row in indexes.select(tasks.INFO).collect()]
-        if not infos:
+            rows = indexes.select(tasks.PART, tasks.INFO).collect()
+        if not rows:
             indexes.unpersist()
             raise ValueError("the item DataFrame is empty: nothing to search")
-        summary = _summarise(infos, self.getInputCol())
+        summary = _summarise([json.loads(row[1]) for row in rows], self.getInputCol())
+        summary.update(token=token, parts=sorted(row[0] for row in rows),
+                       index_partitions=partitions)
         model = ApproximateNearestNeighborsModel()
         model._set_state(items, indexes, summary, reason)
         return self._copyValues(model)
@@ -283,7 +289,12 @@ class ApproximateNearestNeighborsModel(Model, _SchemaMixin, MLReadable, MLWritab
         (``array<float>``; euclidean is the L2 distance, cosine is 1 - cosine similarity,
         inner_product the dot product, largest first). Fewer than k items: the list is
         padded with id ``2**63-1`` (null for string ids) and distance ``inf`` (``-inf``
-        for inner_product). Lazy: nothing runs until an action on ``knn_df``.
+        for inner_product). The CPU engine searches when ``kneighbors`` is called (a
+        partition's search needs the driver to know first whether every executor had a
+        local copy of it); ``knn_df`` keeps the found lists in the executors' storage and
+        merges them on an action. With local copies off
+        (``spark.synapseml_ext.nn.localIndexBytes=0``) or under Spark Connect 3.5, nothing
+        runs until an action.
         """
         if self._delegate is not None:
             return self._delegate.kneighbors(query_df, sort_knn_df_by_query_id)
@@ -303,14 +314,19 @@ class ApproximateNearestNeighborsModel(Model, _SchemaMixin, MLReadable, MLWritab
             tasks.block_schema(query_kind))
         # The shuffle writes the blocks once (the query plan above it is not re-run per index
         # partition) and gathers them into a few groups; never through the driver.
-        groups = self.getNumQueryBlocks() or _query_groups(queries.sparkSession,
-                                                           summary["partitions"])
-        pairs = _index_meets_blocks(self._index_df, blocks.repartition(groups))
+        spark = queries.sparkSession
+        groups = self.getNumQueryBlocks() or _query_groups(spark, summary["partitions"])
         cfg = {"item_kind": summary["id_kind"], "query_kind": query_kind,
                "metric": self.getMetric(), "k": self.getK(), "dim": summary["dim"],
-               "search": self._search_overrides()}
-        found = pairs.mapInArrow(tasks.make_search_fn(cfg),
-                                 tasks.found_schema(query_kind, summary["id_kind"]))
+               "search": self._search_overrides(), "token": summary.get("token"),
+               "store_limit": _store_limit(spark)}
+        if cfg["token"] and cfg["store_limit"] != 0 and not _is_connect(queries):
+            found = _search_local_first(spark, self._index_df, blocks.repartition(groups), cfg,
+                                        summary)
+        else:
+            pairs = _index_meets_blocks(self._index_df, blocks.repartition(groups))
+            found = pairs.mapInArrow(tasks.make_search_fn(cfg),
+                                     tasks.found_schema(query_kind, summary["id_kind"]))
         # Always merged, even from one partition: the merge is also where a repeated query
         # id shows (more rows than index partitions).
         found = _merge_top_k(found, self.getK(), self.getMetric() != "inner_product",
@@ -376,6 +392,63 @@ def _default_parallelism(spark: SparkSession) -> int:
         return int(spark.sparkContext.defaultParallelism)
     except Exception:  # Spark Connect has no SparkContext
         return int(spark.conf.get("spark.default.parallelism", "1") or 1)
+
+
+def _is_connect(df: DataFrame) -> bool:
+    """A Spark Connect DataFrame (whose 3.5 client cannot checkpoint)."""
+    return type(df).__module__.startswith("pyspark.sql.connect")
+
+
+def _store_limit(spark: SparkSession) -> int:
+    try:
+        text = spark.conf.get(local_store.LIMIT_CONF, None)
+    except Exception:  # a Connect server that refuses the key: the default
+        text = None
+    return local_store.parse_limit(text)
+
+
+def _by_part(index_df: DataFrame, partitions: int) -> DataFrame:
+    """The index table hash-partitioned by partition number and kept on disk (not on the
+    JVM heap, which the tasks need to pass index rows to Python; the OS page cache keeps hot
+    partitions in memory anyway). Partitioned so that the miss join needs no index shuffle."""
+    return index_df.repartition(partitions, tasks.PART).persist(StorageLevel.DISK_ONLY)
+
+
+def _search_local_first(spark: SparkSession, index_df: DataFrame, blocks: DataFrame,
+                        cfg: dict[str, Any], summary: dict[str, Any]) -> DataFrame:
+    """Found rows of every (index partition, query block) pair, searched now: first with the
+    executors' local index copies (the pairs carry partition numbers only), then, only for
+    the blocks that found no copy, with the index bytes joined to them."""
+    parts = summary["parts"]
+    numbers = spark.range(len(parts), numPartitions=len(parts)).select(
+        F.element_at(F.array(*[F.lit(p) for p in parts]), F.col("id").cast("int") + 1)
+        .cast("int").alias(tasks.PART))
+    pairs = numbers.crossJoin(blocks.hint("shuffle_replicate_nl"))
+    query_kind, item_kind = cfg["query_kind"], cfg["item_kind"]
+    searched = pairs.mapInArrow(tasks.make_local_search_fn(cfg),
+                                tasks.local_found_schema(query_kind, item_kind))
+    # Run now and keep the output in the executors' block managers (released with the
+    # DataFrame): the driver must see which partitions missed before planning their
+    # search, and any plan reading the index table would stream all of it through the JVM.
+    with _DataErrors():
+        searched = searched.localCheckpoint(eager=True)
+        missed_parts = [row[0] for row in searched.where(F.col(tasks.MISS_PART).isNotNull())
+                        .select(tasks.MISS_PART).distinct().collect()]
+    found = searched.where(F.col(tasks.FOUND_QID).isNotNull()).select(
+        tasks.FOUND_QID, tasks.INDICES, tasks.DISTANCES)
+    if not missed_parts:
+        return found
+    log.info("kneighbors: no local copy of index partition(s) %s on some executors; "
+             "sending their bytes", sorted(missed_parts))
+    # The index table is hash-partitioned by partition number: only the misses are shuffled.
+    missed = searched.where(F.col(tasks.MISS_PART).isNotNull()).select(
+        tasks.MISS_PART, tasks.QIDS, tasks.QVECS)
+    with_bytes = index_df.where(F.col(tasks.PART).isin(missed_parts)).join(
+        missed.hint("shuffle_hash"), F.col(tasks.PART) == F.col(tasks.MISS_PART))
+    second = with_bytes.select(tasks.PART, tasks.IDS, tasks.INDEX, tasks.INFO, tasks.QIDS,
+                               tasks.QVECS).mapInArrow(
+        tasks.make_second_search_fn(cfg), tasks.found_schema(query_kind, item_kind))
+    return found.unionByName(second)
 
 
 def _index_meets_blocks(index_df: DataFrame, blocks: DataFrame) -> DataFrame:
@@ -500,7 +573,12 @@ class _ModelReader(MLReader):
         model._resetUid(metadata["uid"])
         DefaultParamsReader.getAndSetParams(model, metadata)
         spark = SparkSession.builder.getOrCreate()
+        summary = metadata["summary"]
+        indexes = spark.read.parquet(f"{path}/data/indexes")
+        if "parts" not in summary:  # saved before local index copies: one token per load
+            summary.update(token=local_store.new_token(), parts=sorted(
+                row[0] for row in indexes.select(tasks.PART).collect()))
+        partitions = summary.get("index_partitions") or max(summary["parts"]) + 1
         model._set_state(spark.read.parquet(f"{path}/data/items"),
-                         spark.read.parquet(f"{path}/data/indexes"),
-                         metadata["summary"], "loaded")
+                         _by_part(indexes, partitions), summary, "loaded")
         return model

@@ -1,5 +1,6 @@
 """What runs on the executors: build one index per item partition, cut queries into blocks,
-search (block, index partition) pairs.
+search (block, index partition) pairs, with the executor's local copy of the partition
+(:mod:`.local_store`) or with its bytes.
 
 Each ``make_*`` factory runs on the driver and returns a function of plain values (nothing
 of the stage is pickled); the returned functions run inside ``mapInArrow`` tasks and import
@@ -22,6 +23,8 @@ ID, VEC = "__id", "__vec"
 QIDS, QVECS = "__qids", "__qvecs"
 PART, IDS, INDEX, INFO = "__part", "__ids", "__index", "__info"
 FOUND_QID, INDICES, DISTANCES = "__qid", "indices", "distances"
+# Query blocks a search task could not search (no local copy of its index partition).
+MISS_PART = "__miss_part"
 
 LONG_MAX = np.iinfo(np.int64).max
 
@@ -46,6 +49,14 @@ def found_schema(query_kind: str, item_kind: str) -> str:
             f"{DISTANCES} array<float>")
 
 
+def local_found_schema(query_kind: str, item_kind: str) -> str:
+    """What a search from local index copies returns: found rows (the miss columns null)
+    and miss rows (the query blocks of a partition this executor holds no copy of; the
+    found columns null)."""
+    return (f"{found_schema(query_kind, item_kind)}, {MISS_PART} int, "
+            f"{QIDS} array<{spark_id_type(query_kind)}>, {QVECS} binary")
+
+
 def _table(batches: Iterator[Any]):
     import pyarrow as pa
 
@@ -65,7 +76,8 @@ def _threads() -> None:
 def make_build_fn(cfg: dict[str, Any]) -> Callable:
     """Executor: the whole item partition -> one index row (none for an empty partition).
 
-    ``cfg``: id_kind, column, algorithm, metric, params (normalised algoParams), k, partitions.
+    ``cfg``: id_kind, column, algorithm, metric, params (normalised algoParams), k,
+    partitions; token and store_limit (the local index store, :mod:`.local_store`).
     """
 
     def build(batches: Iterator[Any]) -> Iterator[Any]:
@@ -99,12 +111,14 @@ def make_build_fn(cfg: dict[str, Any]) -> Callable:
                         "recall %s)", part, built.info.kind, built.info.n, built.info.seconds,
                         built.info.search or built.info.params, built.info.calibration_recall)
         id_type = pa.int64() if cfg["id_kind"] == "long" else pa.string()
-        yield pa.RecordBatch.from_arrays(
+        row = pa.RecordBatch.from_arrays(
             [pa.array([part], pa.int32()),
              pa.array([in_label_order.tolist()], pa.list_(id_type)),
              pa.array([blob.tobytes()], pa.binary()),
              pa.array([json.dumps(info)], pa.string())],
             [PART, IDS, INDEX, INFO])
+        _keep_locally(cfg, part, row)
+        yield row
 
     return build
 
@@ -164,64 +178,177 @@ def make_search_fn(cfg: dict[str, Any]) -> Callable:
     """Executor: (index partition, query block) rows -> one row per query with the
     partition's top-k (padded with the missing-neighbour id and worst distance).
 
-    A task's rows share one index partition, whose bytes come on its first row only (the
-    plan nulls them on the others, so the index crosses from the JVM once per task); the
-    blocks are searched together, up to SEARCH_BYTES of queries at a time.
-    ``cfg``: item_kind, query_kind, metric, k, dim, search (nprobe / ef_search overrides;
-    and search_bytes, for tests).
+    A task's rows share one index partition, whose bytes come on its first row at least
+    (the plan may null them on the others, so that the index crosses from the JVM once per
+    task); the blocks are searched together, up to SEARCH_BYTES of queries at a time. A
+    partition received is also kept in the executor's local store for later searches.
+    ``cfg``: item_kind, query_kind, metric, k, dim, search (nprobe / ef_search overrides),
+    token and store_limit (and search_bytes, for tests).
     """
+    return _searcher(cfg, local=False)
+
+
+def make_local_search_fn(cfg: dict[str, Any]) -> Callable:
+    """Executor: (index partition number, query block) rows -> found rows as
+    :func:`make_search_fn` returns, searched with this executor's local copy of the
+    partition; where it has none, the blocks come back as miss rows (at most MISS_BYTES of
+    vectors each), for a second search that brings the partition's bytes.
+    ``cfg``: as :func:`make_search_fn`."""
+    return _searcher(cfg, local=True)
+
+
+def make_second_search_fn(cfg: dict[str, Any]) -> Callable:
+    """Executor: miss rows of :func:`make_local_search_fn` joined with their partition's
+    index row (ids, index bytes, info) -> found rows, searched with the joined index (which
+    is then kept locally too). ``cfg``: as :func:`make_search_fn`."""
 
     def search(batches: Iterator[Any]) -> Iterator[Any]:
         _threads()
-        loaded = _LoadedIndex(cfg["item_kind"])
+        loaded: dict[int, _LoadedIndex] = {}  # the few partitions hashed to this task
+        for batch in batches:
+            for row in range(batch.num_rows):
+                part = batch.column(PART)[row].as_py()
+                if part not in loaded:
+                    loaded[part] = _LoadedIndex(cfg)
+                    loaded[part].load(part, batch, row)
+                qvecs = np.frombuffer(batch.column(QVECS)[row].as_buffer(), dtype=np.float32)
+                pending = [(batch.column(QIDS)[row].values, qvecs.reshape(-1, cfg["dim"]))]
+                yield from _search_pending(loaded[part], pending, cfg)
+
+    return search
+
+
+# A miss row holds at most this many bytes of query vectors (each carries its partition's
+# index bytes to the second search, so fewer, larger rows move less).
+MISS_BYTES = 256 << 20
+
+
+def _searcher(cfg: dict[str, Any], local: bool) -> Callable:
+    def search(batches: Iterator[Any]) -> Iterator[Any]:
+        _threads()
+        loaded = _LoadedIndex(cfg)
         pending: list[tuple[Any, np.ndarray]] = []  # (query ids, query vectors) per block
         for batch in batches:
             for row in range(batch.num_rows):
                 part = batch.column(PART)[row].as_py()
                 if part != loaded.part:
-                    yield from _search_pending(loaded, pending, cfg)
-                    loaded.load(part, batch, row)
+                    yield from _flush(loaded, pending, cfg, local)
+                    if local:
+                        loaded.load_local(part)
+                    else:
+                        loaded.load(part, batch, row)
                 qvecs = np.frombuffer(batch.column(QVECS)[row].as_buffer(), dtype=np.float32)
                 pending.append((batch.column(QIDS)[row].values, qvecs.reshape(-1, cfg["dim"])))
-                if sum(q.nbytes for _, q in pending) >= cfg.get("search_bytes", SEARCH_BYTES):
-                    yield from _search_pending(loaded, pending, cfg)
-        yield from _search_pending(loaded, pending, cfg)
+                # Misses go back as they came, in a few large rows.
+                limit = (cfg.get("search_bytes", SEARCH_BYTES) if loaded.index is not None
+                         else cfg.get("miss_bytes", MISS_BYTES))
+                if sum(q.nbytes for _, q in pending) >= limit:
+                    yield from _flush(loaded, pending, cfg, local)
+        yield from _flush(loaded, pending, cfg, local)
 
     return search
 
 
 class _LoadedIndex:
-    """The one index partition a search task holds: deserialized from the row carrying it."""
+    """The one index partition a search task holds: deserialized from the row carrying it,
+    or from this executor's local copy."""
 
-    def __init__(self, item_kind: str) -> None:
-        self.item_kind = item_kind
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        self.cfg = cfg
+        self.item_kind = cfg["item_kind"]
         self.part: int | None = None
         self.index: Any = None
         self.ids: np.ndarray | None = None
 
     def load(self, part: int, batch: Any, row: int) -> None:
-        from synapseml_ext.engine.encoder import record_event
-        from synapseml_ext.nn import engine
-
-        started = time.perf_counter()
+        """From the bytes on ``batch[row]`` (kept locally as well)."""
         blob = batch.column(INDEX)[row]
         if not blob.is_valid:
             raise RuntimeError(f"index partition {part} reached its search task without its "
                                "index bytes (they travel on the task's first row)")
+        stored = _index_row(batch, row)
+        self._set(part, stored, "bytes")
+        _keep_locally(self.cfg, part, stored)
+
+    def load_local(self, part: int) -> None:
+        """From this executor's local copy; ``index`` stays None where there is none."""
+        from synapseml_ext.nn import local_store
+
+        self.index = self.ids = None
+        self.part = part
+        token = self.cfg.get("token")
+        stored = local_store.read(token, part) if token else None
+        if stored is not None:
+            self._set(part, stored[0], "local", mapped=stored[1])
+
+    def _set(self, part: int, stored: Any, source: str, mapped: Any = None) -> None:
+        """``stored``: ids and info (and the index bytes, unless ``mapped`` names the
+        index file to map)."""
+        from synapseml_ext.engine.encoder import record_event
+        from synapseml_ext.nn import engine
+
+        started = time.perf_counter()
         self.index = self.ids = None  # one index in memory at a time
-        info = json.loads(batch.column(INFO)[row].as_py())
+        info = json.loads(stored.column(INFO)[0].as_py())
         info.pop("first_id", None)
-        self.index = engine.deserialize(np.frombuffer(blob.as_buffer(), dtype=np.uint8),
-                                        engine.BuildInfo.from_dict(info))
-        ids = ids_to_numpy(batch.column(IDS)[row].values, self.item_kind)
+        build_info = engine.BuildInfo.from_dict(info)
+        if mapped is not None:
+            self.index = engine.read_mapped(str(mapped), build_info)
+        else:
+            blob = np.frombuffer(stored.column(INDEX)[0].as_buffer(), dtype=np.uint8)
+            self.index = engine.deserialize(blob, build_info)
+        ids = ids_to_numpy(stored.column(IDS)[0].values, self.item_kind)
         pad = LONG_MAX if self.item_kind == "long" else None
         self.ids = np.append(ids, np.array([pad], dtype=ids.dtype))  # label -1 -> the pad
         self.part = part
-        record_event("nn_load", partition=part, seconds=time.perf_counter() - started)
+        record_event("nn_load", partition=part, source=source,
+                     seconds=time.perf_counter() - started)
+
+
+def _index_row(batch: Any, row: int) -> Any:
+    """Row ``row`` of ``batch`` as a one-row batch of the columns an index copy keeps."""
+    import pyarrow as pa
+
+    return pa.RecordBatch.from_arrays([batch.column(c).slice(row, 1) for c in (IDS, INDEX, INFO)],
+                                      [IDS, INDEX, INFO])
+
+
+def _keep_locally(cfg: dict[str, Any], part: int, row: Any) -> None:
+    from synapseml_ext.nn import local_store
+
+    if cfg.get("token"):
+        local_store.write(cfg["token"], part, row, int(cfg.get("store_limit", local_store.AUTO)))
+
+
+def _flush(loaded: _LoadedIndex, pending: list[tuple[Any, np.ndarray]], cfg: dict[str, Any],
+           local: bool) -> Iterator[Any]:
+    if not pending:
+        return
+    if loaded.index is not None:
+        yield from _search_pending(loaded, pending, cfg, local)
+    else:
+        yield _misses(loaded.part, pending, cfg)
+
+
+def _misses(part: int, pending: list[tuple[Any, np.ndarray]], cfg: dict[str, Any]) -> Any:
+    """The pending blocks as one miss row of partition ``part``; empties ``pending``."""
+    import pyarrow as pa
+
+    qids = pa.concat_arrays([ids for ids, _ in pending])
+    vectors = b"".join(q.tobytes() for _, q in pending)
+    pending.clear()
+    query_type = pa.int64() if cfg["query_kind"] == "long" else pa.string()
+    item_type = pa.int64() if cfg["item_kind"] == "long" else pa.string()
+    return pa.RecordBatch.from_arrays(
+        [pa.nulls(1, query_type), pa.nulls(1, pa.list_(item_type)),
+         pa.nulls(1, pa.list_(pa.float32())), pa.array([part], pa.int32()),
+         pa.ListArray.from_arrays(pa.array([0, len(qids)], pa.int32()), qids.cast(query_type)),
+         pa.array([vectors], pa.binary())],
+        [FOUND_QID, INDICES, DISTANCES, MISS_PART, QIDS, QVECS])
 
 
 def _search_pending(loaded: _LoadedIndex, pending: list[tuple[Any, np.ndarray]],
-                    cfg: dict[str, Any]) -> Iterator[Any]:
+                    cfg: dict[str, Any], local: bool = False) -> Iterator[Any]:
     """Search the pending blocks against the loaded index together, and empty ``pending``."""
     import pyarrow as pa
 
@@ -242,11 +369,16 @@ def _search_pending(loaded: _LoadedIndex, pending: list[tuple[Any, np.ndarray]],
                  seconds=time.perf_counter() - started)
     item_type = pa.int64() if cfg["item_kind"] == "long" else pa.string()
     offsets = pa.array(np.arange(0, len(queries) * k + 1, k, dtype=np.int32))
-    yield pa.RecordBatch.from_arrays(
-        [qids,
-         pa.ListArray.from_arrays(offsets, pa.array(loaded.ids[labels].ravel(), item_type)),
-         pa.ListArray.from_arrays(offsets, pa.array(distances.ravel(), pa.float32()))],
-        [FOUND_QID, INDICES, DISTANCES])
+    columns = [qids,
+               pa.ListArray.from_arrays(offsets, pa.array(loaded.ids[labels].ravel(), item_type)),
+               pa.ListArray.from_arrays(offsets, pa.array(distances.ravel(), pa.float32()))]
+    names = [FOUND_QID, INDICES, DISTANCES]
+    if local:
+        query_type = pa.int64() if cfg["query_kind"] == "long" else pa.string()
+        columns += [pa.nulls(len(qids), pa.int32()), pa.nulls(len(qids), pa.list_(query_type)),
+                    pa.nulls(len(qids), pa.binary())]
+        names += [MISS_PART, QIDS, QVECS]
+    yield pa.RecordBatch.from_arrays(columns, names)
 
 
 def gpu_probe(_batches: Iterator[Any]) -> Iterator[Any]:

@@ -8,7 +8,8 @@ import org.apache.spark.ml.{Estimator, Model}
 import org.apache.spark.ml.param.ParamMap
 import org.apache.spark.ml.synapsemlext.{BridgedParamsReader, ModelMetadata}
 import org.apache.spark.ml.util._
-import org.apache.spark.sql.{DataFrame, Dataset}
+import org.apache.spark.network.util.JavaUtils
+import org.apache.spark.sql.{DataFrame, Dataset, SparkSession}
 import org.apache.spark.sql.functions._
 import org.apache.spark.sql.synapsemlext.PythonBridge
 import org.apache.spark.sql.types.StructType
@@ -20,9 +21,10 @@ import org.json4s.jackson.JsonMethods
  *
  * The JVM side of `synapseml_ext.nn.ApproximateNearestNeighbors` (same Params, same saved
  * layout, same results): the Spark plan is built here, as the PySpark stage builds it, and
- * the three executor steps (build one faiss index per item partition, cut queries into
- * blocks, search block x index pairs) run the Python stage's own functions through the
- * bridge (`mapInArrow`). The executors need the `synapseml-ext` Python package (with
+ * the executor steps (build one faiss index per item partition, cut queries into blocks,
+ * search block x partition pairs with the executors' local index copies, then the misses
+ * with the index bytes) run the Python stage's own functions through the bridge
+ * (`mapInArrow`). The executors need the `synapseml-ext` Python package (with
  * faiss-cpu); see docs/scala.md.
  *
  * {{{
@@ -65,17 +67,21 @@ class ApproximateNearestNeighbors(override val uid: String)
         vector.as(Tables.Vec))
       .repartition(partitions, col(Tables.Id))
     // Each partition tunes its search breadth for its share of the global k, so the build
-    // needs the partition count; the index table stays on disk, off the JVM heap, as in Python.
-    val indexes = PythonBridge.mapInArrow(this, prepared, "nn_build",
-      JObject("id_kind" -> JString(idKind), "partitions" -> JInt(partitions)),
-      Tables.indexSchema(idKind)).persist(StorageLevel.DISK_ONLY)
-    val infos = DataErrors.translate(indexes.select(Tables.Info).collect())
-      .map(row => JsonMethods.parse(row.getString(0))).toSeq
-    if (infos.isEmpty) {
+    // needs the partition count; it keeps a local copy of its index under the model's token.
+    val token = LocalStore.newToken()
+    val indexes = LocalStore.byPart(PythonBridge.mapInArrow(this, prepared, "nn_build",
+      JObject("id_kind" -> JString(idKind), "partitions" -> JInt(partitions),
+        "token" -> JString(token),
+        "store_limit" -> JInt(LocalStore.limit(dataset.sparkSession))),
+      Tables.indexSchema(idKind)), partitions)
+    val rows = DataErrors.translate(indexes.select(Tables.Part, Tables.Info).collect())
+    if (rows.isEmpty) {
       indexes.unpersist()
       throw new IllegalArgumentException("the item DataFrame is empty: nothing to search")
     }
-    val summary = Summary.of(infos, $(inputCol))
+    val infos = rows.map(row => JsonMethods.parse(row.getString(1))).toSeq
+    val summary = JObject(Summary.of(infos, $(inputCol)).obj ++
+      LocalStore.facts(token, rows.map(_.getInt(0)).toSeq, partitions).obj)
     copyValues(new ApproximateNearestNeighborsModel(uid, items, indexes, summary).setParent(this))
   }
 
@@ -139,15 +145,25 @@ class ApproximateNearestNeighborsModel private[nn] (override val uid: String,
    * PySpark stage (and spark-rapids-ml) return them. `knnDf` has one row per query:
    * `query_<idCol>`, `indices` (item ids, nearest first) and `distances` (`array<float>`);
    * fewer than k items are padded with id `Long.MaxValue` (null for string ids) and
-   * distance `inf` (`-inf` for inner_product). Lazy: nothing runs until an action. */
+   * distance `inf` (`-inf` for inner_product). The search runs when `kneighbors` is called
+   * (the driver must know whether every executor had a local copy of each index partition);
+   * `knnDf` keeps the found lists in the executors' storage and merges them on an action.
+   * With local copies off (`spark.synapseml_ext.nn.localIndexBytes=0`) nothing runs until
+   * an action. */
   def kneighbors(queryDf: Dataset[_], sortKnnDfByQueryId: Boolean)
       : (DataFrame, DataFrame, DataFrame) = {
     val queryKind = checkId(queryDf.schema, "query")
     val queries = withId(queryDf.toDF(), "query")
     val vector = vectorExpr(queries.schema, "query")
     val itemKind = summaryString("id_kind")
+    val token = summary \ "token" match {
+      case JString(t) => Some(t)
+      case _ => None
+    }
+    val storeLimit = LocalStore.limit(queries.sparkSession)
     val facts = JObject("query_kind" -> JString(queryKind), "item_kind" -> JString(itemKind),
-      "dim" -> JInt(summaryDim))
+      "dim" -> JInt(summaryDim), "token" -> token.map(JString(_)).getOrElse(JNull),
+      "store_limit" -> JInt(storeLimit))
     val selected = queries.select(
       col(s"`$idColOrDefault`").cast(Tables.sparkIdType(queryKind)).as(Tables.Id),
       vector.as(Tables.Vec))
@@ -159,9 +175,11 @@ class ApproximateNearestNeighborsModel private[nn] (override val uid: String,
       val cores = queries.sparkSession.sparkContext.defaultParallelism
       math.max(1, math.ceil(cores.toDouble / math.max(1, summaryPartitions)).toInt)
     }
-    val pairs = indexMeetsBlocks(blocks.repartition(groups))
-    val perPartition = PythonBridge.mapInArrow(this, pairs, "nn_search", facts,
-      Tables.foundSchema(queryKind, itemKind))
+    val grouped = blocks.repartition(groups)
+    val perPartition =
+      if (token.isDefined && storeLimit != 0) searchLocalFirst(grouped, facts, queryKind, itemKind)
+      else PythonBridge.mapInArrow(this, indexMeetsBlocks(grouped), "nn_search", facts,
+        Tables.foundSchema(queryKind, itemKind))
     // Always merged, even from one partition: the merge is also where a repeated query id
     // shows (more rows than index partitions).
     val found = mergeTopK(perPartition, $(k), $(metric) != "inner_product", queryKind)
@@ -192,6 +210,47 @@ class ApproximateNearestNeighborsModel private[nn] (override val uid: String,
     if (getIdCol.isDefined) joined.select(col("item_df"), col("query_df"), col(distCol))
     else joined.select(col("item_df").dropFields(id).as("item_df"),
       col("query_df").dropFields(id).as("query_df"), col(distCol))
+  }
+
+  /** Found rows of every (index partition, query block) pair, searched now: first with the
+   * executors' local index copies (the pairs carry partition numbers only), then, only for
+   * the blocks that found no copy, with the index bytes joined to them (the index table is
+   * partitioned by partition number, so only the misses are shuffled). The first search is
+   * checkpointed in the executors' block managers: the driver must see which partitions
+   * missed before planning their search (as the PySpark stage). */
+  private def searchLocalFirst(blocks: DataFrame, facts: JObject, queryKind: String,
+      itemKind: String): DataFrame = {
+    val parts = summaryParts
+    val numbers = blocks.sparkSession.range(0, parts.size, 1, parts.size).select(
+      element_at(array(parts.map(p => lit(p)): _*), col("id").cast("int") + 1).cast("int")
+        .as(Tables.Part))
+    val pairs = numbers.crossJoin(blocks.hint("shuffle_replicate_nl"))
+    val searched = DataErrors.translate(PythonBridge.mapInArrow(this, pairs, "nn_search_local",
+      facts, Tables.localFoundSchema(queryKind, itemKind)).localCheckpoint(eager = true))
+    val missing = col(Tables.MissPart).isNotNull
+    val missedParts = DataErrors.translate(
+      searched.where(missing).select(Tables.MissPart).distinct().collect()).map(_.getInt(0))
+    val found = searched.where(col(Tables.FoundQid).isNotNull)
+      .select(col(Tables.FoundQid), col(Tables.Indices), col(Tables.Distances))
+    if (missedParts.isEmpty) found
+    else {
+      val missed = searched.where(missing)
+        .select(col(Tables.MissPart), col(Tables.Qids), col(Tables.Qvecs))
+      val withBytes = indexDf.where(col(Tables.Part).isin(missedParts.toSeq: _*))
+        .join(missed.hint("shuffle_hash"), col(Tables.Part) === col(Tables.MissPart))
+      val columns = Seq(Tables.Part, Tables.Ids, Tables.Index, Tables.Info, Tables.Qids,
+        Tables.Qvecs)
+      found.unionByName(PythonBridge.mapInArrow(this, withBytes.select(columns.map(col): _*),
+        "nn_search_second", facts, Tables.foundSchema(queryKind, itemKind)))
+    }
+  }
+
+  private def summaryParts: Seq[Int] = (summary \ "parts") match {
+    case JArray(values) => values.map {
+      case JInt(n) => n.toInt
+      case other => throw new IllegalStateException(s"bad build summary part: $other")
+    }
+    case other => throw new IllegalStateException(s"bad build summary parts: $other")
   }
 
   /** Every (index row, query block) pair, one task per (index partition, block partition)
@@ -269,9 +328,19 @@ object ApproximateNearestNeighborsModel extends MLReadable[ApproximateNearestNei
         case _ => throw new IllegalArgumentException(s"$path has no build summary in its " +
           "metadata: it was not saved by an ApproximateNearestNeighborsModel")
       }
+      val indexes = sparkSession.read.parquet(s"$path/data/indexes")
+      // Saved before local index copies: a token for this load, the parts from the table.
+      val complete = if ((summary \ "parts") != JNothing) summary else {
+        val parts = indexes.select(Tables.Part).collect().map(_.getInt(0)).sorted.toSeq
+        JObject(summary.obj ++ LocalStore.facts(LocalStore.newToken(), parts, parts.max + 1).obj)
+      }
+      val partitions = complete \ "index_partitions" match {
+        case JInt(n) => n.toInt
+        case _ => 1
+      }
       val model = new ApproximateNearestNeighborsModel(saved.uid,
         sparkSession.read.parquet(s"$path/data/items"),
-        sparkSession.read.parquet(s"$path/data/indexes"), summary)
+        LocalStore.byPart(indexes, partitions), complete)
       saved.setParams(model)
       model
     }
@@ -294,6 +363,7 @@ private[nn] object Tables {
   val Index = "__index"
   val Info = "__info"
   val FoundQid = "__qid"
+  val MissPart = "__miss_part"
   val Indices = "indices"
   val Distances = "distances"
 
@@ -308,10 +378,40 @@ private[nn] object Tables {
     s"$FoundQid ${sparkIdType(queryKind)}, $Indices array<${sparkIdType(itemKind)}>, " +
       s"$Distances array<float>"
 
+  def localFoundDdl(queryKind: String, itemKind: String): String =
+    s"${foundDdl(queryKind, itemKind)}, $MissPart int, $Qids array<${sparkIdType(queryKind)}>, " +
+      s"$Qvecs binary"
+
   def indexSchema(idKind: String): StructType = StructType.fromDDL(indexDdl(idKind))
   def blockSchema(idKind: String): StructType = StructType.fromDDL(blockDdl(idKind))
   def foundSchema(queryKind: String, itemKind: String): StructType =
     StructType.fromDDL(foundDdl(queryKind, itemKind))
+  def localFoundSchema(queryKind: String, itemKind: String): StructType =
+    StructType.fromDDL(localFoundDdl(queryKind, itemKind))
+}
+
+/** The executors' local index copies (synapseml_ext/nn/local_store.py): the model's token,
+ * the store's byte limit, and the index table partitioned by partition number. */
+private[nn] object LocalStore {
+
+  /** 0 turns the local copies off; unset, the store may use half its disk's free space. */
+  val LimitConf = "spark.synapseml_ext.nn.localIndexBytes"
+  val Auto: Long = -1L
+
+  def newToken(): String = java.util.UUID.randomUUID().toString.replace("-", "")
+
+  def limit(spark: SparkSession): Long =
+    spark.conf.getOption(LimitConf).map(_.trim).filter(_.nonEmpty)
+      .map(text => JavaUtils.byteStringAsBytes(text)).getOrElse(Auto)
+
+  /** Hash-partitioned by partition number (the miss join then shuffles only the misses)
+   * and kept on disk, off the JVM heap, as in Python. */
+  def byPart(indexes: DataFrame, partitions: Int): DataFrame =
+    indexes.repartition(partitions, col(Tables.Part)).persist(StorageLevel.DISK_ONLY)
+
+  def facts(token: String, parts: Seq[Int], partitions: Int): JObject =
+    JObject("token" -> JString(token), "parts" -> JArray(parts.sorted.map(JInt(_)).toList),
+      "index_partitions" -> JInt(partitions))
 }
 
 /** The build summary the model keeps and saves (synapseml_ext.nn.model._summarise). */

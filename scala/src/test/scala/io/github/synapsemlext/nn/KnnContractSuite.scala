@@ -92,6 +92,8 @@ class KnnContractSuite extends AnyFunSuite {
     assert((ddl \ "block_string") == JString(Tables.blockDdl("string")))
     assert((ddl \ "found_string_long") == JString(Tables.foundDdl("string", "long")))
     assert((ddl \ "found_long_string") == JString(Tables.foundDdl("long", "string")))
+    assert((ddl \ "local_found_string_long") == JString(Tables.localFoundDdl("string", "long")))
+    assert((ddl \ "local_found_long_string") == JString(Tables.localFoundDdl("long", "string")))
   }
 
   test("setters accept and refuse what Python does, with its messages") {
@@ -162,9 +164,17 @@ class KnnContractSuite extends AnyFunSuite {
     assert(dims.startsWith("synapseml-ext: item id ") && dims.contains("all vectors must have " +
       "the same dimension"), dims)
     val model = ann.fit(Seq(1L -> Seq(1f, 2f), 2L -> Seq(0f, 1f)).toDF("id", "v"))
-    val (_, _, knn) = model.kneighbors(Seq(9L -> Seq(1f, 2f, 3f)).toDF("id", "v"))
-    val query = intercept[SparkException](knn.collect())
-    assert(query.getMessage.contains("synapseml-ext: query id 9 has a 'v' vector of dimension 3 " +
-      "but the items have 2"), query.getMessage)
+    val badQuery = Seq(9L -> Seq(1f, 2f, 3f)).toDF("id", "v")
+    // The search runs in kneighbors: its data error comes back as on the driver.
+    assert(intercept[IllegalArgumentException](model.kneighbors(badQuery)).getMessage
+      .startsWith("synapseml-ext: query id 9 has a 'v' vector of dimension 3 but the items have 2"))
+    // With the local index copies off the search is lazy: the error comes with the action.
+    spark.conf.set("spark.synapseml_ext.nn.localIndexBytes", "0")
+    try {
+      val (_, _, knn) = model.kneighbors(badQuery)
+      val query = intercept[SparkException](knn.collect())
+      assert(query.getMessage.contains("synapseml-ext: query id 9 has a 'v' vector of " +
+        "dimension 3 but the items have 2"), query.getMessage)
+    } finally spark.conf.unset("spark.synapseml_ext.nn.localIndexBytes")
   }
 }

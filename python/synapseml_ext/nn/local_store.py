@@ -1,0 +1,159 @@
+"""Executor-local copies of index partitions, so that a search need not move them again.
+
+Sending a persisted index partition from the JVM to a Python worker costs far more than the
+search itself (1M x 384 items: ~5 s to ship 1.5 GB, against ~1 s to read it back from a local
+file; docs/ann.md). So whoever holds an index partition in a Python worker (the build task,
+or a search task that received its bytes) also writes it to a file on its executor's local
+disk, and later searches on that executor read the file instead of receiving the bytes.
+
+Files live under the executor's Spark local directory (``SPARK_LOCAL_DIRS``, which Spark
+sets for its Python workers and deletes when the executor stops), so they never outlive
+the application. A partition is two files named by the model's index token (a random id drawn
+at ``fit`` and saved with the model: one token, one content) and the partition number: the
+faiss index as faiss writes it, which a search maps into memory (no copy: the OS page cache
+holds it once for all the workers of the machine), and an Arrow file of its ids and build
+info, written last, so that its presence means both are complete. Each is written under a
+temporary name and renamed (workers of one executor may write the same partition at once);
+partitions are evicted least-recently-used first when the store would pass its byte limit.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("synapseml_ext.nn")
+
+# Spark conf key of the store's byte limit (read on the driver): 0 turns the store off; unset,
+# the store may use half of the space its disk has free (plus what it already holds).
+LIMIT_CONF = "spark.synapseml_ext.nn.localIndexBytes"
+AUTO = -1
+SUFFIX = ".arrow"   # ids and info; the index is beside it with INDEX_SUFFIX
+INDEX_SUFFIX = ".faiss"
+_TOKEN = re.compile(r"^[0-9a-f]{32}$")
+
+
+def new_token() -> str:
+    return uuid.uuid4().hex
+
+
+def parse_limit(text: str | None) -> int:
+    """The conf value as bytes (``0``, ``512m``, ``20g``...); unset or empty: automatic."""
+    if text is None or not str(text).strip():
+        return AUTO
+    match = re.fullmatch(r"\s*(\d+)\s*([kmgt]?)b?\s*", str(text).lower())
+    if not match:
+        raise ValueError(f"{LIMIT_CONF} must be a byte count such as 0, 512m or 20g, got "
+                         f"{text!r}")
+    return int(match.group(1)) * 1024 ** " kmgt".index(match.group(2) or " ")
+
+
+def root() -> Path:
+    """The store directory: under the first Spark local dir of this executor."""
+    local_dirs = os.environ.get("SPARK_LOCAL_DIRS", "")
+    base = local_dirs.split(",")[0] if local_dirs else tempfile.gettempdir()
+    return Path(base) / "synapseml-ext-nn"
+
+
+def path_for(token: str, part: int) -> Path:
+    if not _TOKEN.match(token):
+        raise ValueError(f"not an index token: {token!r}")
+    return root() / f"{token}-{int(part)}{SUFFIX}"
+
+
+def read(token: str, part: int) -> tuple[Any, Path] | None:
+    """``(ids and info as a one-row pyarrow RecordBatch, path of the faiss index file)`` of
+    partition ``part``; None if this executor has no copy."""
+    import pyarrow as pa
+
+    path = path_for(token, part)
+    try:
+        batch = pa.ipc.open_file(pa.memory_map(str(path))).get_batch(0)
+        os.utime(path)  # recency for the eviction
+    except FileNotFoundError:
+        return None
+    except (OSError, pa.ArrowInvalid) as e:  # a damaged file: drop it and use the bytes
+        log.warning("dropping unreadable local index %s: %s", path, e)
+        _remove(path)
+        return None
+    return batch, path.with_suffix(INDEX_SUFFIX)
+
+
+def write(token: str, part: int, batch: Any, limit: int) -> bool:
+    """Store the one-row ``batch`` (ids, index bytes, info columns) for partition ``part``
+    unless the store is off (``limit`` 0) or the row cannot fit; True if the copy is there."""
+
+    if limit == 0:
+        return False
+    path = path_for(token, part)
+    if path.exists():
+        return True
+    index = batch.column("__index")[0].as_buffer()
+    rest = batch.drop_columns(["__index"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not _make_room(path.parent, index.size + rest.nbytes, limit):
+        log.info("local index store full: partition %d of %s not kept", part, token)
+        return False
+    try:
+        _write_atomically(path.with_suffix(INDEX_SUFFIX),
+                          lambda sink: sink.write(index))
+        _write_atomically(path, lambda sink: _write_batch(sink, rest))
+    except OSError as e:  # a full disk must not fail the search: the bytes are at hand
+        log.warning("could not keep index partition %d locally: %s", part, e)
+        _remove(path)
+        return False
+    return True
+
+
+def _write_batch(sink: Any, batch: Any) -> None:
+    import pyarrow as pa
+
+    with pa.ipc.new_file(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+
+
+def _write_atomically(path: Path, fill: Any) -> None:
+    import pyarrow as pa
+
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+    try:
+        with pa.OSFile(str(temporary), "wb") as sink:
+            fill(sink)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _remove(path: Path) -> None:
+    """Drop a stored partition: its info file first (it marks the copy complete)."""
+    path.unlink(missing_ok=True)
+    path.with_suffix(INDEX_SUFFIX).unlink(missing_ok=True)
+
+
+def _make_room(directory: Path, size: int, limit: int) -> bool:
+    """Evict least recently used files until ``size`` more bytes fit under the limit."""
+    files = []
+    for entry in directory.glob(f"*{SUFFIX}"):
+        try:
+            stat = entry.stat()
+            size = stat.st_size + entry.with_suffix(INDEX_SUFFIX).stat().st_size
+        except FileNotFoundError:  # evicted meanwhile by another worker
+            continue
+        files.append((stat.st_mtime, size, entry))
+    held = sum(file_size for _, file_size, _ in files)
+    if limit == AUTO:
+        limit = (shutil.disk_usage(directory).free + held) // 2
+    if size > limit:
+        return False
+    for _, file_size, entry in sorted(files, key=lambda f: f[0]):
+        if held + size <= limit:
+            break
+        _remove(entry)
+        held -= file_size
+    return held + size <= limit
