@@ -1,5 +1,6 @@
-"""The embedder on a standalone cluster (two executors in their own JVMs and Python workers)
-gives what it gives in one process: rows, order and embeddings."""
+"""The stages on a standalone cluster (two executors in their own JVMs and Python workers)
+give what they give in one process: the embedder's rows, order and embeddings; the k-NN
+search's neighbours, wherever its tasks ran."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -16,16 +18,22 @@ from conftest import REPO
 from helpers import cosines, read_events
 from standalone import standalone_cluster
 
-DRIVER = """
+# Every driver script starts with this: a session on the cluster whose executors run this
+# Python with the package and the event log; argv: master, python, out, PYTHONPATH, events.
+SESSION = """
 import json, sys
 from pyspark.sql import SparkSession
-master, model, cache, python, out = sys.argv[1:6]
+master, python, out, path, events = sys.argv[1:6]
 spark = (SparkSession.builder.master(master).appName("standalone test")
          .config("spark.executor.cores", "1").config("spark.executor.memory", "1g")
          .config("spark.pyspark.python", python)
-         .config("spark.executorEnv.PYTHONPATH", sys.argv[6])
-         .config("spark.executorEnv.SYNAPSEML_EXT_EVENT_LOG", sys.argv[7])
+         .config("spark.executorEnv.PYTHONPATH", path)
+         .config("spark.executorEnv.SYNAPSEML_EXT_EVENT_LOG", events)
          .config("spark.ui.enabled", "false").getOrCreate())
+"""
+
+DRIVER = SESSION + """
+model, cache = sys.argv[6:8]
 from synapseml_ext.hf import HuggingFaceSentenceEmbedder
 texts = [None if i % 97 == 0 else f"review {i}: the cake was sweet" if i % 2 else f"review {i}: stale chips"
          for i in range(800)]
@@ -39,7 +47,8 @@ spark.stop()
 """
 
 
-def test_embedder_on_a_two_executor_standalone_cluster(tmp_path, minilm_dir, cache_dir):
+def _run_on_cluster(tmp_path: Path, driver: str, *args: str) -> tuple[dict, Path]:
+    """Run ``driver`` against a fresh two-executor cluster: (its JSON output, event log)."""
     events = tmp_path / "events.jsonl"
     out = tmp_path / "out.json"
     env = dict(os.environ, PYSPARK_PYTHON=sys.executable, PYTHONPATH=str(REPO / "python"),
@@ -47,11 +56,15 @@ def test_embedder_on_a_two_executor_standalone_cluster(tmp_path, minilm_dir, cac
     env.pop("SYNAPSEML_EXT_EVENT_LOG", None)
     with standalone_cluster(tmp_path / "cluster") as master:
         done = subprocess.run(
-            [sys.executable, "-c", DRIVER, master, minilm_dir, cache_dir, sys.executable,
-             str(out), str(REPO / "python"), str(events)],
+            [sys.executable, "-c", driver, master, sys.executable, str(out),
+             str(REPO / "python"), str(events), *args],
             env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-4000:]
-    result = json.loads(out.read_text())
+    return json.loads(out.read_text()), events
+
+
+def test_embedder_on_a_two_executor_standalone_cluster(tmp_path, minilm_dir, cache_dir):
+    result, events = _run_on_cluster(tmp_path, DRIVER, minilm_dir, cache_dir)
     assert result["executors"] == 2
     assert result["ids"] == list(range(800))
     nulls = [i for i, e in enumerate(result["embeddings"]) if e is None]
@@ -66,17 +79,8 @@ def test_embedder_on_a_two_executor_standalone_cluster(tmp_path, minilm_dir, cac
     assert 1 <= len(loads) <= 4 and len({e["pid"] for e in loads}) == len(loads)
 
 
-KNN_DRIVER = """
-import json, sys
+KNN_DRIVER = SESSION + """
 import numpy as np
-from pyspark.sql import SparkSession
-master, python, out = sys.argv[1:4]
-spark = (SparkSession.builder.master(master).appName("standalone knn test")
-         .config("spark.executor.cores", "1").config("spark.executor.memory", "1g")
-         .config("spark.pyspark.python", python)
-         .config("spark.executorEnv.PYTHONPATH", sys.argv[4])
-         .config("spark.executorEnv.SYNAPSEML_EXT_EVENT_LOG", sys.argv[5])
-         .config("spark.ui.enabled", "false").getOrCreate())
 from synapseml_ext.nn import ApproximateNearestNeighbors
 rng = np.random.default_rng(3)
 items = rng.standard_normal((3000, 12)).astype(np.float32)
@@ -96,18 +100,7 @@ spark.stop()
 def test_knn_on_a_two_executor_standalone_cluster(tmp_path):
     """Each executor keeps the index partitions it built or received; a search task on an
     executor without a copy gets the bytes instead: results never depend on where tasks ran."""
-    events = tmp_path / "events.jsonl"
-    out = tmp_path / "out.json"
-    env = dict(os.environ, PYSPARK_PYTHON=sys.executable, PYTHONPATH=str(REPO / "python"),
-               SPARK_LOCAL_IP="127.0.0.1")
-    env.pop("SYNAPSEML_EXT_EVENT_LOG", None)
-    with standalone_cluster(tmp_path / "cluster") as master:
-        done = subprocess.run(
-            [sys.executable, "-c", KNN_DRIVER, master, sys.executable, str(out),
-             str(REPO / "python"), str(events)],
-            env=env, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-4000:]
-    result = json.loads(out.read_text())
+    result, events = _run_on_cluster(tmp_path, KNN_DRIVER)
     for found in result["searches"]:
         assert found == result["truth"]
     loads = read_events(events, event="nn_load")

@@ -27,7 +27,7 @@ from pyspark.sql.types import (
 
 __all__ = ["OPS", "function", "struct_from_ddl"]
 
-OPS = ("nn_build", "nn_block", "nn_search", "nn_search_local", "nn_search_second")
+OPS = ("nn_build", "nn_block", "nn_search", "nn_search_local")
 
 _ATOMS: dict[str, DataType] = {"int": IntegerType(), "bigint": LongType(),
                                "string": StringType(), "binary": BinaryType(),
@@ -59,8 +59,6 @@ def function(stage: Any, op: str, facts: dict[str, Any]) -> tuple[Callable, Stru
            "search": stage._search_overrides(), **store}
     if op == "nn_search":
         return tasks.make_search_fn(cfg), found
-    if op == "nn_search_second":
-        return tasks.make_second_search_fn(cfg), found
     return (tasks.make_local_search_fn(cfg),
             struct_from_ddl(tasks.local_found_schema(facts["query_kind"], facts["item_kind"])))
 

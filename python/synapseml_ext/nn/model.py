@@ -430,10 +430,11 @@ def _search_local_first(spark: SparkSession, index_df: DataFrame, blocks: DataFr
     # Run now and keep the output in the executors' block managers (released with the
     # DataFrame): the driver must see which partitions missed before planning their
     # search, and any plan reading the index table would stream all of it through the JVM.
+    missing = F.col(tasks.MISS_PART).isNotNull()
     with _DataErrors():
         searched = searched.localCheckpoint(eager=True)
-        missed_parts = [row[0] for row in searched.where(F.col(tasks.MISS_PART).isNotNull())
-                        .select(tasks.MISS_PART).distinct().collect()]
+        missed_parts = [row[0] for row in
+                        searched.where(missing).select(tasks.MISS_PART).distinct().collect()]
     found = searched.where(F.col(tasks.FOUND_QID).isNotNull()).select(
         tasks.FOUND_QID, tasks.INDICES, tasks.DISTANCES)
     if not missed_parts:
@@ -441,13 +442,13 @@ def _search_local_first(spark: SparkSession, index_df: DataFrame, blocks: DataFr
     log.info("kneighbors: no local copy of index partition(s) %s on some executors; "
              "sending their bytes", sorted(missed_parts))
     # The index table is hash-partitioned by partition number: only the misses are shuffled.
-    missed = searched.where(F.col(tasks.MISS_PART).isNotNull()).select(
-        tasks.MISS_PART, tasks.QIDS, tasks.QVECS)
+    # They are the hash side, so each index row comes out followed by all its misses.
+    missed = searched.where(missing).select(tasks.MISS_PART, tasks.QIDS, tasks.QVECS)
     with_bytes = index_df.where(F.col(tasks.PART).isin(missed_parts)).join(
         missed.hint("shuffle_hash"), F.col(tasks.PART) == F.col(tasks.MISS_PART))
     second = with_bytes.select(tasks.PART, tasks.IDS, tasks.INDEX, tasks.INFO, tasks.QIDS,
                                tasks.QVECS).mapInArrow(
-        tasks.make_second_search_fn(cfg), tasks.found_schema(query_kind, item_kind))
+        tasks.make_search_fn(cfg), tasks.found_schema(query_kind, item_kind))
     return found.unionByName(second)
 
 

@@ -192,30 +192,10 @@ def make_local_search_fn(cfg: dict[str, Any]) -> Callable:
     """Executor: (index partition number, query block) rows -> found rows as
     :func:`make_search_fn` returns, searched with this executor's local copy of the
     partition; where it has none, the blocks come back as miss rows (at most MISS_BYTES of
-    vectors each), for a second search that brings the partition's bytes.
+    vectors each), which the plan joins with their partition's bytes and searches again
+    with :func:`make_search_fn`.
     ``cfg``: as :func:`make_search_fn`."""
     return _searcher(cfg, local=True)
-
-
-def make_second_search_fn(cfg: dict[str, Any]) -> Callable:
-    """Executor: miss rows of :func:`make_local_search_fn` joined with their partition's
-    index row (ids, index bytes, info) -> found rows, searched with the joined index (which
-    is then kept locally too). ``cfg``: as :func:`make_search_fn`."""
-
-    def search(batches: Iterator[Any]) -> Iterator[Any]:
-        _threads()
-        loaded: dict[int, _LoadedIndex] = {}  # the few partitions hashed to this task
-        for batch in batches:
-            for row in range(batch.num_rows):
-                part = batch.column(PART)[row].as_py()
-                if part not in loaded:
-                    loaded[part] = _LoadedIndex(cfg)
-                    loaded[part].load(part, batch, row)
-                qvecs = np.frombuffer(batch.column(QVECS)[row].as_buffer(), dtype=np.float32)
-                pending = [(batch.column(QIDS)[row].values, qvecs.reshape(-1, cfg["dim"]))]
-                yield from _search_pending(loaded[part], pending, cfg)
-
-    return search
 
 
 # A miss row holds at most this many bytes of query vectors (each carries its partition's

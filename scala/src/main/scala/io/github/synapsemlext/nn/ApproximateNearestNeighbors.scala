@@ -241,7 +241,7 @@ class ApproximateNearestNeighborsModel private[nn] (override val uid: String,
       val columns = Seq(Tables.Part, Tables.Ids, Tables.Index, Tables.Info, Tables.Qids,
         Tables.Qvecs)
       found.unionByName(PythonBridge.mapInArrow(this, withBytes.select(columns.map(col): _*),
-        "nn_search_second", facts, Tables.foundSchema(queryKind, itemKind)))
+        "nn_search", facts, Tables.foundSchema(queryKind, itemKind)))
     }
   }
 
