@@ -78,6 +78,7 @@ def nn_contract(cases_path: str) -> dict:
     """What the hand-written Scala k-NN stages must agree with."""
     from synapseml_ext.nn import ApproximateNearestNeighbors, tasks
     from synapseml_ext.nn.params import ALGO_PARAM_KEYS
+    from synapseml_ext.nn.placement import placement_keys
 
     stage = ApproximateNearestNeighbors()
     params = {p.name: {"doc": p.doc,
@@ -96,7 +97,9 @@ def nn_contract(cases_path: str) -> dict:
            "found_long_string": tasks.found_schema("long", "string"),
            "local_found_string_long": tasks.local_found_schema("string", "long"),
            "local_found_long_string": tasks.local_found_schema("long", "string")}
-    return {"params": params, "algoParamKeys": ALGO_PARAM_KEYS, "ddl": ddl, "messages": out}
+    placement = {str(n): list(placement_keys(n)) for n in (1, 2, 3, 8, 13, 64)}
+    return {"params": params, "algoParamKeys": ALGO_PARAM_KEYS, "ddl": ddl, "messages": out,
+            "placement": placement}
 
 
 def _knn_rows(knn) -> list:

@@ -53,6 +53,7 @@ from synapseml_ext.bridge.persistence import BridgedParamsReadable  # loads Scal
 from synapseml_ext.nn import gpu, local_store, tasks
 from synapseml_ext.nn.engine import breadth_knob
 from synapseml_ext.nn.params import _ApproximateNearestNeighborsParams, normalize_algo_params
+from synapseml_ext.nn.placement import placement_key
 from synapseml_ext.nn.vectors import ERROR_PREFIX
 
 __all__ = ["ApproximateNearestNeighbors", "ApproximateNearestNeighborsModel"]
@@ -408,10 +409,12 @@ def _store_limit(spark: SparkSession) -> int:
 
 
 def _by_part(index_df: DataFrame, partitions: int) -> DataFrame:
-    """The index table hash-partitioned by partition number and kept on disk (not on the
-    JVM heap, which the tasks need to pass index rows to Python; the OS page cache keeps hot
-    partitions in memory anyway). Partitioned so that the miss join needs no index shuffle."""
-    return index_df.repartition(partitions, tasks.PART).persist(StorageLevel.DISK_ONLY)
+    """The index table with index partition p in shuffle partition p (one row per task, see
+    :mod:`.placement`), kept on disk (not on the JVM heap, which the tasks need to pass index
+    rows to Python; the OS page cache keeps hot partitions in memory anyway). Partitioned by
+    the placement key so that the miss join, on the same key, needs no index shuffle."""
+    return index_df.repartition(partitions, placement_key(F.col(tasks.PART), partitions)
+                                ).persist(StorageLevel.DISK_ONLY)
 
 
 def _search_local_first(spark: SparkSession, index_df: DataFrame, blocks: DataFrame,
@@ -441,11 +444,15 @@ def _search_local_first(spark: SparkSession, index_df: DataFrame, blocks: DataFr
         return found
     log.info("kneighbors: no local copy of index partition(s) %s on some executors; "
              "sending their bytes", sorted(missed_parts))
-    # The index table is hash-partitioned by partition number: only the misses are shuffled.
-    # They are the hash side, so each index row comes out followed by all its misses.
+    # The index table is partitioned by placement key: joined on that key (one per partition
+    # number), only the misses are shuffled. They are the hash side, so each index row comes
+    # out followed by all its misses.
+    partitions = summary["index_partitions"]
     missed = searched.where(missing).select(tasks.MISS_PART, tasks.QIDS, tasks.QVECS)
     with_bytes = index_df.where(F.col(tasks.PART).isin(missed_parts)).join(
-        missed.hint("shuffle_hash"), F.col(tasks.PART) == F.col(tasks.MISS_PART))
+        missed.hint("shuffle_hash"),
+        placement_key(F.col(tasks.PART), partitions)
+        == placement_key(F.col(tasks.MISS_PART), partitions))
     second = with_bytes.select(tasks.PART, tasks.IDS, tasks.INDEX, tasks.INFO, tasks.QIDS,
                                tasks.QVECS).mapInArrow(
         tasks.make_search_fn(cfg), tasks.found_schema(query_kind, item_kind))
@@ -579,7 +586,7 @@ class _ModelReader(MLReader):
         if "parts" not in summary:  # saved before local index copies: one token per load
             summary.update(token=local_store.new_token(), parts=sorted(
                 row[0] for row in indexes.select(tasks.PART).collect()))
-        partitions = summary.get("index_partitions") or max(summary["parts"]) + 1
+        partitions = summary.setdefault("index_partitions", max(summary["parts"]) + 1)
         model._set_state(spark.read.parquet(f"{path}/data/items"),
                          _by_part(indexes, partitions), summary, "loaded")
         return model

@@ -9,11 +9,12 @@ import org.apache.spark.ml.param.ParamMap
 import org.apache.spark.ml.synapsemlext.{BridgedParamsReader, ModelMetadata}
 import org.apache.spark.ml.util._
 import org.apache.spark.network.util.JavaUtils
-import org.apache.spark.sql.{DataFrame, Dataset, SparkSession}
+import org.apache.spark.sql.{Column, DataFrame, Dataset, SparkSession}
 import org.apache.spark.sql.functions._
 import org.apache.spark.sql.synapsemlext.PythonBridge
 import org.apache.spark.sql.types.StructType
 import org.apache.spark.storage.StorageLevel
+import org.apache.spark.unsafe.hash.Murmur3_x86_32
 import org.json4s._
 import org.json4s.jackson.JsonMethods
 
@@ -236,13 +237,21 @@ class ApproximateNearestNeighborsModel private[nn] (override val uid: String,
     else {
       val missed = searched.where(missing)
         .select(col(Tables.MissPart), col(Tables.Qids), col(Tables.Qvecs))
+      // Joined on the placement key the index table is partitioned by: only misses move.
+      val partitions = summaryIndexPartitions
       val withBytes = indexDf.where(col(Tables.Part).isin(missedParts.toSeq: _*))
-        .join(missed.hint("shuffle_hash"), col(Tables.Part) === col(Tables.MissPart))
+        .join(missed.hint("shuffle_hash"), Placement.key(col(Tables.Part), partitions) ===
+          Placement.key(col(Tables.MissPart), partitions))
       val columns = Seq(Tables.Part, Tables.Ids, Tables.Index, Tables.Info, Tables.Qids,
         Tables.Qvecs)
       found.unionByName(PythonBridge.mapInArrow(this, withBytes.select(columns.map(col): _*),
         "nn_search", facts, Tables.foundSchema(queryKind, itemKind)))
     }
+  }
+
+  private def summaryIndexPartitions: Int = (summary \ "index_partitions") match {
+    case JInt(n) => n.toInt
+    case _ => summaryParts.max + 1
   }
 
   private def summaryParts: Seq[Int] = (summary \ "parts") match {
@@ -336,7 +345,8 @@ object ApproximateNearestNeighborsModel extends MLReadable[ApproximateNearestNei
       }
       val partitions = complete \ "index_partitions" match {
         case JInt(n) => n.toInt
-        case _ => 1
+        case _ => throw new IllegalArgumentException(s"$path: the build summary in its " +
+          "metadata has no index_partitions")
       }
       val model = new ApproximateNearestNeighborsModel(saved.uid,
         sparkSession.read.parquet(s"$path/data/items"),
@@ -404,14 +414,42 @@ private[nn] object LocalStore {
     spark.conf.getOption(LimitConf).map(_.trim).filter(_.nonEmpty)
       .map(text => JavaUtils.byteStringAsBytes(text)).getOrElse(Auto)
 
-  /** Hash-partitioned by partition number (the miss join then shuffles only the misses)
-   * and kept on disk, off the JVM heap, as in Python. */
+  /** Index partition p in shuffle partition p, by its placement key (the miss join, on the
+   * same key, then shuffles only the misses), and kept on disk, off the JVM heap, as in
+   * Python. */
   def byPart(indexes: DataFrame, partitions: Int): DataFrame =
-    indexes.repartition(partitions, col(Tables.Part)).persist(StorageLevel.DISK_ONLY)
+    indexes.repartition(partitions, Placement.key(col(Tables.Part), partitions))
+      .persist(StorageLevel.DISK_ONLY)
 
   def facts(token: String, parts: Seq[Int], partitions: Int): JObject =
     JObject("token" -> JString(token), "parts" -> JArray(parts.sorted.map(JInt(_)).toList),
       "index_partitions" -> JInt(partitions))
+}
+
+/** Where index rows live (synapseml_ext/nn/placement.py): repartitioning by the partition
+ * number itself hashes it first, which put 3 of 8 index partitions into one task (and ran a
+ * parquet writer out of memory on save); the placement key of partition number p is the
+ * smallest non-negative int that Spark's hash partitioning sends to partition p. */
+private[nn] object Placement {
+
+  /** Spark's hash(int): Murmur3 x86 32-bit with seed 42. */
+  val HashSeed = 42
+
+  def keys(partitions: Int): Seq[Int] = {
+    require(partitions > 0, s"partitions must be positive, got $partitions")
+    val found = scala.collection.mutable.Map.empty[Int, Int]
+    var candidate = 0
+    while (found.size < partitions) {
+      val slot = Math.floorMod(Murmur3_x86_32.hashInt(candidate, HashSeed), partitions)
+      if (!found.contains(slot)) found(slot) = candidate
+      candidate += 1
+    }
+    (0 until partitions).map(found)
+  }
+
+  /** The placement key of the partition numbers in `part` (0 <= part < partitions). */
+  def key(part: Column, partitions: Int): Column =
+    element_at(array(keys(partitions).map(k => lit(k)): _*), part + 1)
 }
 
 /** The build summary the model keeps and saves (synapseml_ext.nn.model._summarise). */

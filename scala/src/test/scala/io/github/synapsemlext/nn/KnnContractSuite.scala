@@ -3,7 +3,7 @@ package io.github.synapsemlext.nn
 import io.github.synapsemlext.TestEnv
 import org.apache.spark.SparkException
 import org.apache.spark.ml.param.ParamMap
-import org.apache.spark.sql.functions.{col, lit}
+import org.apache.spark.sql.functions.{col, lit, spark_partition_id}
 import org.json4s._
 import org.json4s.jackson.JsonMethods
 import org.scalatest.funsuite.AnyFunSuite
@@ -94,6 +94,20 @@ class KnnContractSuite extends AnyFunSuite {
     assert((ddl \ "found_long_string") == JString(Tables.foundDdl("long", "string")))
     assert((ddl \ "local_found_string_long") == JString(Tables.localFoundDdl("string", "long")))
     assert((ddl \ "local_found_long_string") == JString(Tables.localFoundDdl("long", "string")))
+  }
+
+  test("placement keys agree with Python and put index partition p in shuffle partition p") {
+    val python = (contract \ "placement").asInstanceOf[JObject].obj
+    assert(python.nonEmpty)
+    python.foreach { case (n, JArray(keys)) =>
+      assert(Placement.keys(n.toInt) == keys.map { case JInt(k) => k.toInt; case o => sys.error(s"$o") })
+    case other => sys.error(s"$other")
+    }
+    val table = LocalStore.byPart(spark.range(0, 8).select(col("id").cast("int").as(Tables.Part)), 8)
+    val placed = table.select(col(Tables.Part), spark_partition_id()).collect()
+      .map(r => r.getInt(0) -> r.getInt(1)).toMap
+    assert(placed == (0 until 8).map(p => p -> p).toMap)
+    table.unpersist()
   }
 
   test("setters accept and refuse what Python does, with its messages") {
