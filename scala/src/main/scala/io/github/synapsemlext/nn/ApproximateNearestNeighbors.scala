@@ -345,8 +345,7 @@ object ApproximateNearestNeighborsModel extends MLReadable[ApproximateNearestNei
       }
       val partitions = complete \ "index_partitions" match {
         case JInt(n) => n.toInt
-        case _ => throw new IllegalArgumentException(s"$path: the build summary in its " +
-          "metadata has no index_partitions")
+        case _ => (complete \ "parts").children.collect { case JInt(n) => n.toInt }.max + 1
       }
       val model = new ApproximateNearestNeighborsModel(saved.uid,
         sparkSession.read.parquet(s"$path/data/items"),
