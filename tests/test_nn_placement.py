@@ -1,9 +1,11 @@
 """Index partition p sits in shuffle partition p: the placement keys follow Spark's own hash,
-so each task of the index table (fit, save, the miss join) holds one index row."""
+so each task of the index table (fit, save, the miss join) holds one index row; saved index
+rows are uncompressed."""
 
 from __future__ import annotations
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from pyspark.sql import functions as F
 
@@ -39,5 +41,10 @@ def test_fitted_and_loaded_index_tables_hold_one_partition_per_task(spark, tmp_p
         vector_df(spark, items))
     assert _placed(model._index_df) == {p: p for p in range(8)}
     model.save(str(tmp_path / "model"))
+    # One index row per file, written uncompressed (snappy's first read of a large row is slow).
+    files = sorted((tmp_path / "model" / "data" / "indexes").glob("*.parquet"))
+    assert [pq.ParquetFile(f).metadata.num_rows for f in files] == [1] * 8
+    assert {pq.ParquetFile(f).metadata.row_group(0).column(c).compression
+            for f in files for c in range(4)} == {"UNCOMPRESSED"}
     loaded = ApproximateNearestNeighborsModel.load(str(tmp_path / "model"))
     assert _placed(loaded._index_df) == {p: p for p in range(8)}

@@ -320,7 +320,8 @@ object ApproximateNearestNeighborsModel extends MLReadable[ApproximateNearestNei
     override protected def saveImpl(path: String): Unit = {
       ModelMetadata.save(instance, path, sc, JObject("summary" -> instance.summary))
       instance.itemDf.write.parquet(s"$path/data/items")
-      instance.indexDf.write.parquet(s"$path/data/indexes")
+      // Uncompressed, as in Python: snappy's first read of a large index row is very slow.
+      instance.indexDf.write.option("compression", "none").parquet(s"$path/data/indexes")
     }
   }
 

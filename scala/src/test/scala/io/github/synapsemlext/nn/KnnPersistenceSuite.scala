@@ -1,6 +1,11 @@
 package io.github.synapsemlext.nn
 
+import scala.collection.JavaConverters._
+
 import io.github.synapsemlext.TestEnv
+import org.apache.hadoop.fs.Path
+import org.apache.parquet.hadoop.ParquetFileReader
+import org.apache.parquet.hadoop.util.HadoopInputFile
 import org.json4s._
 import org.json4s.jackson.JsonMethods
 import org.scalatest.funsuite.AnyFunSuite
@@ -29,9 +34,24 @@ class KnnPersistenceSuite extends AnyFunSuite {
     assert(JsonMethods.parse(loaded.buildSummary) == JsonMethods.parse(model.buildSummary))
     assertSame(collect(loaded.kneighbors(frame(queries))._3),
       collect(model.kneighbors(frame(queries))._3), 0.0)
+    assert(indexCodecs(path) == Set("UNCOMPRESSED"))
     val e = intercept[java.io.IOException](model.write.save(path))
     assert(e.getMessage.contains("already exists"))
     model.write.overwrite().save(path)
+  }
+
+  /** The codecs of the saved index table's column chunks. */
+  private def indexCodecs(model: String): Set[String] = {
+    val conf = spark.sparkContext.hadoopConfiguration
+    val dir = new Path(s"$model/data/indexes")
+    val files = dir.getFileSystem(conf).listStatus(dir).map(_.getPath)
+      .filter(_.getName.endsWith(".parquet"))
+    assert(files.nonEmpty)
+    files.flatMap { file =>
+      val reader = ParquetFileReader.open(HadoopInputFile.fromPath(file, conf))
+      try reader.getFooter.getBlocks.asScala.flatMap(_.getColumns.asScala.map(_.getCodec.name))
+      finally reader.close()
+    }.toSet
   }
 
   test("Scala -> PySpark and PySpark -> Scala (model and estimator)") {
