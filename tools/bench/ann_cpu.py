@@ -13,6 +13,9 @@ Data (tools/bench/ann_data.py, cached outside the repo as .npy and as parquet fo
 * "saved, loaded": ours-ivfflat saved with ``model.write().save``, loaded, and searched
   with the loaded model (fit column: save + load seconds; the save alone is printed). In
   the same application the loaded model finds the local copies, so it counts as warm.
+* "loaded in a new process": that saved model loaded and searched twice by a new process
+  (a new Spark application and JVM: no local index copies, so the first search receives
+  the index bytes; fit column: load seconds; RSS: that process's JVM and workers).
 * "again (warm)": each of ours searched a second time with the same model (the first search
   also reads the persisted indexes from disk); ``--sweep-nprobe`` adds warm ivfflat searches
   at other nprobe values. Warm rows are compared with exact's warm search.
@@ -174,23 +177,76 @@ def ours(spark, item_path: Path, query_path: Path, k: int, algorithm: str, parti
 def saved_and_loaded(model, queries) -> dict:
     """Save the model, load it and search with the loaded one: the persisted indexes at this
     scale (one index row of ~190 MB per partition). The same application: the loaded model
-    keeps the token, so its search finds the executors' local copies."""
-    import shutil
+    keeps the token, so its search finds the executors' local copies. The saved model stays
+    for :func:`searched_in_a_new_process` (``model_dir``)."""
     import tempfile
 
     from synapseml_ext.nn import ApproximateNearestNeighborsModel
 
     where = Path(tempfile.mkdtemp(prefix="ann_model_", dir=CACHE))
+    began = time.perf_counter()
+    model.write().overwrite().save(str(where))
+    saved = time.perf_counter()
+    loaded = ApproximateNearestNeighborsModel.load(str(where))
+    searched = timed_search(loaded, queries)
+    return {"nprobe": None, "save_s": saved - began, "model_dir": str(where),
+            "load_s": time.perf_counter() - saved - searched["search_s"], **searched}
+
+
+def searched_in_a_new_process(model_dir: str, query_path: Path) -> dict:
+    """Load the saved model in a new process (a new JVM and Spark application: no local
+    copies, nothing warmed up) and search twice; the found ids come back in an .npz file."""
+    import subprocess
+
+    out = Path(model_dir).with_suffix(".found.npz")
+    done = subprocess.run([sys.executable, __file__, "--search-saved", model_dir,
+                           "--query-path", str(query_path), "--found-out", str(out)],
+                          check=True, capture_output=True, text=True)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    with np.load(out) as found:
+        for i, search in enumerate(result["searches"]):
+            search.update(found=found[f"found{i}"], qids=found[f"qids{i}"])
+    out.unlink()
+    return result
+
+
+def loaded_rows(method: str, model_dir: str, query_path: Path, items: np.ndarray,
+                truth: np.ndarray, rss: PeakRss) -> dict[str, dict]:
+    """Result rows of the saved model searched in a new process (its RSS window is the
+    child's: its JVM and workers); the saved model is deleted afterwards."""
+    import shutil
+
     try:
-        began = time.perf_counter()
-        model.write().overwrite().save(str(where))
-        saved = time.perf_counter()
-        loaded = ApproximateNearestNeighborsModel.load(str(where))
-        searched = timed_search(loaded, queries)
-        return {"nprobe": None, "save_s": saved - began,
-                "load_s": time.perf_counter() - saved - searched["search_s"], **searched}
+        result = searched_in_a_new_process(model_dir, query_path)
     finally:
-        shutil.rmtree(where, ignore_errors=True)
+        shutil.rmtree(model_dir, ignore_errors=True)
+    rows = {}
+    for i, search in enumerate(result["searches"]):
+        name = (f"{method} loaded in a new process" if i == 0
+                else f"{method} loaded in a new process, again (warm)")
+        rows[name] = {"fit_s": result["load_s"] if i == 0 else 0.0,
+                      "search_s": search["search_s"],
+                      "recall": recall(search["found"], truth[search["qids"] - len(items)]),
+                      "rss": rss.snapshot_gb() if i == 0 else {}}
+        print(name, json.dumps(rows[name]), flush=True)
+    return rows
+
+
+def search_saved(model_dir: str, query_path: str, found_out: str) -> None:
+    """The child of :func:`searched_in_a_new_process`."""
+    from synapseml_ext.nn import ApproximateNearestNeighborsModel
+
+    spark = bench_spark("ann-bench-loaded")
+    queries = spark.read.parquet(query_path).repartition(2)
+    began = time.perf_counter()
+    model = ApproximateNearestNeighborsModel.load(model_dir)
+    load_s = time.perf_counter() - began
+    searches = [timed_search(model, queries) for _ in range(2)]
+    spark.stop()
+    np.savez(found_out, **{f"{key}{i}": s[key] for i, s in enumerate(searches)
+                           for key in ("found", "qids")})
+    print(json.dumps({"load_s": load_s,
+                      "searches": [{"search_s": s["search_s"]} for s in searches]}))
 
 
 def annoy_seed(spark, items: np.ndarray, query_path: Path, k: int, trees: int,
@@ -243,7 +299,13 @@ def main() -> None:
                         help="after ours-ivfflat's two default searches, search the same model "
                              "again with each of these nprobe values (comma-separated)")
     parser.add_argument("--out", default="")
+    parser.add_argument("--search-saved", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--query-path", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--found-out", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.search_saved:  # the child process of searched_in_a_new_process
+        search_saved(args.search_saved, args.query_path, args.found_out)
+        return
     os.environ.setdefault("SYNAPSEML_EXT_LOG_LEVEL", "WARNING")
     methods = args.methods.split(",")
 
@@ -301,6 +363,10 @@ def main() -> None:
                              "search_s": point["search_s"],
                              "recall": recall(point.pop("found"), truth[point_rows]), "rss": {}}
             print(name, json.dumps(results[name]), flush=True)
+            if "model_dir" in point:
+                rss.reset()
+                results.update(loaded_rows(method, point["model_dir"], query_path, items,
+                                           truth, rss))
     spark.stop()
 
     # First searches compare with exact's first search, warm ones with exact's warm search.
