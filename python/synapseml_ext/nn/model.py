@@ -12,8 +12,9 @@ CPU engine (``backend="cpu"``), in Spark terms:
   numbers, not index bytes: a task searches with its executor's local copy of the partition
   (:mod:`.local_store`, written by the build and by every search that received the bytes).
   This runs when ``kneighbors`` is called; blocks that found no copy come back as miss
-  rows, and only where there are some does a join with the index table (partitioned by
-  partition number, so the index is not shuffled) bring them their index bytes.
+  rows, and only where there are some does a join with the index table (index partition p
+  in shuffle partition p, :mod:`.placement`, so the index is not shuffled) bring them their
+  index bytes.
 
 GPU (``backend="gpu"``, or ``"auto"`` where the executors have spark-rapids-ml, cuVS and a
 GPU): the fit is delegated to ``spark_rapids_ml.knn.ApproximateNearestNeighbors``.
