@@ -15,7 +15,8 @@ Data (tools/bench/ann_data.py, cached outside the repo as .npy and as parquet fo
   the same application the loaded model finds the local copies, so it counts as warm.
 * "loaded in a new process": that saved model loaded and searched twice by a new process
   (a new Spark application and JVM: no local index copies, so the first search receives
-  the index bytes; fit column: load seconds; RSS: that process's JVM and workers).
+  the index bytes; fit column: load seconds; its RSS window holds both JVMs, this
+  benchmark's idle one included).
 * "again (warm)": each of ours searched a second time with the same model (the first search
   also reads the persisted indexes from disk); ``--sweep-nprobe`` adds warm ivfflat searches
   at other nprobe values. Warm rows are compared with exact's warm search.
@@ -212,8 +213,9 @@ def searched_in_a_new_process(model_dir: str, query_path: Path) -> dict:
 
 def loaded_rows(method: str, model_dir: str, query_path: Path, items: np.ndarray,
                 truth: np.ndarray, rss: PeakRss) -> dict[str, dict]:
-    """Result rows of the saved model searched in a new process (its RSS window is the
-    child's: its JVM and workers); the saved model is deleted afterwards."""
+    """Result rows of the saved model searched in a new process (its RSS window counts the
+    child's JVM and workers and this benchmark's idle JVM); the saved model is deleted
+    afterwards."""
     import shutil
 
     try:
@@ -362,6 +364,8 @@ def main() -> None:
             results[name] = {"fit_s": point.get("save_s", 0.0) + point.get("load_s", 0.0),
                              "search_s": point["search_s"],
                              "recall": recall(point.pop("found"), truth[point_rows]), "rss": {}}
+            if "save_s" in point:
+                results[name]["save_s"] = point["save_s"]
             print(name, json.dumps(results[name]), flush=True)
             if "model_dir" in point:
                 rss.reset()
