@@ -64,6 +64,14 @@ def test_least_recently_used_partitions_are_evicted_first(store_root):
     assert kept == [0, 2, 3]
 
 
+def test_a_row_larger_than_the_limit_is_refused_while_other_copies_are_held(store_root):
+    limit = 4000
+    assert local_store.write(TOKEN, 0, _row(0, 100), limit)
+    assert not local_store.write(TOKEN, 1, _row(1, 5000), limit)
+    assert local_store.read(TOKEN, 1) is None
+    assert local_store.read(TOKEN, 0) is not None  # nothing evicted for a row that cannot fit
+
+
 def test_a_damaged_copy_is_dropped(store_root):
     local_store.write(TOKEN, 0, _row(0, 10), local_store.AUTO)
     local_store.path_for(TOKEN, 0).write_bytes(b"not arrow")

@@ -95,15 +95,15 @@ def write(token: str, part: int, batch: Any, limit: int) -> bool:
     if path.exists():
         return True
     index = batch.column("__index")[0].as_buffer()
-    rest = batch.drop_columns(["__index"])
+    info_file = _arrow_file(batch.drop_columns(["__index"]))
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not _make_room(path.parent, index.size + rest.nbytes, limit):
+    if not _make_room(path.parent, index.size + info_file.size, limit):
         log.info("local index store full: partition %d of %s not kept", part, token)
         return False
     try:
         _write_atomically(path.with_suffix(INDEX_SUFFIX),
                           lambda sink: sink.write(index))
-        _write_atomically(path, lambda sink: _write_batch(sink, rest))
+        _write_atomically(path, lambda sink: sink.write(info_file))
     except OSError as e:  # a full disk must not fail the search: the bytes are at hand
         log.warning("could not keep index partition %d locally: %s", part, e)
         _remove(path)
@@ -111,11 +111,14 @@ def write(token: str, part: int, batch: Any, limit: int) -> bool:
     return True
 
 
-def _write_batch(sink: Any, batch: Any) -> None:
+def _arrow_file(batch: Any) -> Any:
+    """``batch`` as the bytes of an Arrow IPC file (so its size on disk is known up front)."""
     import pyarrow as pa
 
+    sink = pa.BufferOutputStream()
     with pa.ipc.new_file(sink, batch.schema) as writer:
         writer.write_batch(batch)
+    return sink.getvalue()
 
 
 def _write_atomically(path: Path, fill: Any) -> None:
@@ -142,10 +145,10 @@ def _make_room(directory: Path, size: int, limit: int) -> bool:
     for entry in directory.glob(f"*{SUFFIX}"):
         try:
             stat = entry.stat()
-            size = stat.st_size + entry.with_suffix(INDEX_SUFFIX).stat().st_size
+            stored = stat.st_size + entry.with_suffix(INDEX_SUFFIX).stat().st_size
         except FileNotFoundError:  # evicted meanwhile by another worker
             continue
-        files.append((stat.st_mtime, size, entry))
+        files.append((stat.st_mtime, stored, entry))
     held = sum(file_size for _, file_size, _ in files)
     if limit == AUTO:
         limit = (shutil.disk_usage(directory).free + held) // 2

@@ -33,6 +33,13 @@ def spark_id_type(id_kind: str) -> str:
     return "bigint" if id_kind == "long" else "string"
 
 
+def arrow_id_type(id_kind: str) -> Any:
+    """The pyarrow type of ids of ``id_kind`` (long or string)."""
+    import pyarrow as pa
+
+    return pa.int64() if id_kind == "long" else pa.string()
+
+
 def index_schema(id_kind: str) -> str:
     """One row per item partition: its ids in label order, the serialised index, and what
     was built (JSON :class:`~synapseml_ext.nn.engine.BuildInfo` plus the first id)."""
@@ -110,7 +117,7 @@ def make_build_fn(cfg: dict[str, Any]) -> Callable:
         engine.log.info("partition %d: built %s index over %d items in %.2fs (%s, calibration "
                         "recall %s)", part, built.info.kind, built.info.n, built.info.seconds,
                         built.info.search or built.info.params, built.info.calibration_recall)
-        id_type = pa.int64() if cfg["id_kind"] == "long" else pa.string()
+        id_type = arrow_id_type(cfg["id_kind"])
         row = pa.RecordBatch.from_arrays(
             [pa.array([part], pa.int32()),
              pa.array([in_label_order.tolist()], pa.list_(id_type)),
@@ -161,7 +168,7 @@ def make_block_fn(cfg: dict[str, Any]) -> Callable:
         ids = table.column(ID)
         vectors = vectors_to_numpy(ids, table.column(VEC), "query", cfg["column"], cfg["dim"])
         vectors = np.ascontiguousarray(vectors, np.float32)
-        id_type = pa.int64() if cfg["id_kind"] == "long" else pa.string()
+        id_type = arrow_id_type(cfg["id_kind"])
         flat_ids = pa.concat_arrays([c.cast(id_type) for c in ids.chunks])
         rows = max(1, cfg.get("block_bytes", BLOCK_BYTES) // max(1, 4 * cfg["dim"]))
         for lo in range(0, len(flat_ids), rows):
@@ -317,8 +324,8 @@ def _misses(part: int, pending: list[tuple[Any, np.ndarray]], cfg: dict[str, Any
     qids = pa.concat_arrays([ids for ids, _ in pending])
     vectors = b"".join(q.tobytes() for _, q in pending)
     pending.clear()
-    query_type = pa.int64() if cfg["query_kind"] == "long" else pa.string()
-    item_type = pa.int64() if cfg["item_kind"] == "long" else pa.string()
+    query_type = arrow_id_type(cfg["query_kind"])
+    item_type = arrow_id_type(cfg["item_kind"])
     return pa.RecordBatch.from_arrays(
         [pa.nulls(1, query_type), pa.nulls(1, pa.list_(item_type)),
          pa.nulls(1, pa.list_(pa.float32())), pa.array([part], pa.int32()),
@@ -347,14 +354,14 @@ def _search_pending(loaded: _LoadedIndex, pending: list[tuple[Any, np.ndarray]],
     labels = np.where(labels < 0, len(loaded.ids) - 1, labels)
     record_event("nn_search", partition=loaded.part, queries=len(queries),
                  seconds=time.perf_counter() - started)
-    item_type = pa.int64() if cfg["item_kind"] == "long" else pa.string()
+    item_type = arrow_id_type(cfg["item_kind"])
     offsets = pa.array(np.arange(0, len(queries) * k + 1, k, dtype=np.int32))
     columns = [qids,
                pa.ListArray.from_arrays(offsets, pa.array(loaded.ids[labels].ravel(), item_type)),
                pa.ListArray.from_arrays(offsets, pa.array(distances.ravel(), pa.float32()))]
     names = [FOUND_QID, INDICES, DISTANCES]
     if local:
-        query_type = pa.int64() if cfg["query_kind"] == "long" else pa.string()
+        query_type = arrow_id_type(cfg["query_kind"])
         columns += [pa.nulls(len(qids), pa.int32()), pa.nulls(len(qids), pa.list_(query_type)),
                     pa.nulls(len(qids), pa.binary())]
         names += [MISS_PART, QIDS, QVECS]

@@ -215,8 +215,8 @@ class ApproximateNearestNeighborsModel private[nn] (override val uid: String,
 
   /** Found rows of every (index partition, query block) pair, searched now: first with the
    * executors' local index copies (the pairs carry partition numbers only), then, only for
-   * the blocks that found no copy, with the index bytes joined to them (the index table is
-   * partitioned by partition number, so only the misses are shuffled). The first search is
+   * the blocks that found no copy, with the index bytes joined to them (on the placement key
+   * the index table is partitioned by, so only the misses are shuffled). The first search is
    * checkpointed in the executors' block managers: the driver must see which partitions
    * missed before planning their search (as the PySpark stage). */
   private def searchLocalFirst(blocks: DataFrame, facts: JObject, queryKind: String,
@@ -238,7 +238,7 @@ class ApproximateNearestNeighborsModel private[nn] (override val uid: String,
       val missed = searched.where(missing)
         .select(col(Tables.MissPart), col(Tables.Qids), col(Tables.Qvecs))
       // Joined on the placement key the index table is partitioned by: only misses move.
-      val partitions = summaryIndexPartitions
+      val partitions = Summary.indexPartitions(summary)
       val withBytes = indexDf.where(col(Tables.Part).isin(missedParts.toSeq: _*))
         .join(missed.hint("shuffle_hash"), Placement.key(col(Tables.Part), partitions) ===
           Placement.key(col(Tables.MissPart), partitions))
@@ -247,11 +247,6 @@ class ApproximateNearestNeighborsModel private[nn] (override val uid: String,
       found.unionByName(PythonBridge.mapInArrow(this, withBytes.select(columns.map(col): _*),
         "nn_search", facts, Tables.foundSchema(queryKind, itemKind)))
     }
-  }
-
-  private def summaryIndexPartitions: Int = (summary \ "index_partitions") match {
-    case JInt(n) => n.toInt
-    case _ => summaryParts.max + 1
   }
 
   private def summaryParts: Seq[Int] = (summary \ "parts") match {
@@ -344,10 +339,7 @@ object ApproximateNearestNeighborsModel extends MLReadable[ApproximateNearestNei
         val parts = indexes.select(Tables.Part).collect().map(_.getInt(0)).sorted.toSeq
         JObject(summary.obj ++ LocalStore.facts(LocalStore.newToken(), parts, parts.max + 1).obj)
       }
-      val partitions = complete \ "index_partitions" match {
-        case JInt(n) => n.toInt
-        case _ => (complete \ "parts").children.collect { case JInt(n) => n.toInt }.max + 1
-      }
+      val partitions = Summary.indexPartitions(complete)
       val model = new ApproximateNearestNeighborsModel(saved.uid,
         sparkSession.read.parquet(s"$path/data/items"),
         LocalStore.byPart(indexes, partitions), complete)
@@ -401,7 +393,7 @@ private[nn] object Tables {
 }
 
 /** The executors' local index copies (synapseml_ext/nn/local_store.py): the model's token,
- * the store's byte limit, and the index table partitioned by partition number. */
+ * the store's byte limit, and the index table with partition p in shuffle partition p. */
 private[nn] object LocalStore {
 
   /** 0 turns the local copies off; unset, the store may use half its disk's free space. */
@@ -456,6 +448,13 @@ private[nn] object Placement {
 private[nn] object Summary {
 
   private val Kept = Seq("kind", "n", "params", "search", "calibration_recall", "reason", "seconds")
+
+  /** Shuffle partitions of the index table: saved with the summary, else (older saves) the
+   * largest partition number + 1, as the Python loader does. */
+  def indexPartitions(summary: JObject): Int = summary \ "index_partitions" match {
+    case JInt(n) => n.toInt
+    case _ => (summary \ "parts").children.collect { case JInt(n) => n.toInt }.max + 1
+  }
 
   def of(infos: Seq[JValue], column: String): JObject = {
     val sorted = infos.sortBy(info => -long(info \ "n"))
