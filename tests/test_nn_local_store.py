@@ -154,8 +154,12 @@ def test_search_reads_local_copies_else_the_bytes_with_the_same_results(spark, e
         spark.conf.unset(local_store.LIMIT_CONF)
 
     model.save(str(tmp_path / "model"))
+    assert not [name for name in os.listdir(root) if name.startswith(token)]
     loaded = ApproximateNearestNeighborsModel.load(str(tmp_path / "model"))
     assert loaded.buildSummary["token"] == token  # one token, one content
+    # The load joined the saved pieces of each partition and kept a copy, as the build does.
+    assert set(os.listdir(root)) >= {f"{token}-{p}{s}" for p in range(3)
+                                     for s in (".arrow", ".faiss")}
     seen = len(read_events(event_log))
     assert knn_arrays(loaded.kneighbors(query_df)[2])[1] == truth.tolist()
-    assert _sources(event_log, seen) == ["bytes"] * 3  # the copies were removed above
+    assert _sources(event_log, seen) == ["local"] * 3

@@ -1,15 +1,17 @@
 """Index partition p sits in shuffle partition p: the placement keys follow Spark's own hash,
 so each task of the index table (fit, save, the miss join) holds one index row; saved index
-rows are uncompressed."""
+rows are uncompressed and in pieces, joined back at load."""
 
 from __future__ import annotations
+
+import shutil
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from pyspark.sql import functions as F
 
-from synapseml_ext.nn import ApproximateNearestNeighbors, ApproximateNearestNeighborsModel
+from synapseml_ext.nn import ApproximateNearestNeighbors, ApproximateNearestNeighborsModel, tasks
 from synapseml_ext.nn.placement import placement_keys, spark_hash_int
 
 from nn_data import vector_df
@@ -41,10 +43,58 @@ def test_fitted_and_loaded_index_tables_hold_one_partition_per_task(spark, tmp_p
         vector_df(spark, items))
     assert _placed(model._index_df) == {p: p for p in range(8)}
     model.save(str(tmp_path / "model"))
-    # One index row per file, written uncompressed (snappy's first read of a large row is slow).
+    # One index partition per file, written uncompressed (snappy's first read of a large row
+    # is slow).
     files = sorted((tmp_path / "model" / "data" / "indexes").glob("*.parquet"))
-    assert [pq.ParquetFile(f).metadata.num_rows for f in files] == [1] * 8
+    assert [pq.read_table(f).column("__part").unique().to_pylist() for f in files] == [
+        [p] for p in range(8)]
     assert {pq.ParquetFile(f).metadata.row_group(0).column(c).compression
-            for f in files for c in range(4)} == {"UNCOMPRESSED"}
+            for f in files for c in range(5)} == {"UNCOMPRESSED"}
     loaded = ApproximateNearestNeighborsModel.load(str(tmp_path / "model"))
     assert _placed(loaded._index_df) == {p: p for p in range(8)}
+
+
+def _search(model, queries) -> list:
+    return [tuple(row) for row in model.kneighbors(queries)[2].collect()]
+
+
+def test_saved_index_rows_are_pieces_joined_back_at_load(spark, tmp_path, monkeypatch):
+    # Parquet's writer buffers a whole value several times on the heap: two 770 MB index rows
+    # ran a 6 GB heap out of memory. Saved in pieces of 4 kB here (the default is 64 MB).
+    rng = np.random.default_rng(5)
+    items = rng.standard_normal((3000, 8)).astype(np.float32)
+    queries = vector_df(spark, rng.standard_normal((20, 8)).astype(np.float32), id_offset=10_000)
+    model = ApproximateNearestNeighbors(k=4, algorithm="ivfflat", inputCol="v", idCol="id",
+                                        backend="cpu", numPartitions=2,
+                                        algoParams={"nlist": 8, "nprobe": 8}).fit(
+        vector_df(spark, items))
+    expected = _search(model, queries)
+    monkeypatch.setattr(tasks, "SAVE_CHUNK_BYTES", 4096)
+    path = tmp_path / "model"
+    model.save(str(path))
+    saved = spark.read.parquet(str(path / "data" / "indexes"))
+    sizes = {row[0]: row[1] for row in saved.groupBy("__part").agg(
+        F.max(F.octet_length("__index")), F.count("*")).select("__part", "count(1)").collect()}
+    assert set(sizes) == {0, 1} and min(sizes.values()) > 10
+    assert saved.where("__chunk > 0 and (__ids is not null or __info is not null)").count() == 0
+    assert saved.agg(F.max(F.octet_length("__index"))).first()[0] <= 4096
+    # Searched with the joined bytes, not the build's local copies.
+    spark.conf.set("spark.synapseml_ext.nn.localIndexBytes", "0")
+    try:
+        loaded = ApproximateNearestNeighborsModel.load(str(path))
+        assert _search(loaded, queries) == expected
+        assert _placed(loaded._index_df) == {0: 0, 1: 1}
+        # A table saved with one row per partition (before the pieces) still loads.
+        model._index_df.write.mode("overwrite").parquet(str(path / "data" / "indexes"))
+        assert _search(ApproximateNearestNeighborsModel.load(str(path)), queries) == expected
+        # A missing piece is named.
+        broken = tmp_path / "broken"
+        model.save(str(broken))
+        spark.read.parquet(str(broken / "data" / "indexes")).where(
+            "not (__part = 1 and __chunk = 1)").write.parquet(str(tmp_path / "pieces"))
+        shutil.rmtree(broken / "data" / "indexes")
+        shutil.move(tmp_path / "pieces", broken / "data" / "indexes")
+        with pytest.raises(ValueError, match="lacks piece 1 of index partition 1"):
+            ApproximateNearestNeighborsModel.load(str(broken))
+    finally:
+        spark.conf.unset("spark.synapseml_ext.nn.localIndexBytes")

@@ -144,7 +144,8 @@ def timed_search(model, queries) -> dict:
 
 
 def ours(spark, item_path: Path, query_path: Path, k: int, algorithm: str, partitions: int,
-         n_queries: int, algo_params: dict | None = None, sweep: list[int] = ()) -> dict:
+         n_queries: int, algo_params: dict | None = None, sweep: list[int] = (),
+         save: bool = True) -> dict:
     from synapseml_ext.nn import ApproximateNearestNeighbors
 
     items = spark.read.parquet(str(item_path))
@@ -165,7 +166,7 @@ def ours(spark, item_path: Path, query_path: Path, k: int, algorithm: str, parti
         if nprobe is not None:
             model.setAlgoParams({**(algo_params or {}), "nprobe": nprobe})
         swept.append({"nprobe": nprobe, **timed_search(model, queries)})
-    if algorithm != "exact":
+    if algorithm != "exact" and save:
         model.setAlgoParams(algo_params or {})
         swept.append(saved_and_loaded(model, queries))
     return {"fit_s": fit_s, **first, "sweep": swept,
@@ -300,6 +301,8 @@ def main() -> None:
     parser.add_argument("--sweep-nprobe", default="",
                         help="after ours-ivfflat's two default searches, search the same model "
                              "again with each of these nprobe values (comma-separated)")
+    parser.add_argument("--no-save", action="store_true",
+                        help="skip saving, loading and searching the saved ivfflat model")
     parser.add_argument("--out", default="")
     parser.add_argument("--search-saved", default="", help=argparse.SUPPRESS)
     parser.add_argument("--query-path", default="", help=argparse.SUPPRESS)
@@ -340,7 +343,7 @@ def main() -> None:
             sweep = ([int(v) for v in args.sweep_nprobe.split(",") if v]
                      if method == "ours-ivfflat" else [])
             res = ours(spark, item_path, query_path, args.k, method.split("-")[1],
-                       args.partitions, len(queries), sweep=sweep)
+                       args.partitions, len(queries), sweep=sweep, save=not args.no_save)
         elif method == "annoy-seed":
             res = annoy_seed(spark, items, query_path, args.k, args.annoy_trees,
                              args.annoy_search_k)

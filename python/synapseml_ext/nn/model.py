@@ -568,10 +568,11 @@ class _ModelWriter(MLWriter):
                                          extraMetadata={"summary": model._summary})
         mode = "overwrite" if self.shouldOverwrite else "errorifexists"
         model._item_df.write.mode(mode).parquet(f"{path}/data/items")
-        # Uncompressed: faiss' float data does not compress, and parquet 1.13's snappy reader
-        # grows its input buffer one 4 KB step at a time (PARQUET-2429), so the first read of
-        # a ~190 MB index row took 150 s per JVM (2.3 s uncompressed; docs/ann.md).
-        model._index_df.write.mode(mode).option("compression", "none").parquet(
+        # In pieces (tasks.SAVE_CHUNK_BYTES), uncompressed: faiss' float data does not
+        # compress, and parquet 1.13's snappy reader grows its input buffer one 4 KB step at a
+        # time (PARQUET-2429), so the first read of a ~190 MB index row took 150 s per JVM
+        # (2.3 s uncompressed; docs/ann.md).
+        _save_chunks(model._index_df).write.mode(mode).option("compression", "none").parquet(
             f"{path}/data/indexes")
 
 
@@ -592,6 +593,31 @@ class _ModelReader(MLReader):
             summary.update(token=local_store.new_token(), parts=sorted(
                 row[0] for row in indexes.select(tasks.PART).collect()))
         partitions = summary.setdefault("index_partitions", max(summary["parts"]) + 1)
-        model._set_state(spark.read.parquet(f"{path}/data/items"),
-                         _by_part(indexes, partitions), summary, "loaded")
+        if tasks.CHUNK in indexes.columns:
+            indexes = _joined_chunks(indexes, summary, _store_limit(spark))
+        indexes = _by_part(indexes, partitions)
+        with _DataErrors():  # read now, as fit builds now: the first search finds local copies
+            indexes.select(tasks.PART).count()
+        model._set_state(spark.read.parquet(f"{path}/data/items"), indexes, summary, "loaded")
         return model
+
+
+def _save_chunks(index_df: DataFrame) -> DataFrame:
+    """The index table as saved: each index row in pieces (ids and info on piece 0), so that
+    no parquet value is larger than tasks.SAVE_CHUNK_BYTES."""
+    first = F.col(tasks.CHUNK) == 0
+    return index_df.selectExpr(tasks.PART, tasks.IDS, tasks.INFO, tasks.save_chunks_sql()).select(
+        tasks.PART, tasks.CHUNK, F.when(first, F.col(tasks.IDS)).alias(tasks.IDS), tasks.INDEX,
+        F.when(first, F.col(tasks.INFO)).alias(tasks.INFO))
+
+
+def _joined_chunks(pieces: DataFrame, summary: dict[str, Any], store_limit: int) -> DataFrame:
+    """A saved table's pieces joined back into one index row per partition, each kept in
+    the local store of the executor that joined it (as the build keeps its own)."""
+    partitions = summary["index_partitions"]
+    placed = (pieces.repartition(partitions, placement_key(F.col(tasks.PART), partitions))
+              .sortWithinPartitions(tasks.PART, tasks.CHUNK)
+              .select(tasks.PART, tasks.CHUNK, tasks.IDS, tasks.INDEX, tasks.INFO))
+    cfg = {"token": summary["token"], "store_limit": store_limit}
+    return placed.mapInArrow(tasks.make_join_chunks_fn(cfg),
+                             tasks.index_schema(summary["id_kind"]))

@@ -16,7 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from synapseml_ext.nn.vectors import VectorDataError, ids_to_numpy, vectors_to_numpy
+from synapseml_ext.nn.vectors import (
+    ERROR_PREFIX,
+    VectorDataError,
+    ids_to_numpy,
+    vectors_to_numpy,
+)
 
 # Column names of the tables passed between stages (internal; users never see them).
 ID, VEC = "__id", "__vec"
@@ -25,6 +30,11 @@ PART, IDS, INDEX, INFO = "__part", "__ids", "__index", "__info"
 FOUND_QID, INDICES, DISTANCES = "__qid", "indices", "distances"
 # Query blocks a search task could not search (no local copy of its index partition).
 MISS_PART = "__miss_part"
+# A saved index table holds each partition's index bytes in pieces of at most
+# SAVE_CHUNK_BYTES, numbered by CHUNK (ids and info on piece 0): parquet's writer buffers a
+# whole value several times on the JVM heap, and two 770 MB rows ran a 6 GB heap out of memory.
+CHUNK = "__chunk"
+SAVE_CHUNK_BYTES = 64 << 20
 
 LONG_MAX = np.iinfo(np.int64).max
 
@@ -152,6 +162,56 @@ def _plain(value: Any) -> Any:
 # to SEARCH_BYTES, since the list-major scan is more efficient on large blocks.
 BLOCK_BYTES = 32 << 20
 SEARCH_BYTES = 64 << 20
+
+
+def save_chunks_sql(chunk_bytes: int | None = None) -> str:
+    """SQL generator of the saved layout: ``(chunk number, piece of the index bytes)`` per
+    index row, pieces of at most ``chunk_bytes`` (default SAVE_CHUNK_BYTES; the Scala stage
+    writes the same)."""
+    chunk_bytes = int(chunk_bytes or SAVE_CHUNK_BYTES)
+    return (f"posexplode(transform(sequence(0, greatest(cast(ceil(octet_length({INDEX}) / "
+            f"{chunk_bytes}) as int), 1) - 1), i -> substring({INDEX}, i * {chunk_bytes} + 1, "
+            f"{chunk_bytes}))) as ({CHUNK}, {INDEX})")
+
+
+def make_join_chunks_fn(cfg: dict[str, Any]) -> Callable:
+    """Executor: a saved index table's pieces, sorted by partition and chunk number within
+    the task -> one index row per partition (as the build returns it), kept in the local
+    store as the build's are. ``cfg``: token, store_limit."""
+
+    def join(batches: Iterator[Any]) -> Iterator[Any]:
+        part, pieces, first = None, [], None
+        for batch in batches:
+            for row in range(batch.num_rows):
+                this = batch.column(PART)[row].as_py()
+                if this != part:
+                    if part is not None:
+                        yield _joined(cfg, part, pieces, first)
+                    part, pieces, first = this, [], None
+                chunk = batch.column(CHUNK)[row].as_py()
+                if chunk != len(pieces):
+                    raise ValueError(f"{ERROR_PREFIX} the saved index table lacks piece "
+                                     f"{len(pieces)} of index partition {part}: the model's "
+                                     "data/indexes is incomplete")
+                if chunk == 0:
+                    first = batch.slice(row, 1)
+                pieces.append(batch.column(INDEX)[row].as_buffer())
+        if part is not None:
+            yield _joined(cfg, part, pieces, first)
+
+    return join
+
+
+def _joined(cfg: dict[str, Any], part: int, pieces: list[Any], first: Any) -> Any:
+    import pyarrow as pa
+
+    row = pa.RecordBatch.from_arrays(
+        [pa.array([part], pa.int32()), first.column(IDS),
+         pa.array([b"".join(pieces)], pa.binary()), first.column(INFO)],
+        [PART, IDS, INDEX, INFO])
+    pieces.clear()
+    _keep_locally(cfg, part, row)
+    return row
 
 
 def make_block_fn(cfg: dict[str, Any]) -> Callable:

@@ -315,8 +315,10 @@ object ApproximateNearestNeighborsModel extends MLReadable[ApproximateNearestNei
     override protected def saveImpl(path: String): Unit = {
       ModelMetadata.save(instance, path, sc, JObject("summary" -> instance.summary))
       instance.itemDf.write.parquet(s"$path/data/items")
-      // Uncompressed, as in Python: snappy's first read of a large index row is very slow.
-      instance.indexDf.write.option("compression", "none").parquet(s"$path/data/indexes")
+      // In pieces and uncompressed, as in Python: parquet's writer buffers a whole value
+      // several times on the heap, and snappy's first read of a large one is very slow.
+      Tables.saveChunks(instance.indexDf).write.option("compression", "none")
+        .parquet(s"$path/data/indexes")
     }
   }
 
@@ -340,12 +342,37 @@ object ApproximateNearestNeighborsModel extends MLReadable[ApproximateNearestNei
         JObject(summary.obj ++ LocalStore.facts(LocalStore.newToken(), parts, parts.max + 1).obj)
       }
       val partitions = Summary.indexPartitions(complete)
+      val joined = if (!indexes.columns.contains(Tables.Chunk)) indexes else {
+        joinedChunks(indexes, complete, partitions)
+      }
+      val placed = LocalStore.byPart(joined, partitions)
+      // Read now, as fit builds now: the first search finds the local copies.
+      DataErrors.translate(placed.select(Tables.Part).count())
       val model = new ApproximateNearestNeighborsModel(saved.uid,
-        sparkSession.read.parquet(s"$path/data/items"),
-        LocalStore.byPart(indexes, partitions), complete)
+        sparkSession.read.parquet(s"$path/data/items"), placed, complete)
       saved.setParams(model)
       model
     }
+  }
+
+  /** A saved table's pieces joined back into one index row per partition by the Python
+   * stage's own step, which also keeps each in its executor's local store. */
+  private def joinedChunks(pieces: DataFrame, summary: JObject, partitions: Int): DataFrame = {
+    val placed = pieces.repartition(partitions, Placement.key(col(Tables.Part), partitions))
+      .sortWithinPartitions(Tables.Part, Tables.Chunk)
+      .select(Tables.Part, Tables.Chunk, Tables.Ids, Tables.Index, Tables.Info)
+    val idKind = summary \ "id_kind" match {
+      case JString(kind) => kind
+      case _ => "long"
+    }
+    val token = summary \ "token" match {
+      case JString(value) => value
+      case _ => LocalStore.newToken()
+    }
+    PythonBridge.mapInArrow(new ApproximateNearestNeighbors(), placed, "nn_join_chunks",
+      JObject("id_kind" -> JString(idKind), "token" -> JString(token),
+        "store_limit" -> JInt(LocalStore.limit(pieces.sparkSession))),
+      Tables.indexSchema(idKind))
   }
 
   override def read: MLReader[ApproximateNearestNeighborsModel] = new Reader
@@ -366,6 +393,9 @@ private[nn] object Tables {
   val Info = "__info"
   val FoundQid = "__qid"
   val MissPart = "__miss_part"
+  val Chunk = "__chunk"
+  /** Largest piece of a saved index row (synapseml_ext/nn/tasks.py SAVE_CHUNK_BYTES). */
+  val SaveChunkBytes: Int = 64 << 20
   val Indices = "indices"
   val Distances = "distances"
 
@@ -383,6 +413,17 @@ private[nn] object Tables {
   def localFoundDdl(queryKind: String, itemKind: String): String =
     s"${foundDdl(queryKind, itemKind)}, $MissPart int, $Qids array<${sparkIdType(queryKind)}>, " +
       s"$Qvecs binary"
+
+  /** The index table as saved: each row in pieces of at most `chunkBytes` (ids and info on
+   * piece 0), as tasks.save_chunks_sql writes it in Python. */
+  def saveChunks(indexes: DataFrame, chunkBytes: Int = SaveChunkBytes): DataFrame = {
+    val pieces = s"posexplode(transform(sequence(0, greatest(cast(ceil(octet_length($Index) / " +
+      s"$chunkBytes) as int), 1) - 1), i -> substring($Index, i * $chunkBytes + 1, " +
+      s"$chunkBytes))) as ($Chunk, $Index)"
+    val first = col(Chunk) === 0
+    indexes.selectExpr(Part, Ids, Info, pieces).select(col(Part), col(Chunk),
+      when(first, col(Ids)).as(Ids), col(Index), when(first, col(Info)).as(Info))
+  }
 
   def indexSchema(idKind: String): StructType = StructType.fromDDL(indexDdl(idKind))
   def blockSchema(idKind: String): StructType = StructType.fromDDL(blockDdl(idKind))

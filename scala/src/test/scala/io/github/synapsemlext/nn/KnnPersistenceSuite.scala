@@ -35,6 +35,24 @@ class KnnPersistenceSuite extends AnyFunSuite {
     assertSame(collect(loaded.kneighbors(frame(queries))._3),
       collect(model.kneighbors(frame(queries))._3), 0.0)
     assert(indexCodecs(path) == Set("UNCOMPRESSED"))
+    val saved = spark.read.parquet(s"$path/data/indexes")
+    assert(saved.columns.contains(Tables.Chunk) && saved.count() == 2)
+    // Index rows in small pieces, and in one piece per row (saved before the pieces): both
+    // load, and are searched with the joined bytes (local copies off).
+    val expected = collect(model.kneighbors(frame(queries))._3)
+    spark.conf.set(LocalStore.LimitConf, "0")
+    try {
+      for (table <- Seq(Tables.saveChunks(model.indexDf, 1000), model.indexDf)) {
+        table.write.mode("overwrite").option("compression", "none")
+          .parquet(s"$path/data/indexes")
+        val pieces = spark.read.parquet(s"$path/data/indexes")
+        assert(pieces.count() == (if (table eq model.indexDf) 2 else
+          model.indexDf.selectExpr(s"sum(ceil(octet_length(${Tables.Index}) / 1000))")
+            .head().getLong(0)))
+        assertSame(collect(ApproximateNearestNeighborsModel.load(path).kneighbors(
+          frame(queries))._3), expected, 0.0)
+      }
+    } finally spark.conf.unset(LocalStore.LimitConf)
     val e = intercept[java.io.IOException](model.write.save(path))
     assert(e.getMessage.contains("already exists"))
     model.write.overwrite().save(path)
