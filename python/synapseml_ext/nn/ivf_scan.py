@@ -44,35 +44,36 @@ def list_major_search(ivf, queries: np.ndarray, k: int, nprobe: int, l2: bool
         return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
     q, dim = queries.shape
     _, assigned = ivf.quantizer.search(queries, nprobe)
+    # Scaled once, so that a list's matrix product is its ranking score but for |x|^2.
+    scaled = queries * np.float32(-2.0 if l2 else -1.0)
     width = nprobe * k
-    cand_score = np.full((q, width), np.inf, dtype=np.float32)
+    # Flat (query-major): each list's winners land by one flat index.
+    cand_score = np.full(q * width, np.inf, dtype=np.float32)
     # Where each candidate is stored: list << 32 | offset in the list (-1: none).
-    cand_where = np.full((q, width), -1, dtype=np.int64)
+    cand_where = np.full(q * width, -1, dtype=np.int64)
 
     for lst, pairs in _pairs_by_list(assigned):
         vectors, ids = _stored_list(ivf, lst, dim)
         size = len(ids)
         if size == 0:
             continue
-        offset = (vectors * vectors).sum(axis=1) if l2 else None
+        offset = np.einsum("ij,ij->i", vectors, vectors) if l2 else None
         keep = min(k, size)
         for c in range(0, len(pairs), ROW_CHUNK):
             chunk = pairs[c: c + ROW_CHUNK]
             rows, slots = np.divmod(chunk, nprobe)
-            scores = queries[rows] @ vectors.T
+            scores = scaled[rows] @ vectors.T
             if l2:  # in place: the score matrix is the largest temporary of the scan
-                scores *= -2.0
                 scores += offset
-            else:
-                np.negative(scores, out=scores)
             if keep < size:
                 best = np.argpartition(scores, keep - 1, axis=1)[:, :keep]
             else:
                 best = np.broadcast_to(np.arange(size), (len(chunk), size))
-            cols = slots[:, None] * k + np.arange(keep)[None, :]
-            cand_score[rows[:, None], cols] = np.take_along_axis(scores, best, axis=1)
-            cand_where[rows[:, None], cols] = (lst << 32) | best
+            flat = ((rows * width + slots * k)[:, None] + np.arange(keep)).ravel()
+            cand_score[flat] = np.take_along_axis(scores, best, axis=1).ravel()
+            cand_where[flat] = ((lst << 32) | best).ravel()
 
+    cand_score, cand_where = cand_score.reshape(q, width), cand_where.reshape(q, width)
     top = min(k, width)
     best = np.argpartition(cand_score, top - 1, axis=1)[:, :top]
     where = np.take_along_axis(cand_where, best, axis=1)
