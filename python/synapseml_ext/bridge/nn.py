@@ -27,7 +27,8 @@ from pyspark.sql.types import (
 
 __all__ = ["OPS", "function", "struct_from_ddl"]
 
-OPS = ("nn_build", "nn_block", "nn_search", "nn_search_local", "nn_join_chunks")
+OPS = ("nn_build", "nn_block", "nn_search", "nn_search_local", "nn_save_chunks",
+       "nn_join_chunks")
 
 _ATOMS: dict[str, DataType] = {"int": IntegerType(), "bigint": LongType(),
                                "string": StringType(), "binary": BinaryType(),
@@ -36,7 +37,7 @@ _ATOMS: dict[str, DataType] = {"int": IntegerType(), "bigint": LongType(),
 
 def function(stage: Any, op: str, facts: dict[str, Any]) -> tuple[Callable, StructType]:
     """``(mapInArrow function, its output schema)`` for ``op`` of the rebuilt Python stage
-    (the estimator for ``nn_build`` and ``nn_join_chunks``, the model for the search ops)."""
+    (the estimator for ``nn_build`` and the saved pieces' ops, the model for the search ops)."""
     from synapseml_ext.nn import local_store, tasks
 
     if op not in OPS:
@@ -49,6 +50,9 @@ def function(stage: Any, op: str, facts: dict[str, Any]) -> tuple[Callable, Stru
                "params": stage._cpu_algo_params(), "k": stage.getK(),
                "partitions": int(facts.get("partitions", 1)), **store}
         return tasks.make_build_fn(cfg), struct_from_ddl(tasks.index_schema(facts["id_kind"]))
+    if op == "nn_save_chunks":  # the index table in pieces, for save()
+        return (tasks.make_save_chunks_fn({"chunk_bytes": int(facts["chunk_bytes"])}),
+                struct_from_ddl(tasks.saved_index_schema(facts["id_kind"])))
     if op == "nn_join_chunks":  # a saved table's pieces, joined back at load
         return (tasks.make_join_chunks_fn(store),
                 struct_from_ddl(tasks.index_schema(facts["id_kind"])))

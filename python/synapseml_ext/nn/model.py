@@ -572,8 +572,8 @@ class _ModelWriter(MLWriter):
         # compress, and parquet 1.13's snappy reader grows its input buffer one 4 KB step at a
         # time (PARQUET-2429), so the first read of a ~190 MB index row took 150 s per JVM
         # (2.3 s uncompressed; docs/ann.md).
-        _save_chunks(model._index_df).write.mode(mode).option("compression", "none").parquet(
-            f"{path}/data/indexes")
+        pieces = _save_chunks(model._index_df, model._summary["id_kind"])
+        pieces.write.mode(mode).option("compression", "none").parquet(f"{path}/data/indexes")
 
 
 class _ModelReader(MLReader):
@@ -602,13 +602,12 @@ class _ModelReader(MLReader):
         return model
 
 
-def _save_chunks(index_df: DataFrame) -> DataFrame:
+def _save_chunks(index_df: DataFrame, id_kind: str) -> DataFrame:
     """The index table as saved: each index row in pieces (ids and info on piece 0), so that
     no parquet value is larger than tasks.SAVE_CHUNK_BYTES."""
-    first = F.col(tasks.CHUNK) == 0
-    return index_df.selectExpr(tasks.PART, tasks.IDS, tasks.INFO, tasks.save_chunks_sql()).select(
-        tasks.PART, tasks.CHUNK, F.when(first, F.col(tasks.IDS)).alias(tasks.IDS), tasks.INDEX,
-        F.when(first, F.col(tasks.INFO)).alias(tasks.INFO))
+    return index_df.select(tasks.PART, tasks.IDS, tasks.INDEX, tasks.INFO).mapInArrow(
+        tasks.make_save_chunks_fn({"chunk_bytes": tasks.SAVE_CHUNK_BYTES}),
+        tasks.saved_index_schema(id_kind))
 
 
 def _joined_chunks(pieces: DataFrame, summary: dict[str, Any], store_limit: int) -> DataFrame:

@@ -137,7 +137,8 @@ class _ApproximateNearestNeighborsParams(HasInputCol):
     numPartitions: Param[int] = Param(
         Params._dummy(), "numPartitions",
         "CPU engine: number of item partitions, one index each (0 keeps the input's "
-        "partitioning); each index partition must stay below ~1.5 GB",
+        "partitioning); fewer, larger partitions search faster (one per core is fastest, "
+        "see docs/ann.md), and each must stay below ~1.5 GB",
         typeConverter=TypeConverters.toInt)
     numQueryBlocks: Param[int] = Param(
         Params._dummy(), "numQueryBlocks",

@@ -164,14 +164,40 @@ BLOCK_BYTES = 32 << 20
 SEARCH_BYTES = 64 << 20
 
 
-def save_chunks_sql(chunk_bytes: int | None = None) -> str:
-    """SQL generator of the saved layout: ``(chunk number, piece of the index bytes)`` per
-    index row, pieces of at most ``chunk_bytes`` (default SAVE_CHUNK_BYTES; the Scala stage
-    writes the same)."""
-    chunk_bytes = int(chunk_bytes or SAVE_CHUNK_BYTES)
-    return (f"posexplode(transform(sequence(0, greatest(cast(ceil(octet_length({INDEX}) / "
-            f"{chunk_bytes}) as int), 1) - 1), i -> substring({INDEX}, i * {chunk_bytes} + 1, "
-            f"{chunk_bytes}))) as ({CHUNK}, {INDEX})")
+def saved_index_schema(id_kind: str) -> str:
+    """The index table as saved: pieces of each partition's index bytes, numbered by CHUNK,
+    with the ids and info on piece 0 only."""
+    return (f"{PART} int, {CHUNK} int, {IDS} array<{spark_id_type(id_kind)}>, {INDEX} binary, "
+            f"{INFO} string")
+
+
+def make_save_chunks_fn(cfg: dict[str, Any]) -> Callable:
+    """Executor: index rows -> their pieces of at most ``cfg["chunk_bytes"]`` (views of the
+    row's bytes, not copies). In Python because a Spark SQL expression reading the binary
+    column copies the whole value on every access, once per piece."""
+
+    def pieces(batches: Iterator[Any]) -> Iterator[Any]:
+        import pyarrow as pa
+
+        size = int(cfg["chunk_bytes"])
+        for batch in batches:
+            for row in range(batch.num_rows):
+                blob = batch.column(INDEX)[row].as_buffer()
+                count = max(1, -(-blob.size // size))
+                ends = np.minimum(np.arange(count + 1, dtype=np.int64) * size, blob.size)
+                chunks = pa.Array.from_buffers(
+                    pa.binary(), count, [None, pa.py_buffer(ends.astype(np.int32)), blob])
+                first = batch.slice(row, 1)
+                yield pa.RecordBatch.from_arrays(
+                    [pa.array(np.full(count, batch.column(PART)[row].as_py(), np.int32)),
+                     pa.array(np.arange(count, dtype=np.int32)),
+                     pa.concat_arrays([first.column(IDS),
+                                       pa.nulls(count - 1, first.column(IDS).type)]),
+                     chunks,
+                     pa.concat_arrays([first.column(INFO), pa.nulls(count - 1, pa.string())])],
+                    [PART, CHUNK, IDS, INDEX, INFO])
+
+    return pieces
 
 
 def make_join_chunks_fn(cfg: dict[str, Any]) -> Callable:

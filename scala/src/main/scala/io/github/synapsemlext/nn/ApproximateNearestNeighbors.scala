@@ -125,7 +125,7 @@ class ApproximateNearestNeighborsModel private[nn] (override val uid: String,
     case other => throw new IllegalStateException(s"bad build summary dim: $other")
   }
 
-  private def summaryString(key: String): String = (summary \ key) match {
+  private[nn] def summaryString(key: String): String = (summary \ key) match {
     case JString(s) => s
     case other => throw new IllegalStateException(s"bad build summary $key: $other")
   }
@@ -317,7 +317,8 @@ object ApproximateNearestNeighborsModel extends MLReadable[ApproximateNearestNei
       instance.itemDf.write.parquet(s"$path/data/items")
       // In pieces and uncompressed, as in Python: parquet's writer buffers a whole value
       // several times on the heap, and snappy's first read of a large one is very slow.
-      Tables.saveChunks(instance.indexDf).write.option("compression", "none")
+      Tables.saveChunks(instance.indexDf, instance.summaryString("id_kind"))
+        .write.option("compression", "none")
         .parquet(s"$path/data/indexes")
     }
   }
@@ -414,16 +415,18 @@ private[nn] object Tables {
     s"${foundDdl(queryKind, itemKind)}, $MissPart int, $Qids array<${sparkIdType(queryKind)}>, " +
       s"$Qvecs binary"
 
+  def savedIndexDdl(idKind: String): String =
+    s"$Part int, $Chunk int, $Ids array<${sparkIdType(idKind)}>, $Index binary, $Info string"
+
   /** The index table as saved: each row in pieces of at most `chunkBytes` (ids and info on
-   * piece 0), as tasks.save_chunks_sql writes it in Python. */
-  def saveChunks(indexes: DataFrame, chunkBytes: Int = SaveChunkBytes): DataFrame = {
-    val pieces = s"posexplode(transform(sequence(0, greatest(cast(ceil(octet_length($Index) / " +
-      s"$chunkBytes) as int), 1) - 1), i -> substring($Index, i * $chunkBytes + 1, " +
-      s"$chunkBytes))) as ($Chunk, $Index)"
-    val first = col(Chunk) === 0
-    indexes.selectExpr(Part, Ids, Info, pieces).select(col(Part), col(Chunk),
-      when(first, col(Ids)).as(Ids), col(Index), when(first, col(Info)).as(Info))
-  }
+   * piece 0), cut by the Python stage's own step (a SQL expression reading the binary
+   * column would copy the whole value once per piece). */
+  def saveChunks(indexes: DataFrame, idKind: String, chunkBytes: Int = SaveChunkBytes)
+      : DataFrame =
+    PythonBridge.mapInArrow(new ApproximateNearestNeighbors(),
+      indexes.select(Part, Ids, Index, Info), "nn_save_chunks",
+      JObject("id_kind" -> JString(idKind), "chunk_bytes" -> JInt(chunkBytes)),
+      StructType.fromDDL(savedIndexDdl(idKind)))
 
   def indexSchema(idKind: String): StructType = StructType.fromDDL(indexDdl(idKind))
   def blockSchema(idKind: String): StructType = StructType.fromDDL(blockDdl(idKind))

@@ -84,7 +84,8 @@ trait ApproximateNearestNeighborsParams extends Params {
   /** @group param */
   final val numPartitions: IntParam = new IntParam(this, "numPartitions",
     "CPU engine: number of item partitions, one index each (0 keeps the input's " +
-      "partitioning); each index partition must stay below ~1.5 GB",
+      "partitioning); fewer, larger partitions search faster (one per core is fastest, " +
+      "see docs/ann.md), and each must stay below ~1.5 GB",
     ParamValidators.gtEq(0))
 
   /** @group getParam */

@@ -42,7 +42,7 @@ class KnnPersistenceSuite extends AnyFunSuite {
     val expected = collect(model.kneighbors(frame(queries))._3)
     spark.conf.set(LocalStore.LimitConf, "0")
     try {
-      for (table <- Seq(Tables.saveChunks(model.indexDf, 1000), model.indexDf)) {
+      for (table <- Seq(Tables.saveChunks(model.indexDf, "long", 1000), model.indexDf)) {
         table.write.mode("overwrite").option("compression", "none")
           .parquet(s"$path/data/indexes")
         val pieces = spark.read.parquet(s"$path/data/indexes")
