@@ -78,6 +78,11 @@ def test_saved_index_rows_are_pieces_joined_back_at_load(spark, tmp_path, monkey
     assert set(sizes) == {0, 1} and min(sizes.values()) > 10
     assert saved.where("__chunk > 0 and (__ids is not null or __info is not null)").count() == 0
     assert saved.agg(F.max(F.octet_length("__index"))).first()[0] <= 4096
+    # One row group per piece or two, not the whole partition buffered by the writer.
+    files = sorted((path / "data" / "indexes").glob("*.parquet"))
+    assert all(pq.ParquetFile(f).metadata.num_row_groups > 10 for f in files)
+    assert max(pq.ParquetFile(f).metadata.row_group(g).num_rows for f in files
+               for g in range(pq.ParquetFile(f).metadata.num_row_groups)) <= 2
     # Searched with the joined bytes, not the build's local copies.
     spark.conf.set("spark.synapseml_ext.nn.localIndexBytes", "0")
     try:

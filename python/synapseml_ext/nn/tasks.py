@@ -164,6 +164,15 @@ BLOCK_BYTES = 32 << 20
 SEARCH_BYTES = 64 << 20
 
 
+def saved_index_options() -> dict[str, str]:
+    """Parquet options of the saved pieces: uncompressed (faiss' floats do not compress, and
+    parquet 1.13's snappy reader is very slow on large pages, PARQUET-2429), and a row group
+    per piece: the writer checks its buffered size only every 100 rows by default, so it
+    had buffered a whole partition's pieces, several times."""
+    return {"compression": "none", "parquet.block.size": str(SAVE_CHUNK_BYTES),
+            "parquet.page.size.row.check.min": "1", "parquet.page.size.row.check.max": "1"}
+
+
 def saved_index_schema(id_kind: str) -> str:
     """The index table as saved: pieces of each partition's index bytes, numbered by CHUNK,
     with the ids and info on piece 0 only."""

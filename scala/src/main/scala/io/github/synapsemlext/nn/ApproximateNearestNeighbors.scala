@@ -318,8 +318,7 @@ object ApproximateNearestNeighborsModel extends MLReadable[ApproximateNearestNei
       // In pieces and uncompressed, as in Python: parquet's writer buffers a whole value
       // several times on the heap, and snappy's first read of a large one is very slow.
       Tables.saveChunks(instance.indexDf, instance.summaryString("id_kind"))
-        .write.option("compression", "none")
-        .parquet(s"$path/data/indexes")
+        .write.options(Tables.SavedIndexOptions).parquet(s"$path/data/indexes")
     }
   }
 
@@ -414,6 +413,12 @@ private[nn] object Tables {
   def localFoundDdl(queryKind: String, itemKind: String): String =
     s"${foundDdl(queryKind, itemKind)}, $MissPart int, $Qids array<${sparkIdType(queryKind)}>, " +
       s"$Qvecs binary"
+
+  /** Uncompressed, one row group per piece (synapseml_ext/nn/tasks.py saved_index_options:
+   * parquet checks its buffered size every 100 rows by default). */
+  val SavedIndexOptions: Map[String, String] = Map("compression" -> "none",
+    "parquet.block.size" -> SaveChunkBytes.toString, "parquet.page.size.row.check.min" -> "1",
+    "parquet.page.size.row.check.max" -> "1")
 
   def savedIndexDdl(idKind: String): String =
     s"$Part int, $Chunk int, $Ids array<${sparkIdType(idKind)}>, $Index binary, $Info string"
