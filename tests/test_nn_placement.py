@@ -101,5 +101,16 @@ def test_saved_index_rows_are_pieces_joined_back_at_load(spark, tmp_path, monkey
         shutil.move(tmp_path / "pieces", broken / "data" / "indexes")
         with pytest.raises(ValueError, match="lacks piece 1 of index partition 1"):
             ApproximateNearestNeighborsModel.load(str(broken))
+        # ... and so is a missing last piece (the count is in piece 0's info).
+        broken = tmp_path / "broken-last"
+        model.save(str(broken))
+        last = spark.read.parquet(str(broken / "data" / "indexes")).where(
+            "__part = 0").agg(F.max("__chunk")).first()[0]
+        spark.read.parquet(str(broken / "data" / "indexes")).where(
+            f"not (__part = 0 and __chunk = {last})").write.parquet(str(tmp_path / "pieces-2"))
+        shutil.rmtree(broken / "data" / "indexes")
+        shutil.move(tmp_path / "pieces-2", broken / "data" / "indexes")
+        with pytest.raises(ValueError, match=f"lacks piece {last} of index partition 0"):
+            ApproximateNearestNeighborsModel.load(str(broken))
     finally:
         spark.conf.unset("spark.synapseml_ext.nn.localIndexBytes")

@@ -35,6 +35,7 @@ MISS_PART = "__miss_part"
 # whole value several times on the JVM heap, and two 770 MB rows ran a 6 GB heap out of memory.
 CHUNK = "__chunk"
 SAVE_CHUNK_BYTES = 64 << 20
+PIECES = "pieces"  # key of piece 0's info: how many pieces the partition has
 
 LONG_MAX = np.iinfo(np.int64).max
 
@@ -197,13 +198,16 @@ def make_save_chunks_fn(cfg: dict[str, Any]) -> Callable:
                 chunks = pa.Array.from_buffers(
                     pa.binary(), count, [None, pa.py_buffer(ends.astype(np.int32)), blob])
                 first = batch.slice(row, 1)
+                # The count travels in piece 0's info, so that the load can tell a missing
+                # last piece from a shorter index.
+                info = {**json.loads(first.column(INFO)[0].as_py()), PIECES: count}
                 yield pa.RecordBatch.from_arrays(
                     [pa.array(np.full(count, batch.column(PART)[row].as_py(), np.int32)),
                      pa.array(np.arange(count, dtype=np.int32)),
                      pa.concat_arrays([first.column(IDS),
                                        pa.nulls(count - 1, first.column(IDS).type)]),
                      chunks,
-                     pa.concat_arrays([first.column(INFO), pa.nulls(count - 1, pa.string())])],
+                     pa.array([json.dumps(info)] + [None] * (count - 1), pa.string())],
                     [PART, CHUNK, IDS, INDEX, INFO])
 
     return pieces
@@ -240,9 +244,15 @@ def make_join_chunks_fn(cfg: dict[str, Any]) -> Callable:
 def _joined(cfg: dict[str, Any], part: int, pieces: list[Any], first: Any) -> Any:
     import pyarrow as pa
 
+    info = json.loads(first.column(INFO)[0].as_py())
+    expected = info.pop(PIECES, len(pieces))
+    if len(pieces) != expected:
+        raise ValueError(f"{ERROR_PREFIX} the saved index table lacks piece {len(pieces)} of "
+                         f"index partition {part} (of {expected}): the model's data/indexes is "
+                         "incomplete")
     row = pa.RecordBatch.from_arrays(
         [pa.array([part], pa.int32()), first.column(IDS),
-         pa.array([b"".join(pieces)], pa.binary()), first.column(INFO)],
+         pa.array([b"".join(pieces)], pa.binary()), pa.array([json.dumps(info)], pa.string())],
         [PART, IDS, INDEX, INFO])
     pieces.clear()
     _keep_locally(cfg, part, row)
