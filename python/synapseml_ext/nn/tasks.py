@@ -1,6 +1,7 @@
 """What runs on the executors: build one index per item partition, cut queries into blocks,
 search (block, index partition) pairs, with the executor's local copy of the partition
-(:mod:`.local_store`) or with its bytes.
+(:mod:`.local_store`) or with its bytes; cut index rows into the pieces ``save()`` writes,
+and join them back at ``load()``.
 
 Each ``make_*`` factory runs on the driver and returns a function of plain values (nothing
 of the stage is pickled); the returned functions run inside ``mapInArrow`` tasks and import
