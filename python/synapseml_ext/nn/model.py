@@ -572,10 +572,8 @@ class _ModelWriter(MLWriter):
         # compress, and parquet 1.13's snappy reader grows its input buffer one 4 KB step at a
         # time (PARQUET-2429), so the first read of a ~190 MB index row took 150 s per JVM
         # (2.3 s uncompressed; docs/ann.md).
-        pieces = _save_chunks(model._index_df, model._summary["id_kind"]).write.mode(mode)
-        for key, value in tasks.saved_index_options().items():
-            pieces = pieces.option(key, value)
-        pieces.parquet(f"{path}/data/indexes")
+        _save_chunks(model._index_df, model._summary["id_kind"]).write.mode(mode).options(
+            **tasks.saved_index_options()).parquet(f"{path}/data/indexes")
 
 
 class _ModelReader(MLReader):

@@ -230,9 +230,7 @@ def make_join_chunks_fn(cfg: dict[str, Any]) -> Callable:
                     part, pieces, first = this, [], None
                 chunk = batch.column(CHUNK)[row].as_py()
                 if chunk != len(pieces):
-                    raise ValueError(f"{ERROR_PREFIX} the saved index table lacks piece "
-                                     f"{len(pieces)} of index partition {part}: the model's "
-                                     "data/indexes is incomplete")
+                    raise _missing_piece(len(pieces), part)
                 if chunk == 0:
                     first = batch.slice(row, 1)
                 pieces.append(batch.column(INDEX)[row].as_buffer())
@@ -242,15 +240,18 @@ def make_join_chunks_fn(cfg: dict[str, Any]) -> Callable:
     return join
 
 
+def _missing_piece(piece: int, part: int) -> ValueError:
+    return ValueError(f"{ERROR_PREFIX} the saved index table lacks piece {piece} of index "
+                      f"partition {part}: the model's data/indexes is incomplete")
+
+
 def _joined(cfg: dict[str, Any], part: int, pieces: list[Any], first: Any) -> Any:
     import pyarrow as pa
 
     info = json.loads(first.column(INFO)[0].as_py())
     expected = info.pop(PIECES, len(pieces))
     if len(pieces) != expected:
-        raise ValueError(f"{ERROR_PREFIX} the saved index table lacks piece {len(pieces)} of "
-                         f"index partition {part} (of {expected}): the model's data/indexes is "
-                         "incomplete")
+        raise _missing_piece(len(pieces), part)
     row = pa.RecordBatch.from_arrays(
         [pa.array([part], pa.int32()), first.column(IDS),
          pa.array([b"".join(pieces)], pa.binary()), pa.array([json.dumps(info)], pa.string())],

@@ -125,10 +125,7 @@ class ApproximateNearestNeighborsModel private[nn] (override val uid: String,
     case other => throw new IllegalStateException(s"bad build summary dim: $other")
   }
 
-  private[nn] def summaryString(key: String): String = (summary \ key) match {
-    case JString(s) => s
-    case other => throw new IllegalStateException(s"bad build summary $key: $other")
-  }
+  private def summaryString(key: String): String = Summary.text(summary, key)
 
   private def summaryPartitions: Int = (summary \ "partitions") match {
     case JInt(n) => n.toInt
@@ -317,7 +314,7 @@ object ApproximateNearestNeighborsModel extends MLReadable[ApproximateNearestNei
       instance.itemDf.write.parquet(s"$path/data/items")
       // In pieces and uncompressed, as in Python: parquet's writer buffers a whole value
       // several times on the heap, and snappy's first read of a large one is very slow.
-      Tables.saveChunks(instance.indexDf, instance.summaryString("id_kind"))
+      Tables.saveChunks(instance.indexDf, Summary.text(instance.summary, "id_kind"))
         .write.options(Tables.SavedIndexOptions).parquet(s"$path/data/indexes")
     }
   }
@@ -361,16 +358,9 @@ object ApproximateNearestNeighborsModel extends MLReadable[ApproximateNearestNei
     val placed = pieces.repartition(partitions, Placement.key(col(Tables.Part), partitions))
       .sortWithinPartitions(Tables.Part, Tables.Chunk)
       .select(Tables.Part, Tables.Chunk, Tables.Ids, Tables.Index, Tables.Info)
-    val idKind = summary \ "id_kind" match {
-      case JString(kind) => kind
-      case _ => "long"
-    }
-    val token = summary \ "token" match {
-      case JString(value) => value
-      case _ => LocalStore.newToken()
-    }
+    val idKind = Summary.text(summary, "id_kind")
     PythonBridge.mapInArrow(new ApproximateNearestNeighbors(), placed, "nn_join_chunks",
-      JObject("id_kind" -> JString(idKind), "token" -> JString(token),
+      JObject("id_kind" -> JString(idKind), "token" -> JString(Summary.text(summary, "token")),
         "store_limit" -> JInt(LocalStore.limit(pieces.sparkSession))),
       Tables.indexSchema(idKind))
   }
@@ -497,6 +487,12 @@ private[nn] object Placement {
 private[nn] object Summary {
 
   private val Kept = Seq("kind", "n", "params", "search", "calibration_recall", "reason", "seconds")
+
+  /** A string of the summary (id_kind, token); a missing one is a corrupt model. */
+  def text(summary: JObject, key: String): String = (summary \ key) match {
+    case JString(s) => s
+    case other => throw new IllegalStateException(s"bad build summary $key: $other")
+  }
 
   /** Shuffle partitions of the index table: saved with the summary, else (older saves) the
    * largest partition number + 1, as the Python loader does. */
