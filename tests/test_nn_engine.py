@@ -84,13 +84,14 @@ def test_list_major_scan_pads_when_the_probed_lists_hold_fewer_than_k():
     prepared = engine.prepare_vectors(items[:2000], "euclidean")
     sizes = [built.index.invlists.list_size(i) for i in range(built.index.nlist)]
     k = max(sizes) + 5  # more than any one list holds: nprobe=1 must pad
-    labels, vectors = ivf_scan.list_major_search(built.index, prepared, k, 1, True)
+    labels, scores = ivf_scan.list_major_search(built.index, prepared, k, 1, True)
     assert ((labels == -1).sum(axis=1) >= 5).all()
-    assert (vectors[labels == -1] == 0).all()
-    # every found label comes with its own stored vector (label -> input row: built.order)
-    found = labels[labels >= 0]
-    np.testing.assert_array_equal(vectors[labels >= 0],
-                                  engine.prepare_vectors(items, "euclidean")[built.order[found]])
+    assert (scores[labels == -1] == 0).all()
+    # every found label comes with its own squared distance (label -> input row: built.order)
+    rows, cols = np.nonzero(labels >= 0)
+    stored = engine.prepare_vectors(items, "euclidean")[built.order[labels[rows, cols]]]
+    np.testing.assert_allclose(scores[rows, cols], ((stored - prepared[rows]) ** 2).sum(axis=1),
+                               rtol=1e-5, atol=1e-6)
     distances, found = built.search(prepared, k, {"nprobe": 1})
     assert (found == -1).sum() == (labels == -1).sum()
     assert (distances[found == -1] == engine.worst_distance("euclidean")).all()

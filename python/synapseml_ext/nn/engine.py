@@ -125,9 +125,8 @@ class PartitionIndex:
         found = min(k, self.info.n)
         exact_scores = self.info.kind == "flat"
         if self.info.kind == "ivfflat" and worth_it(q, self.index.nprobe, self.index.nlist):
-            labels, winners = list_major_search(self.index, queries, found, self.index.nprobe,
-                                                metric in L2_METRICS)
-            raw = _direct_scores(queries, winners, metric)
+            labels, raw = list_major_search(self.index, queries, found, self.index.nprobe,
+                                            metric in L2_METRICS)
             exact_scores = True
         else:
             raw, labels = self.index.search(queries, found)

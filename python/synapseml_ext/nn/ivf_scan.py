@@ -8,8 +8,8 @@ probe it with one GEMM, which runs at the machine's matmul rate instead.
 
 The neighbours are the same as faiss' IVF-Flat search with the same ``nprobe`` (the same
 lists are probed and scored exhaustively); candidates are ranked by ``|x|^2 - 2 q.x``, and the
-winners' stored vectors are returned so that their scores are recomputed directly (small
-distances keep their precision).
+winners' scores are then recomputed directly from their stored vectors (small distances keep
+their precision).
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ def worth_it(queries: int, nprobe: int, nlist: int) -> bool:
 
 def list_major_search(ivf, queries: np.ndarray, k: int, nprobe: int, l2: bool
                       ) -> tuple[np.ndarray, np.ndarray]:
-    """``(labels, vectors)`` of the ``k`` best items per query over the ``nprobe`` nearest
+    """``(labels, scores)`` of the ``k`` best items per query over the ``nprobe`` nearest
     lists of the faiss ``IndexIVFFlat`` ``ivf``: int64 labels ``[q, k]`` (``-1`` where fewer
-    than ``k`` items were probed, unordered) and their stored float32 vectors ``[q, k, dim]``
-    (zeros for ``-1``), from which the caller computes the winners' real scores. Candidates
+    than ``k`` items were probed, unordered) and their float32 faiss scores (squared L2 or
+    inner product, computed elementwise from the stored vectors; 0 for ``-1``). Candidates
     are ranked by ``|x|^2 - 2 q.x`` for L2 and ``-q.x`` for inner product."""
     per_query = nprobe * k * 12
     step = max(1, CANDIDATE_BYTES // per_query)
@@ -78,7 +78,7 @@ def list_major_search(ivf, queries: np.ndarray, k: int, nprobe: int, l2: bool
     best = np.argpartition(cand_score, top - 1, axis=1)[:, :top]
     where = np.take_along_axis(cand_where, best, axis=1)
     where[~np.isfinite(np.take_along_axis(cand_score, best, axis=1))] = -1
-    return _fetch(ivf, where, dim)
+    return _winners(ivf, queries, where, l2)
 
 
 def _pairs_by_list(assigned: np.ndarray):
@@ -93,20 +93,27 @@ def _pairs_by_list(assigned: np.ndarray):
             yield lst, order[lo:hi]
 
 
-def _fetch(ivf, where: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """Labels and stored vectors of the winners, read list by list (an IVF index keeps no
-    label -> vector map; building faiss' direct map and reconstructing costs more)."""
+def _winners(ivf, queries: np.ndarray, where: np.ndarray, l2: bool
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and direct scores of the winners, list by list (an IVF index keeps no label ->
+    vector map). Scored where they are read: a ``[q, k, dim]`` array of their vectors would
+    be ~150 MB for 10k queries, and a fresh mapping of that size page-faults on every search."""
+    k, dim = where.shape[1], queries.shape[1]
     labels = np.full(where.shape, -1, dtype=np.int64)
-    vectors = np.zeros((*where.shape, dim), dtype=np.float32)
-    flat_where, flat_labels = where.ravel(), labels.ravel()
-    flat_vectors = vectors.reshape(-1, dim)
+    scores = np.zeros(where.shape, dtype=np.float32)
+    flat_where, flat_labels, flat_scores = where.ravel(), labels.ravel(), scores.ravel()
     lists = np.where(flat_where >= 0, flat_where >> 32, -1).reshape(-1, 1)
     for lst, positions in _pairs_by_list(lists):
         stored, ids = _stored_list(ivf, lst, dim)
         offsets = flat_where[positions] & 0xFFFFFFFF
         flat_labels[positions] = ids[offsets]
-        flat_vectors[positions] = stored[offsets]
-    return labels, vectors
+        vectors, query = stored[offsets], queries[positions // k]
+        if l2:
+            vectors -= query
+            flat_scores[positions] = np.einsum("ij,ij->i", vectors, vectors)
+        else:
+            flat_scores[positions] = np.einsum("ij,ij->i", vectors, query)
+    return labels, scores
 
 
 def _stored_list(ivf, lst: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
