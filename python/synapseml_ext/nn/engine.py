@@ -29,7 +29,7 @@ DEFAULT_TARGET_RECALL = 0.95
 # list (faiss warns below 39). Chosen by measurement, see docs/ann.md ("How the defaults were
 # chosen").
 NLIST_PER_SQRT_N = 4.0
-TRAIN_POINTS_PER_LIST = 48
+TRAIN_POINTS_PER_LIST = 96
 MIN_POINTS_PER_LIST = 39
 def calibration_k(k: int, partitions: int) -> int:
     """Neighbours per partition that the breadth is tuned for: the global top-k spreads over
