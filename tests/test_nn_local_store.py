@@ -131,8 +131,13 @@ def test_search_reads_local_copies_else_the_bytes_with_the_same_results(spark, e
         assert indices == truth.tolist()
         return distances, _sources(event_log, seen)
 
+    seen = len(read_events(event_log))
     distances, sources = search()  # the build kept a copy of every partition
     assert sources == ["local"] * 3
+    # local[2]: the 3 partitions are searched by 2 tasks (one of them searches 2 in turn)
+    searched = [e for e in read_events(event_log)[seen:] if e["event"] == "nn_search"]
+    assert sorted(e["partition"] for e in searched) == [0, 1, 2]
+    assert len({e["task"] for e in searched}) == 2
     for name in os.listdir(root):
         if name.startswith(token):
             os.remove(os.path.join(root, name))

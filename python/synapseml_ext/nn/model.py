@@ -324,7 +324,7 @@ class ApproximateNearestNeighborsModel(Model, _SchemaMixin, MLReadable, MLWritab
                "store_limit": _store_limit(spark)}
         if cfg["token"] and cfg["store_limit"] != 0 and not _is_connect(queries):
             found = _search_local_first(spark, self._index_df, blocks.repartition(groups), cfg,
-                                        summary)
+                                        summary, _index_tasks(spark, summary["parts"], groups))
         else:
             pairs = _index_meets_blocks(self._index_df, blocks.repartition(groups))
             found = pairs.mapInArrow(tasks.make_search_fn(cfg),
@@ -389,6 +389,13 @@ def _query_groups(spark: SparkSession, index_partitions: int) -> int:
     return max(1, math.ceil(_default_parallelism(spark) / max(1, index_partitions)))
 
 
+def _index_tasks(spark: SparkSession, parts: list[int], groups: int) -> int:
+    """Search tasks per query group with local copies: one per index partition, but no more
+    than there are cores for (each task then searches a few partitions in turn, which saves
+    a task's fixed costs per partition)."""
+    return max(1, min(len(parts), math.ceil(_default_parallelism(spark) / max(1, groups))))
+
+
 def _default_parallelism(spark: SparkSession) -> int:
     try:
         return int(spark.sparkContext.defaultParallelism)
@@ -419,12 +426,13 @@ def _by_part(index_df: DataFrame, partitions: int) -> DataFrame:
 
 
 def _search_local_first(spark: SparkSession, index_df: DataFrame, blocks: DataFrame,
-                        cfg: dict[str, Any], summary: dict[str, Any]) -> DataFrame:
+                        cfg: dict[str, Any], summary: dict[str, Any], tasks_per_group: int
+                        ) -> DataFrame:
     """Found rows of every (index partition, query block) pair, searched now: first with the
     executors' local index copies (the pairs carry partition numbers only), then, only for
     the blocks that found no copy, with the index bytes joined to them."""
     parts = summary["parts"]
-    numbers = spark.range(len(parts), numPartitions=len(parts)).select(
+    numbers = spark.range(len(parts), numPartitions=tasks_per_group).select(
         F.element_at(F.array(*[F.lit(p) for p in parts]), F.col("id").cast("int") + 1)
         .cast("int").alias(tasks.PART))
     pairs = numbers.crossJoin(blocks.hint("shuffle_replicate_nl"))

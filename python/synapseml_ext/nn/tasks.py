@@ -459,7 +459,7 @@ def _search_pending(loaded: _LoadedIndex, pending: list[tuple[Any, np.ndarray]],
     queries = engine.prepare_vectors(queries, metric)
     distances, labels = loaded.index.search(queries, k, cfg["search"])
     labels = np.where(labels < 0, len(loaded.ids) - 1, labels)
-    record_event("nn_search", partition=loaded.part, queries=len(queries),
+    record_event("nn_search", partition=loaded.part, queries=len(queries), task=_task_name(),
                  seconds=time.perf_counter() - started)
     item_type = arrow_id_type(cfg["item_kind"])
     offsets = pa.array(np.arange(0, len(queries) * k + 1, k, dtype=np.int32))
@@ -473,6 +473,14 @@ def _search_pending(loaded: _LoadedIndex, pending: list[tuple[Any, np.ndarray]],
                     pa.nulls(len(qids), pa.binary())]
         names += [MISS_PART, QIDS, QVECS]
     yield pa.RecordBatch.from_arrays(columns, names)
+
+
+def _task_name() -> str | None:
+    """``stage.partition`` of the Spark task running this (None outside Spark)."""
+    from pyspark import TaskContext
+
+    context = TaskContext.get()
+    return None if context is None else f"{context.stageId()}.{context.partitionId()}"
 
 
 def gpu_probe(_batches: Iterator[Any]) -> Iterator[Any]:

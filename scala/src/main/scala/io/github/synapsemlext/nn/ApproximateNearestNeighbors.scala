@@ -169,15 +169,22 @@ class ApproximateNearestNeighborsModel private[nn] (override val uid: String,
       Tables.blockSchema(queryKind))
     // The shuffle writes the blocks once (the query plan above it is not re-run per index
     // partition) and gathers them into a few groups; never through the driver.
+    val cores = queries.sparkSession.sparkContext.defaultParallelism
     val groups = if ($(numQueryBlocks) > 0) $(numQueryBlocks) else {
-      val cores = queries.sparkSession.sparkContext.defaultParallelism
       math.max(1, math.ceil(cores.toDouble / math.max(1, summaryPartitions)).toInt)
     }
     val grouped = blocks.repartition(groups)
+    // Local copies: one search task per index partition and query group, but no more tasks
+    // than cores (a task then searches a few partitions in turn, paying its fixed costs once).
+    val indexTasks = math.max(1, math.min(summaryParts.size,
+      math.ceil(cores.toDouble / groups).toInt))
     val perPartition =
-      if (token.isDefined && storeLimit != 0) searchLocalFirst(grouped, facts, queryKind, itemKind)
-      else PythonBridge.mapInArrow(this, indexMeetsBlocks(grouped), "nn_search", facts,
-        Tables.foundSchema(queryKind, itemKind))
+      if (token.isDefined && storeLimit != 0) {
+        searchLocalFirst(grouped, facts, queryKind, itemKind, indexTasks)
+      } else {
+        PythonBridge.mapInArrow(this, indexMeetsBlocks(grouped), "nn_search", facts,
+          Tables.foundSchema(queryKind, itemKind))
+      }
     // Always merged, even from one partition: the merge is also where a repeated query id
     // shows (more rows than index partitions).
     val found = mergeTopK(perPartition, $(k), $(metric) != "inner_product", queryKind)
@@ -217,9 +224,9 @@ class ApproximateNearestNeighborsModel private[nn] (override val uid: String,
    * checkpointed in the executors' block managers: the driver must see which partitions
    * missed before planning their search (as the PySpark stage). */
   private def searchLocalFirst(blocks: DataFrame, facts: JObject, queryKind: String,
-      itemKind: String): DataFrame = {
+      itemKind: String, tasks: Int): DataFrame = {
     val parts = summaryParts
-    val numbers = blocks.sparkSession.range(0, parts.size, 1, parts.size).select(
+    val numbers = blocks.sparkSession.range(0, parts.size, 1, tasks).select(
       element_at(array(parts.map(p => lit(p)): _*), col("id").cast("int") + 1).cast("int")
         .as(Tables.Part))
     val pairs = numbers.crossJoin(blocks.hint("shuffle_replicate_nl"))
