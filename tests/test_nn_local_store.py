@@ -106,6 +106,14 @@ def _worker_store_root(spark) -> str:
     return spark.range(1, numPartitions=1).mapInPandas(where, "root string").head()[0]
 
 
+def _shuffles(knn_df) -> list[str]:
+    """The partitionings of the shuffles in ``knn_df``'s physical plan above the search."""
+    import re
+
+    plan = knn_df._jdf.queryExecution().executedPlan().toString()
+    return re.findall(r"Exchange (\w+)\((?:__qid|query_id)\b", plan)
+
+
 def _sources(event_log, seen: int) -> list[str]:
     return sorted(e["source"] for e in read_events(event_log)[seen:] if e["event"] == "nn_load")
 
@@ -138,6 +146,9 @@ def test_search_reads_local_copies_else_the_bytes_with_the_same_results(spark, e
     searched = [e for e in read_events(event_log)[seen:] if e["event"] == "nn_search"]
     assert sorted(e["partition"] for e in searched) == [0, 1, 2]
     assert len({e["task"] for e in searched}) == 2
+    # Found lists all stored: one range shuffle by query id groups them for the merge and
+    # sorts knn_df (no hash shuffle for the grouping).
+    assert _shuffles(model.kneighbors(query_df)[2]) == ["rangepartitioning"]
     for name in os.listdir(root):
         if name.startswith(token):
             os.remove(os.path.join(root, name))
@@ -153,6 +164,9 @@ def test_search_reads_local_copies_else_the_bytes_with_the_same_results(spark, e
                 os.remove(os.path.join(root, name))
         off, sources = search()
         assert sources == ["bytes"] * 3
+        # Nothing stored (the search runs on an action): grouped by hash, then sorted.
+        assert sorted(_shuffles(model.kneighbors(query_df)[2])) == [
+            "hashpartitioning", "rangepartitioning"]
         np.testing.assert_array_equal(off, distances)
         assert not [name for name in os.listdir(root) if name.startswith(token)]
     finally:

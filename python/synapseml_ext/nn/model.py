@@ -322,13 +322,21 @@ class ApproximateNearestNeighborsModel(Model, _SchemaMixin, MLReadable, MLWritab
                "metric": self.getMetric(), "k": self.getK(), "dim": summary["dim"],
                "search": self._search_overrides(), "token": summary.get("token"),
                "store_limit": _store_limit(spark)}
+        stored = False  # whether the found lists are all in the executors' storage already
         if cfg["token"] and cfg["store_limit"] != 0 and not _is_connect(queries):
-            found = _search_local_first(spark, self._index_df, blocks.repartition(groups), cfg,
-                                        summary, _index_tasks(spark, summary["parts"], groups))
+            found, stored = _search_local_first(spark, self._index_df,
+                                                blocks.repartition(groups), cfg, summary,
+                                                _index_tasks(spark, summary["parts"], groups))
         else:
             pairs = _index_meets_blocks(self._index_df, blocks.repartition(groups))
             found = pairs.mapInArrow(tasks.make_search_fn(cfg),
                                      tasks.found_schema(query_kind, summary["id_kind"]))
+        # Stored lists are cheap to sample: ranged by query id, they are grouped for the
+        # merge and sorted for knn_df by one shuffle instead of two. (Sampling lists not yet
+        # found would run their search twice.)
+        ranged = sort_knn_df_by_query_id and stored
+        if ranged:
+            found = found.repartitionByRange(tasks.FOUND_QID)
         # Always merged, even from one partition: the merge is also where a repeated query
         # id shows (more rows than index partitions).
         found = _merge_top_k(found, self.getK(), self.getMetric() != "inner_product",
@@ -336,7 +344,9 @@ class ApproximateNearestNeighborsModel(Model, _SchemaMixin, MLReadable, MLWritab
         query_col = f"query_{id_col}"
         knn_df = found.select(F.col(tasks.FOUND_QID).alias(query_col), tasks.INDICES,
                               tasks.DISTANCES)
-        if sort_knn_df_by_query_id:
+        if ranged:
+            knn_df = knn_df.sortWithinPartitions(query_col)
+        elif sort_knn_df_by_query_id:
             knn_df = knn_df.sort(query_col)
         return self._item_df, queries, knn_df
 
@@ -427,10 +437,11 @@ def _by_part(index_df: DataFrame, partitions: int) -> DataFrame:
 
 def _search_local_first(spark: SparkSession, index_df: DataFrame, blocks: DataFrame,
                         cfg: dict[str, Any], summary: dict[str, Any], tasks_per_group: int
-                        ) -> DataFrame:
+                        ) -> tuple[DataFrame, bool]:
     """Found rows of every (index partition, query block) pair, searched now: first with the
     executors' local index copies (the pairs carry partition numbers only), then, only for
-    the blocks that found no copy, with the index bytes joined to them."""
+    the blocks that found no copy, with the index bytes joined to them. Also whether all
+    rows are in the executors' storage (no blocks missed, so no search is left to run)."""
     parts = summary["parts"]
     numbers = spark.range(len(parts), numPartitions=tasks_per_group).select(
         F.element_at(F.array(*[F.lit(p) for p in parts]), F.col("id").cast("int") + 1)
@@ -450,7 +461,7 @@ def _search_local_first(spark: SparkSession, index_df: DataFrame, blocks: DataFr
     found = searched.where(F.col(tasks.FOUND_QID).isNotNull()).select(
         tasks.FOUND_QID, tasks.INDICES, tasks.DISTANCES)
     if not missed_parts:
-        return found
+        return found, True
     log.info("kneighbors: no local copy of index partition(s) %s on some executors; "
              "sending their bytes", sorted(missed_parts))
     # The index table is partitioned by placement key: joined on that key (one per partition
@@ -465,7 +476,7 @@ def _search_local_first(spark: SparkSession, index_df: DataFrame, blocks: DataFr
     second = with_bytes.select(tasks.PART, tasks.IDS, tasks.INDEX, tasks.INFO, tasks.QIDS,
                                tasks.QVECS).mapInArrow(
         tasks.make_search_fn(cfg), tasks.found_schema(query_kind, item_kind))
-    return found.unionByName(second)
+    return found.unionByName(second), False
 
 
 def _index_meets_blocks(index_df: DataFrame, blocks: DataFrame) -> DataFrame:

@@ -178,20 +178,30 @@ class ApproximateNearestNeighborsModel private[nn] (override val uid: String,
     // than cores (a task then searches a few partitions in turn, paying its fixed costs once).
     val indexTasks = math.max(1, math.min(summaryParts.size,
       math.ceil(cores.toDouble / groups).toInt))
-    val perPartition =
+    val (perPartition, stored) =
       if (token.isDefined && storeLimit != 0) {
         searchLocalFirst(grouped, facts, queryKind, itemKind, indexTasks)
       } else {
-        PythonBridge.mapInArrow(this, indexMeetsBlocks(grouped), "nn_search", facts,
-          Tables.foundSchema(queryKind, itemKind))
+        (PythonBridge.mapInArrow(this, indexMeetsBlocks(grouped), "nn_search", facts,
+          Tables.foundSchema(queryKind, itemKind)), false)
       }
+    // Stored lists are cheap to sample: ranged by query id, they are grouped for the merge
+    // and sorted for knnDf by one shuffle instead of two. (Sampling lists not yet found would
+    // run their search twice.)
+    val ranged = sortKnnDfByQueryId && stored
+    val toMerge =
+      if (ranged) perPartition.repartitionByRange(col(Tables.FoundQid)) else perPartition
     // Always merged, even from one partition: the merge is also where a repeated query id
     // shows (more rows than index partitions).
-    val found = mergeTopK(perPartition, $(k), $(metric) != "inner_product", queryKind)
+    val found = mergeTopK(toMerge, $(k), $(metric) != "inner_product", queryKind)
     val queryCol = s"query_$idColOrDefault"
     val knn = found.select(col(Tables.FoundQid).as(queryCol), col(Tables.Indices),
       col(Tables.Distances))
-    (itemDf, queries, if (sortKnnDfByQueryId) knn.sort(queryCol) else knn)
+    val ordered =
+      if (ranged) knn.sortWithinPartitions(queryCol)
+      else if (sortKnnDfByQueryId) knn.sort(queryCol)
+      else knn
+    (itemDf, queries, ordered)
   }
 
   def kneighbors(queryDf: Dataset[_]): (DataFrame, DataFrame, DataFrame) =
@@ -222,9 +232,10 @@ class ApproximateNearestNeighborsModel private[nn] (override val uid: String,
    * the blocks that found no copy, with the index bytes joined to them (on the placement key
    * the index table is partitioned by, so only the misses are shuffled). The first search is
    * checkpointed in the executors' block managers: the driver must see which partitions
-   * missed before planning their search (as the PySpark stage). */
+   * missed before planning their search (as the PySpark stage). Also whether all found rows
+   * are in the executors' storage (no blocks missed, so no search is left to run). */
   private def searchLocalFirst(blocks: DataFrame, facts: JObject, queryKind: String,
-      itemKind: String, tasks: Int): DataFrame = {
+      itemKind: String, tasks: Int): (DataFrame, Boolean) = {
     val parts = summaryParts
     val numbers = blocks.sparkSession.range(0, parts.size, 1, tasks).select(
       element_at(array(parts.map(p => lit(p)): _*), col("id").cast("int") + 1).cast("int")
@@ -237,7 +248,7 @@ class ApproximateNearestNeighborsModel private[nn] (override val uid: String,
       searched.where(missing).select(Tables.MissPart).distinct().collect()).map(_.getInt(0))
     val found = searched.where(col(Tables.FoundQid).isNotNull)
       .select(col(Tables.FoundQid), col(Tables.Indices), col(Tables.Distances))
-    if (missedParts.isEmpty) found
+    if (missedParts.isEmpty) (found, true)
     else {
       val missed = searched.where(missing)
         .select(col(Tables.MissPart), col(Tables.Qids), col(Tables.Qvecs))
@@ -248,8 +259,8 @@ class ApproximateNearestNeighborsModel private[nn] (override val uid: String,
           Placement.key(col(Tables.MissPart), partitions))
       val columns = Seq(Tables.Part, Tables.Ids, Tables.Index, Tables.Info, Tables.Qids,
         Tables.Qvecs)
-      found.unionByName(PythonBridge.mapInArrow(this, withBytes.select(columns.map(col): _*),
-        "nn_search", facts, Tables.foundSchema(queryKind, itemKind)))
+      (found.unionByName(PythonBridge.mapInArrow(this, withBytes.select(columns.map(col): _*),
+        "nn_search", facts, Tables.foundSchema(queryKind, itemKind))), false)
     }
   }
 

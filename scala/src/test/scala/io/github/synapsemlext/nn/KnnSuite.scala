@@ -24,6 +24,13 @@ class KnnSuite extends AnyFunSuite {
     assert(knn.columns.toSeq == Seq("query_id", "indices", "distances"))
     assert(itemDf.count() == 600 && queryDf.count() == 50)
     assertSame(collect(knn), bruteForce(items, queries, 5), 1e-5)
+    // All found lists stored by the local-copy search: one range shuffle by query id groups
+    // them for the merge and sorts knnDf (no hash shuffle for the grouping). A plan not yet
+    // run, which shows each shuffle once.
+    val plan = model.kneighbors(frame(queries))._3.queryExecution.executedPlan.toString
+    val shuffles = """Exchange (\w+)\((?:__qid|query_id)\b""".r.findAllMatchIn(plan)
+      .map(_.group(1)).toList
+    assert(shuffles == Seq("rangepartitioning"))
   }
 
   test("Scala equals PySpark: default ivfflat, euclidean, long ids, 3 partitions") {
