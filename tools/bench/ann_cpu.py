@@ -300,7 +300,8 @@ def main() -> None:
     parser.add_argument("--annoy-search-k", type=int, default=-1)
     parser.add_argument("--sweep-nprobe", default="",
                         help="after ours-ivfflat's two default searches, search the same model "
-                             "again with each of these nprobe values (comma-separated)")
+                             "again with each of these nprobe values (comma-separated; a value "
+                             "repeated is timed again, on a row of its own)")
     parser.add_argument("--no-save", action="store_true",
                         help="skip saving, loading and searching the saved ivfflat model")
     parser.add_argument("--out", default="")
@@ -364,6 +365,9 @@ def main() -> None:
                 name = f"{method} again (warm)"
             else:
                 name = f"{method} nprobe={point['nprobe']} (warm)"
+                repeat = sum(1 for key in results if key.startswith(name[:-1]))
+                if repeat:  # the same nprobe searched again: a row of its own
+                    name = f"{name[:-1]}, {repeat + 1})"
             results[name] = {"fit_s": point.get("save_s", 0.0) + point.get("load_s", 0.0),
                              "search_s": point["search_s"],
                              "recall": recall(point.pop("found"), truth[point_rows]), "rss": {}}
