@@ -388,7 +388,7 @@ def main() -> None:
     table = []
     for method, res in results.items():
         qps = len(queries) / res["search_s"]
-        exact_search = exact_warm if "(warm)" in method else exact_first
+        exact_search = exact_warm if "(warm" in method else exact_first
         ratio = f"{exact_search / res['search_s']:.1f}x" if exact_search else "-"
         r = res["rss"]
         memory = f"{r['driver_py']} / {r['jvm']} / {r['workers']}" if r else "-"
