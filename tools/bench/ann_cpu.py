@@ -35,6 +35,7 @@ import os
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -357,17 +358,17 @@ def main() -> None:
         res["rss"] = rss.snapshot_gb()
         results[method] = res
         print(method, json.dumps({k: v for k, v in res.items()}, default=str), flush=True)
+        times: Counter[int] = Counter()
         for point in sweep:
             point_rows = point.pop("qids") - len(items)
             if "save_s" in point:  # fit column: save + load seconds
                 name = f"{method} saved, loaded, searched (warm)"
             elif point["nprobe"] is None:
                 name = f"{method} again (warm)"
-            else:
-                name = f"{method} nprobe={point['nprobe']} (warm)"
-                repeat = sum(1 for key in results if key.startswith(name[:-1]))
-                if repeat:  # the same nprobe searched again: a row of its own
-                    name = f"{name[:-1]}, {repeat + 1})"
+            else:  # an nprobe searched again gets a row of its own
+                times[point["nprobe"]] += 1
+                again = f", {times[point['nprobe']]}" if times[point["nprobe"]] > 1 else ""
+                name = f"{method} nprobe={point['nprobe']} (warm{again})"
             results[name] = {"fit_s": point.get("save_s", 0.0) + point.get("load_s", 0.0),
                              "search_s": point["search_s"],
                              "recall": recall(point.pop("found"), truth[point_rows]), "rss": {}}

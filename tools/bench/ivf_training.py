@@ -22,18 +22,11 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ann_cpu import faiss_flat, recall
 from ann_data import latent_set
 from common import cpu_facts, matmul_gflops
 
 K = 10
-
-
-def exact_top_k(items: np.ndarray, queries: np.ndarray) -> np.ndarray:
-    import faiss
-
-    index = faiss.IndexFlatL2(items.shape[1])
-    index.add(items)
-    return index.search(queries, K)[1]
 
 
 def trained_ivf(items: np.ndarray, points_per_list: int, niter: int, seed: int):
@@ -69,8 +62,7 @@ def merged_recall(indexes, rows, queries: np.ndarray, truth: np.ndarray, nprobe:
         labels.append(np.where(found >= 0, part_rows[np.maximum(found, 0)], -1))
     order = np.argsort(np.hstack(scores), axis=1)[:, :K]
     top = np.take_along_axis(np.hstack(labels), order, axis=1)
-    hits = sum(len(np.intersect1d(f, t)) for f, t in zip(top, truth, strict=True))
-    return hits / truth.size, seconds
+    return recall(top, truth), seconds
 
 
 def main() -> None:
@@ -87,7 +79,7 @@ def main() -> None:
     print(cpu_facts(), f"fp32 matmul {matmul_gflops():.1f} GFLOP/s", flush=True)
     items, queries = latent_set(args.n)
     items, queries = np.ascontiguousarray(items), np.ascontiguousarray(queries)
-    truth = exact_top_k(items, queries)
+    truth, _ = faiss_flat(items, queries, K)
     part = np.random.default_rng(0).integers(0, args.partitions, len(items))
     rows = [np.flatnonzero(part == p) for p in range(args.partitions)]
     for points in (int(v) for v in args.points.split(",")):

@@ -252,9 +252,13 @@ def _joined(cfg: dict[str, Any], part: int, pieces: list[Any], first: Any) -> An
     expected = info.pop(PIECES, len(pieces))
     if len(pieces) != expected:
         raise _missing_piece(len(pieces), part)
+    # One copy of the index bytes (the join), wrapped as the binary value without another.
+    blob = pa.py_buffer(b"".join(pieces))
+    offsets = pa.py_buffer(np.array([0, blob.size], dtype=np.int32))
     row = pa.RecordBatch.from_arrays(
         [pa.array([part], pa.int32()), first.column(IDS),
-         pa.array([b"".join(pieces)], pa.binary()), pa.array([json.dumps(info)], pa.string())],
+         pa.Array.from_buffers(pa.binary(), 1, [None, offsets, blob]),
+         pa.array([json.dumps(info)], pa.string())],
         [PART, IDS, INDEX, INFO])
     pieces.clear()
     _keep_locally(cfg, part, row)
