@@ -76,6 +76,32 @@ def test_list_major_scan_finds_what_faiss_finds(data, metric):
         assert float(np.median(d0)) == 0.0
 
 
+def test_list_major_scan_gives_the_same_answer_on_several_threads(data):
+    """faiss updates the per-query heaps in parallel when it has threads (spark.task.cpus >
+    1); a list's rows are distinct queries, so the answer must not change."""
+    import faiss
+
+    from synapseml_ext.nn import ivf_scan
+
+    items, queries = data
+    # few, long lists: each heap update covers > 100k scores, where faiss goes parallel
+    built = engine.build_index(items, "ivfflat", "euclidean", {"nlist": 16, "nprobe": 4}, k=10)
+    prepared = engine.prepare_vectors(np.vstack([queries, items[:4000]]), "euclidean")
+    before = faiss.omp_get_max_threads()
+    try:
+        faiss.omp_set_num_threads(1)
+        one = ivf_scan.list_major_search(built.index, prepared, 10, 4, True)
+        faiss.omp_set_num_threads(4)
+        four = ivf_scan.list_major_search(built.index, prepared, 10, 4, True)
+    finally:
+        faiss.omp_set_num_threads(before)
+    order_one, order_four = np.argsort(one[0], axis=1), np.argsort(four[0], axis=1)
+    assert (np.take_along_axis(one[0], order_one, 1)
+            == np.take_along_axis(four[0], order_four, 1)).all()
+    np.testing.assert_array_equal(np.take_along_axis(one[1], order_one, 1),
+                                  np.take_along_axis(four[1], order_four, 1))
+
+
 def test_list_major_scan_pads_when_the_probed_lists_hold_fewer_than_k():
     from synapseml_ext.nn import ivf_scan
 
