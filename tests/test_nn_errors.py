@@ -3,12 +3,15 @@ delegates to spark-rapids-ml with our Params."""
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 from pyspark.errors import PythonException
 from pyspark.sql.utils import CapturedException
 
 from synapseml_ext.nn import ApproximateNearestNeighbors
+from synapseml_ext.nn import model as nn_model
 from synapseml_ext.nn.gpu import gpu_unsupported, rapids_kwargs
 
 from nn_data import vector_df
@@ -156,11 +159,26 @@ def test_gpu_param_mapping():
     assert "sqeuclidean" in gpu_unsupported("cagra", "euclidean", "long")
 
 
-def test_gpu_backend_delegates_to_spark_rapids_ml(spark, items):
-    """Up to where a GPU is needed: the spark-rapids-ml estimator is built with our Params
-    and fitted (its fit is lazy); the search then needs cuVS on the executors."""
+def test_gpu_backend_without_gpu_search_on_the_executors_fails_at_fit(spark, items):
+    """Not at the first search with a bare ModuleNotFoundError: cupy, as it did."""
+    if importlib.util.find_spec("cupy") is not None:
+        pytest.skip("cupy is installed here: the executors may have a GPU search")
+    ann = ApproximateNearestNeighbors(k=3, algorithm="ivfflat", inputCol="v", idCol="id",
+                                      backend="gpu")
+    with pytest.raises(ValueError, match=r"backend='gpu' cannot run on this cluster: .*cupy.*; "
+                                         "use backend='cpu'") as e:
+        ann.fit(items)
+    assert "\n" not in str(e.value)
+
+
+def test_gpu_backend_delegates_to_spark_rapids_ml(spark, items, monkeypatch):
+    """Up to where a GPU is needed (the executors' probe is answered as a GPU cluster's
+    would be): the spark-rapids-ml estimator is built with our Params and fitted (its fit is
+    lazy); the search then needs cuVS on the executors."""
     srml = pytest.importorskip("spark_rapids_ml.knn",
                                reason="spark-rapids-ml is not installed in this environment")
+    monkeypatch.setattr(nn_model, "_executor_gpu_check",
+                        lambda spark: ("gpu", "executors have 1 GPU(s)"))
     ann = ApproximateNearestNeighbors(k=3, algorithm="ivfflat", metric="euclidean",
                                       algoParams={"nlist": 4, "nprobe": 2}, inputCol="v",
                                       idCol="id", backend="gpu")

@@ -54,7 +54,8 @@ def function(stage: Any, op: str, facts: dict[str, Any]) -> tuple[Callable, Stru
         return (tasks.make_save_chunks_fn({"chunk_bytes": int(facts["chunk_bytes"])}),
                 struct_from_ddl(tasks.saved_index_schema(facts["id_kind"])))
     if op == "nn_join_chunks":  # a saved table's pieces, joined back at load
-        return (tasks.make_join_chunks_fn(store),
+        cfg = {**store, "digests": facts.get("digests"), "path": facts.get("path")}
+        return (tasks.make_join_chunks_fn(cfg),
                 struct_from_ddl(tasks.index_schema(facts["id_kind"])))
     if op == "nn_block":
         cfg = {"id_kind": facts["query_kind"], "column": stage.getInputCol(),

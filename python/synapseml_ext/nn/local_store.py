@@ -8,7 +8,10 @@ disk, and later searches on that executor read the file instead of receiving the
 
 Files live under the executor's Spark local directory (``SPARK_LOCAL_DIRS``, which Spark
 sets for its Python workers and deletes when the executor stops), so they never outlive
-the application. A partition is two files named by the model's index token (a random id drawn
+the application; outside Spark, under a per-user directory. The store directory is created
+0700 and its files 0600, and a directory that is not ours alone (another owner, or writable
+by others: someone else could swap an index file) is not used: the search then takes the
+bytes. A copy is checked against the digest in its own info the first time a worker maps it. A partition is two files named by the model's index token (a random id drawn
 at ``fit`` and saved with the model: one token, one content) and the partition number: the
 faiss index as faiss writes it, which a search maps into memory (no copy: the OS page cache
 holds it once for all the workers of the machine), and an Arrow file of its ids and build
@@ -23,6 +26,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 import tempfile
 import uuid
 from pathlib import Path
@@ -55,10 +59,31 @@ def parse_limit(text: str | None) -> int:
 
 
 def root() -> Path:
-    """The store directory: under the first Spark local dir of this executor."""
+    """The store directory: under the first Spark local dir of this executor (else a
+    per-user name in the temporary directory, never one name shared by every user)."""
     local_dirs = os.environ.get("SPARK_LOCAL_DIRS", "")
-    base = local_dirs.split(",")[0] if local_dirs else tempfile.gettempdir()
-    return Path(base) / "synapseml-ext-nn"
+    if local_dirs:
+        return Path(local_dirs.split(",")[0]) / "synapseml-ext-nn"
+    return Path(tempfile.gettempdir()) / f"synapseml-ext-nn-{os.geteuid()}"
+
+
+def _private_root() -> Path | None:
+    """:func:`root`, created 0700; None (store off) where it exists but is not ours alone."""
+    directory = root()
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = os.lstat(directory)
+    except OSError as e:
+        log.warning("local index store %s is not usable (%s): searches take the bytes",
+                    directory, e)
+        return None
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or \
+            info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        log.warning("local index store %s is not a directory owned by this user alone: not "
+                    "used (searches take the bytes); remove it to let the store work",
+                    directory)
+        return None
+    return directory
 
 
 def path_for(token: str, part: int) -> Path:
@@ -73,16 +98,62 @@ def read(token: str, part: int) -> tuple[Any, Path] | None:
     import pyarrow as pa
 
     path = path_for(token, part)
+    if not path.exists() or _private_root() is None:
+        return None
     try:
         batch = pa.ipc.open_file(pa.memory_map(str(path))).get_batch(0)
+        _check_once(path, batch)
         os.utime(path)  # recency for the eviction
     except FileNotFoundError:
         return None
-    except (OSError, pa.ArrowInvalid) as e:  # a damaged file: drop it and use the bytes
-        log.warning("dropping unreadable local index %s: %s", path, e)
+    except (OSError, ValueError, KeyError, pa.ArrowInvalid) as e:
+        # A damaged copy: drop it, the search takes the bytes (which were checked at load).
+        log.warning("dropping damaged local index %s: %s", path, e)
         _remove(path)
         return None
     return batch, path.with_suffix(INDEX_SUFFIX)
+
+
+# Copies this worker process has checked, by file identity -> digest. Python workers are
+# reused, so a copy is hashed once per worker, not on every search.
+_checked: dict[tuple[str, int, int, int], str] = {}
+
+
+def _identity(index: Path, info: os.stat_result) -> tuple[str, int, int, int]:
+    """Path, inode, size and change time: any write to the file changes the last."""
+    return str(index), info.st_ino, info.st_size, info.st_ctime_ns
+
+
+def _remember_written(path: Path, batch: Any) -> None:
+    """The copy this worker just wrote from checked bytes needs no hashing when it reads it."""
+    import json
+
+    from synapseml_ext.nn.integrity import DIGEST
+
+    expected = json.loads(batch.column("__info")[0].as_py()).get(DIGEST)
+    if expected is not None:
+        info = os.stat(path.with_suffix(INDEX_SUFFIX))
+        _checked[_identity(path.with_suffix(INDEX_SUFFIX), info)] = expected
+
+
+def _check_once(path: Path, batch: Any) -> None:
+    """Raise ValueError unless the index file and ids match the digest in ``batch``'s info
+    (copies written before digests were recorded carry none and are taken as they are)."""
+    import json
+
+    from synapseml_ext.nn.integrity import DIGEST, file_digest
+
+    expected = json.loads(batch.column("__info")[0].as_py()).get(DIGEST)
+    if expected is None:
+        return
+    index = path.with_suffix(INDEX_SUFFIX)
+    info = os.stat(index)
+    key = _identity(index, info)
+    if _checked.get(key) == expected:
+        return
+    if file_digest(index, batch.column("__ids")[0].values) != expected:
+        raise ValueError("its index does not match the digest recorded at fit")
+    _checked[key] = expected
 
 
 def write(token: str, part: int, batch: Any, limit: int) -> bool:
@@ -94,9 +165,10 @@ def write(token: str, part: int, batch: Any, limit: int) -> bool:
     path = path_for(token, part)
     if path.exists():
         return True
+    if _private_root() is None:
+        return False
     index = batch.column("__index")[0].as_buffer()
     info_file = _arrow_file(batch.drop_columns(["__index"]))
-    path.parent.mkdir(parents=True, exist_ok=True)
     if not _make_room(path.parent, index.size + info_file.size, limit):
         log.info("local index store full: partition %d of %s not kept", part, token)
         return False
@@ -104,6 +176,7 @@ def write(token: str, part: int, batch: Any, limit: int) -> bool:
         _write_atomically(path.with_suffix(INDEX_SUFFIX),
                           lambda sink: sink.write(index))
         _write_atomically(path, lambda sink: sink.write(info_file))
+        _remember_written(path, batch)
     except OSError as e:  # a full disk must not fail the search: the bytes are at hand
         log.warning("could not keep index partition %d locally: %s", part, e)
         _remove(path)
@@ -126,6 +199,8 @@ def _write_atomically(path: Path, fill: Any) -> None:
 
     temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
     try:
+        # Created 0600 and exclusively: never through a name someone else placed.
+        os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
         with pa.OSFile(str(temporary), "wb") as sink:
             fill(sink)
         os.replace(temporary, path)

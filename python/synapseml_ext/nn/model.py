@@ -51,7 +51,7 @@ from pyspark.sql.types import (
 )
 
 from synapseml_ext.bridge.persistence import BridgedParamsReadable  # loads Scala-saved too
-from synapseml_ext.nn import gpu, local_store, tasks
+from synapseml_ext.nn import gpu, integrity, local_store, tasks
 from synapseml_ext.nn.engine import breadth_knob
 from synapseml_ext.nn.params import _ApproximateNearestNeighborsParams, normalize_algo_params
 from synapseml_ext.nn.placement import placement_key
@@ -197,6 +197,14 @@ class ApproximateNearestNeighbors(Estimator, _SchemaMixin, BridgedParamsReadable
                 log.warning("backend='gpu': %s; falling back to the CPU engine", unsupported)
             return "cpu", unsupported
         if requested == "gpu":
+            # At fit, not at the first search: the delegate's fit is lazy, so without this a
+            # CPU cluster "fitted" and failed later with a bare ModuleNotFoundError.
+            backend, reason = _executor_gpu_check(spark)
+            if backend != "gpu":
+                raise ValueError(
+                    f"{ERROR_PREFIX} backend='gpu' cannot run on this cluster: {reason}; use "
+                    "backend='cpu' (or 'auto'), or install spark-rapids-ml and RAPIDS cuVS on "
+                    "GPU executors (pip install 'synapseml-ext[rapids]')")
             return "gpu", "backend='gpu'"
         return _executor_gpu_check(spark)
 
@@ -230,9 +238,10 @@ class ApproximateNearestNeighbors(Estimator, _SchemaMixin, BridgedParamsReadable
         if not rows:
             indexes.unpersist()
             raise ValueError("the item DataFrame is empty: nothing to search")
-        summary = _summarise([json.loads(row[1]) for row in rows], self.getInputCol())
-        summary.update(token=token, parts=sorted(row[0] for row in rows),
-                       index_partitions=partitions)
+        infos = [(row[0], json.loads(row[1])) for row in rows]
+        summary = _summarise([info for _, info in infos], self.getInputCol())
+        summary.update(token=token, parts=sorted(part for part, _ in infos),
+                       index_partitions=partitions, digests=integrity.digests_of(infos))
         model = ApproximateNearestNeighborsModel()
         model._set_state(items, indexes, summary, reason)
         return self._copyValues(model)
@@ -559,6 +568,34 @@ class _DataErrors:
         return False
 
 
+class _SavedDataErrors:
+    """A saved table Spark cannot read (a damaged parquet footer or page, a missing file)
+    as one line naming the model, instead of the reader's stack trace."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, error, tb) -> bool:
+        if error is None or isinstance(error, ValueError) or ERROR_PREFIX in str(error):
+            return False
+        text = str(error)
+        # The Java exception's own message, not py4j's "An error occurred while calling ...".
+        cause = re.search(r"(?:Exception|Error): ([^\n]+)", text)
+        reason = cause.group(1) if cause else text.strip().splitlines()[0] if text.strip() else ""
+        raise ValueError(f"{ERROR_PREFIX} {self.where} cannot be read ({reason[:300]}): it is "
+                         "damaged or incomplete; restore it from a copy, or fit and save the "
+                         "model again") from error
+
+
+def _read_saved(spark: SparkSession, path: str) -> DataFrame:
+    """A saved parquet table, its page checksums verified (parquet writes them; Spark's
+    reader skips the check unless asked, and object stores keep no ``.crc`` files)."""
+    return spark.read.option("parquet.page.verify-checksum.enabled", "true").parquet(path)
+
+
 def _executor_gpu_check(spark: SparkSession) -> tuple[str, str]:
     """backend='auto': gpu when spark-rapids-ml imports on the driver and, in a one-task
     probe job, spark-rapids-ml, cuVS and a GPU are present on an executor."""
@@ -601,23 +638,37 @@ class _ModelReader(MLReader):
         self.cls = cls
 
     def load(self, path: str) -> ApproximateNearestNeighborsModel:
-        metadata = DefaultParamsReader.loadMetadata(path, self.sc)
+        where = f"the saved model at {path}"
+        with _SavedDataErrors(where):
+            metadata = DefaultParamsReader.loadMetadata(path, self.sc)
         model = self.cls()
         model._resetUid(metadata["uid"])
         DefaultParamsReader.getAndSetParams(model, metadata)
         spark = SparkSession.builder.getOrCreate()
         summary = metadata["summary"]
-        indexes = spark.read.parquet(f"{path}/data/indexes")
-        if "parts" not in summary:  # saved before local index copies: one token per load
-            summary.update(token=local_store.new_token(), parts=sorted(
-                row[0] for row in indexes.select(tasks.PART).collect()))
+        with _SavedDataErrors(where):
+            indexes = _read_saved(spark, f"{path}/data/indexes")
+            items = _read_saved(spark, f"{path}/data/items")
+            if "parts" not in summary:  # saved before local index copies: the table's parts
+                summary["parts"] = sorted(row[0] for row in indexes.select(tasks.PART).collect())
+        # A token per load, never the saved one: a local copy made from other bytes under the
+        # same token (the model saved earlier in this application, then altered) is not used.
+        summary["token"] = local_store.new_token()
         partitions = summary.setdefault("index_partitions", max(summary["parts"]) + 1)
         if tasks.CHUNK in indexes.columns:
-            indexes = _joined_chunks(indexes, summary, _store_limit(spark))
+            indexes = _joined_chunks(indexes, summary, _store_limit(spark), path)
         indexes = _by_part(indexes, partitions)
-        with _DataErrors():  # read now, as fit builds now: the first search finds local copies
-            indexes.select(tasks.PART).count()
-        model._set_state(spark.read.parquet(f"{path}/data/items"), indexes, summary, "loaded")
+        with _DataErrors(), _SavedDataErrors(where):
+            # Read now, as fit builds now (the first search finds local copies); the join
+            # checked each partition's digest, the driver checks that none is missing.
+            found = [row[0] for row in indexes.select(tasks.PART).collect()]
+            integrity.check_parts(found, summary["parts"], where)
+            if "items" in summary and items.count() != summary["items"]:
+                raise ValueError(f"{ERROR_PREFIX} {where} holds {items.count()} items where "
+                                 f"{summary['items']} were saved: files of its data/items are "
+                                 "missing; restore them from a copy, or fit and save the model "
+                                 "again")
+        model._set_state(items, indexes, summary, "loaded")
         return model
 
 
@@ -629,13 +680,15 @@ def _save_chunks(index_df: DataFrame, id_kind: str) -> DataFrame:
         tasks.saved_index_schema(id_kind))
 
 
-def _joined_chunks(pieces: DataFrame, summary: dict[str, Any], store_limit: int) -> DataFrame:
+def _joined_chunks(pieces: DataFrame, summary: dict[str, Any], store_limit: int, path: str
+                   ) -> DataFrame:
     """A saved table's pieces joined back into one index row per partition, each kept in
     the local store of the executor that joined it (as the build keeps its own)."""
     partitions = summary["index_partitions"]
     placed = (pieces.repartition(partitions, placement_key(F.col(tasks.PART), partitions))
               .sortWithinPartitions(tasks.PART, tasks.CHUNK)
               .select(tasks.PART, tasks.CHUNK, tasks.IDS, tasks.INDEX, tasks.INFO))
-    cfg = {"token": summary["token"], "store_limit": store_limit}
+    cfg = {"token": summary["token"], "store_limit": store_limit,
+           "digests": summary.get("digests"), "path": path}
     return placed.mapInArrow(tasks.make_join_chunks_fn(cfg),
                              tasks.index_schema(summary["id_kind"]))

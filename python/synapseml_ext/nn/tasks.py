@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from synapseml_ext.nn.integrity import DIGEST, check_partition, partition_digest
 from synapseml_ext.nn.vectors import (
     ERROR_PREFIX,
     VectorDataError,
@@ -122,17 +123,19 @@ def make_build_fn(cfg: dict[str, Any]) -> Callable:
                                    engine.calibration_k(cfg["k"], cfg["partitions"]), seed=part)
         in_label_order = ids_np if built.order is None else ids_np[built.order]
         blob = engine.serialize(built)
-        info = {**built.info.to_dict(), "first_id": _plain(ids_np[0])}
+        id_type = arrow_id_type(cfg["id_kind"])
+        ids_row = pa.array([in_label_order.tolist()], pa.list_(id_type))
+        info = {**built.info.to_dict(), "first_id": _plain(ids_np[0]),
+                DIGEST: partition_digest(blob, ids_row[0].values)}
         record_event("nn_build", partition=part, n=built.info.n, kind=built.info.kind,
                      search=built.info.search, recall=built.info.calibration_recall,
                      seconds=built.info.seconds)
         engine.log.info("partition %d: built %s index over %d items in %.2fs (%s, calibration "
                         "recall %s)", part, built.info.kind, built.info.n, built.info.seconds,
                         built.info.search or built.info.params, built.info.calibration_recall)
-        id_type = arrow_id_type(cfg["id_kind"])
         row = pa.RecordBatch.from_arrays(
             [pa.array([part], pa.int32()),
-             pa.array([in_label_order.tolist()], pa.list_(id_type)),
+             ids_row,
              pa.array([blob.tobytes()], pa.binary()),
              pa.array([json.dumps(info)], pa.string())],
             [PART, IDS, INDEX, INFO])
@@ -216,8 +219,10 @@ def make_save_chunks_fn(cfg: dict[str, Any]) -> Callable:
 
 def make_join_chunks_fn(cfg: dict[str, Any]) -> Callable:
     """Executor: a saved index table's pieces, sorted by partition and chunk number within
-    the task -> one index row per partition (as the build returns it), kept in the local
-    store as the build's are. ``cfg``: token, store_limit."""
+    the task -> one index row per partition (as the build returns it), each checked against
+    the digest recorded at fit and kept in the local store as the build's are. ``cfg``:
+    token, store_limit, digests (``{part: sha256}``; None for models saved before digests),
+    path (named in errors)."""
 
     def join(batches: Iterator[Any]) -> Iterator[Any]:
         part, pieces, first = None, [], None
@@ -230,7 +235,7 @@ def make_join_chunks_fn(cfg: dict[str, Any]) -> Callable:
                     part, pieces, first = this, [], None
                 chunk = batch.column(CHUNK)[row].as_py()
                 if chunk != len(pieces):
-                    raise _missing_piece(len(pieces), part)
+                    raise _missing_piece(len(pieces), part, cfg)
                 if chunk == 0:
                     first = batch.slice(row, 1)
                 pieces.append(batch.column(INDEX)[row].as_buffer())
@@ -240,9 +245,11 @@ def make_join_chunks_fn(cfg: dict[str, Any]) -> Callable:
     return join
 
 
-def _missing_piece(piece: int, part: int) -> ValueError:
-    return ValueError(f"{ERROR_PREFIX} the saved index table lacks piece {piece} of index "
-                      f"partition {part}: the model's data/indexes is incomplete")
+def _missing_piece(piece: int, part: int, cfg: dict[str, Any]) -> ValueError:
+    return ValueError(f"{ERROR_PREFIX} the saved model at {cfg.get('path') or '(unknown path)'} "
+                      f"lacks piece {piece} of index partition {part}: files of its "
+                      "data/indexes are missing; restore them from a copy, or fit and save "
+                      "the model again")
 
 
 def _joined(cfg: dict[str, Any], part: int, pieces: list[Any], first: Any) -> Any:
@@ -251,9 +258,15 @@ def _joined(cfg: dict[str, Any], part: int, pieces: list[Any], first: Any) -> An
     info = json.loads(first.column(INFO)[0].as_py())
     expected = info.pop(PIECES, len(pieces))
     if len(pieces) != expected:
-        raise _missing_piece(len(pieces), part)
+        raise _missing_piece(len(pieces), part, cfg)
     # One copy of the index bytes (the join), wrapped as the binary value without another.
     blob = pa.py_buffer(b"".join(pieces))
+    digests = cfg.get("digests")
+    if digests is not None or DIGEST in info:
+        actual = partition_digest(blob, first.column(IDS)[0].values)
+        where = f"the saved model at {cfg.get('path') or '(unknown path)'}"
+        check_partition(part, actual, info.get(DIGEST), where)
+        check_partition(part, actual, (digests or {}).get(str(part), actual), where)
     offsets = pa.py_buffer(np.array([0, blob.size], dtype=np.int32))
     row = pa.RecordBatch.from_arrays(
         [pa.array([part], pa.int32()), first.column(IDS),
@@ -389,6 +402,7 @@ class _LoadedIndex:
         self.index = self.ids = None  # one index in memory at a time
         info = json.loads(stored.column(INFO)[0].as_py())
         info.pop("first_id", None)
+        info.pop(DIGEST, None)
         build_info = engine.BuildInfo.from_dict(info)
         if mapped is not None:
             self.index = engine.read_mapped(str(mapped), build_info)

@@ -82,7 +82,8 @@ class ApproximateNearestNeighbors(override val uid: String)
     }
     val infos = rows.map(row => JsonMethods.parse(row.getString(1))).toSeq
     val summary = JObject(Summary.of(infos, $(inputCol)).obj ++
-      LocalStore.facts(token, rows.map(_.getInt(0)).toSeq, partitions).obj)
+      LocalStore.facts(token, rows.map(_.getInt(0)).toSeq, partitions).obj :+
+      ("digests" -> Summary.digests(rows.map(_.getInt(0)).toSeq.zip(infos))))
     copyValues(new ApproximateNearestNeighborsModel(uid, items, indexes, summary).setParent(this))
   }
 
@@ -339,7 +340,8 @@ object ApproximateNearestNeighborsModel extends MLReadable[ApproximateNearestNei
 
   private class Reader extends MLReader[ApproximateNearestNeighborsModel] {
     override def load(path: String): ApproximateNearestNeighborsModel = {
-      val saved = ModelMetadata.load(path, sc)
+      val where = s"the saved model at $path"
+      val saved = DataErrors.saved(where)(ModelMetadata.load(path, sc))
       if (!acceptedClassNames.contains(saved.className)) {
         throw new IllegalArgumentException(s"$path holds a ${saved.className}, not a " +
           "ApproximateNearestNeighborsModel (expected class " +
@@ -350,21 +352,44 @@ object ApproximateNearestNeighborsModel extends MLReadable[ApproximateNearestNei
         case _ => throw new IllegalArgumentException(s"$path has no build summary in its " +
           "metadata: it was not saved by an ApproximateNearestNeighborsModel")
       }
-      val indexes = sparkSession.read.parquet(s"$path/data/indexes")
-      // Saved before local index copies: a token for this load, the parts from the table.
-      val complete = if ((summary \ "parts") != JNothing) summary else {
-        val parts = indexes.select(Tables.Part).collect().map(_.getInt(0)).sorted.toSeq
-        JObject(summary.obj ++ LocalStore.facts(LocalStore.newToken(), parts, parts.max + 1).obj)
+      val indexes = DataErrors.saved(where)(Tables.readSaved(sparkSession, s"$path/data/indexes"))
+      val items = DataErrors.saved(where)(Tables.readSaved(sparkSession, s"$path/data/items"))
+      // Saved before local index copies: the parts from the table. A token per load, never
+      // the saved one: a local copy made from other bytes under that token is not used.
+      val parts = if ((summary \ "parts") != JNothing) Summary.parts(summary) else {
+        DataErrors.saved(where)(indexes.select(Tables.Part).collect().map(_.getInt(0)).sorted.toSeq)
       }
-      val partitions = Summary.indexPartitions(complete)
+      val partitions = summary \ "index_partitions" match {
+        case JInt(n) => n.toInt
+        case _ => parts.max + 1
+      }
+      val complete = JObject(summary.obj.filterNot(f => Set("token", "parts",
+        "index_partitions").contains(f._1)) ++ LocalStore.facts(LocalStore.newToken(), parts,
+        partitions).obj)
       val joined = if (!indexes.columns.contains(Tables.Chunk)) indexes else {
-        joinedChunks(indexes, complete, partitions)
+        joinedChunks(indexes, complete, partitions, path)
       }
       val placed = LocalStore.byPart(joined, partitions)
-      // Read now, as fit builds now: the first search finds the local copies.
-      DataErrors.translate(placed.select(Tables.Part).count())
-      val model = new ApproximateNearestNeighborsModel(saved.uid,
-        sparkSession.read.parquet(s"$path/data/items"), placed, complete)
+      // Read now, as fit builds now (the first search finds the local copies); the join
+      // checked each partition's digest, the driver checks that none is missing.
+      DataErrors.translate(DataErrors.saved(where) {
+        val found = placed.select(Tables.Part).collect().map(_.getInt(0)).toSet
+        val missing = parts.filterNot(found.contains)
+        if (missing.nonEmpty) {
+          throw new IllegalArgumentException(s"${DataErrors.Prefix} $where lacks index " +
+            s"partition(s) ${missing.mkString(", ")} of the ${parts.size} recorded at fit: " +
+            "files of its data/indexes are missing; restore them from a copy, or fit and " +
+            "save the model again")
+        }
+        summary \ "items" match {
+          case JInt(n) if items.count() != n.toLong =>
+            throw new IllegalArgumentException(s"${DataErrors.Prefix} $where holds " +
+              s"${items.count()} items where $n were saved: files of its data/items are " +
+              "missing; restore them from a copy, or fit and save the model again")
+          case _ =>
+        }
+      })
+      val model = new ApproximateNearestNeighborsModel(saved.uid, items, placed, complete)
       saved.setParams(model)
       model
     }
@@ -372,14 +397,19 @@ object ApproximateNearestNeighborsModel extends MLReadable[ApproximateNearestNei
 
   /** A saved table's pieces joined back into one index row per partition by the Python
    * stage's own step, which also keeps each in its executor's local store. */
-  private def joinedChunks(pieces: DataFrame, summary: JObject, partitions: Int): DataFrame = {
+  private def joinedChunks(pieces: DataFrame, summary: JObject, partitions: Int,
+      path: String): DataFrame = {
     val placed = pieces.repartition(partitions, Placement.key(col(Tables.Part), partitions))
       .sortWithinPartitions(Tables.Part, Tables.Chunk)
       .select(Tables.Part, Tables.Chunk, Tables.Ids, Tables.Index, Tables.Info)
     val idKind = Summary.text(summary, "id_kind")
     PythonBridge.mapInArrow(new ApproximateNearestNeighbors(), placed, "nn_join_chunks",
       JObject("id_kind" -> JString(idKind), "token" -> JString(Summary.text(summary, "token")),
-        "store_limit" -> JInt(LocalStore.limit(pieces.sparkSession))),
+        "store_limit" -> JInt(LocalStore.limit(pieces.sparkSession)),
+        "digests" -> (summary \ "digests" match {
+          case obj: JObject => obj
+          case _ => JNull
+        }), "path" -> JString(path)),
       Tables.indexSchema(idKind))
   }
 
@@ -440,6 +470,11 @@ private[nn] object Tables {
       indexes.select(Part, Ids, Index, Info), "nn_save_chunks",
       JObject("id_kind" -> JString(idKind), "chunk_bytes" -> JInt(chunkBytes)),
       StructType.fromDDL(savedIndexDdl(idKind)))
+
+  /** A saved parquet table, its page checksums verified (Spark's reader skips the check
+   * unless asked, and object stores keep no `.crc` files), as in Python. */
+  def readSaved(spark: SparkSession, path: String): DataFrame =
+    spark.read.option("parquet.page.verify-checksum.enabled", "true").parquet(path)
 
   def indexSchema(idKind: String): StructType = StructType.fromDDL(indexDdl(idKind))
   def blockSchema(idKind: String): StructType = StructType.fromDDL(blockDdl(idKind))
@@ -519,6 +554,13 @@ private[nn] object Summary {
     case _ => (summary \ "parts").children.collect { case JInt(n) => n.toInt }.max + 1
   }
 
+  def parts(summary: JObject): Seq[Int] =
+    (summary \ "parts").children.collect { case JInt(n) => n.toInt }.sorted
+
+  /** `{partition: sha256}` from each index row's info (synapseml_ext.nn.integrity). */
+  def digests(rows: Seq[(Int, JValue)]): JObject =
+    JObject(rows.toList.sortBy(_._1).map { case (part, info) => part.toString -> (info \ "sha256") })
+
   def of(infos: Seq[JValue], column: String): JObject = {
     val sorted = infos.sortBy(info => -long(info \ "n"))
     val first = sorted.head
@@ -561,6 +603,26 @@ private[nn] object DataErrors {
 
   val Prefix = "synapseml-ext:"
   private val Message = (java.util.regex.Pattern.quote(Prefix) + "[^\n]*").r
+
+  /** A saved table Spark cannot read (a damaged parquet file, a missing path) as one line
+   * naming the model, as the Python loader says it. */
+  def saved[T](where: String)(body: => T): T =
+    try body
+    catch {
+      case e: IllegalArgumentException => throw e
+      case NonFatal(e) if !messages(e).contains(Prefix) =>
+        val reason = Cause.findFirstMatchIn(messages(e)).map(_.group(1))
+          .getOrElse(String.valueOf(e.getMessage))
+        throw new IllegalArgumentException(s"$Prefix $where cannot be read " +
+          s"(${reason.take(300)}): it is damaged or incomplete; restore it from a copy, or fit " +
+          "and save the model again", e)
+    }
+
+  private val Cause = "(?:Exception|Error): ([^\n]+)".r
+
+  private def messages(e: Throwable): String =
+    Iterator.iterate[Throwable](e)(_.getCause).takeWhile(_ != null)
+      .map(t => s"${t.getClass.getName}: ${t.getMessage}").mkString("\n")
 
   def translate[T](body: => T): T =
     try body

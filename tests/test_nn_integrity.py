@@ -1,0 +1,226 @@
+"""A saved k-NN model proves its integrity: a missing or altered index partition, or missing
+items, is an error at load naming the path, never a smaller or different answer; in the
+application that saved it (whose executors hold local copies of the good bytes) and in a new
+one. Local copies are the store's own (0700/0600, never a shared directory) and checked."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from synapseml_ext.nn import (
+    ApproximateNearestNeighbors,
+    ApproximateNearestNeighborsModel,
+    local_store,
+)
+from synapseml_ext.nn.integrity import file_digest, partition_digest
+
+from conftest import REPO
+from nn_data import brute_force, knn_arrays, vector_df
+
+TOKEN = "0123456789abcdef0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def saved(spark, tmp_path_factory):
+    """A fitted model in 2 index partitions saved once; each test damages its own copy."""
+    rng = np.random.default_rng(11)
+    items = rng.standard_normal((2000, 16)).astype(np.float32)
+    queries = rng.standard_normal((40, 16)).astype(np.float32)
+    model = ApproximateNearestNeighbors(k=5, algorithm="ivfflat", inputCol="v", idCol="id",
+                                        backend="cpu", numPartitions=2,
+                                        algoParams={"nlist": 8, "nprobe": 8}).fit(
+        vector_df(spark, items))
+    path = tmp_path_factory.mktemp("integrity") / "model"
+    model.save(str(path))
+    truth, _ = brute_force(items, queries, 5, "euclidean")
+    return model, path, queries, truth
+
+
+def _copy(path: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "model"
+    shutil.copytree(path, target)
+    return target
+
+
+def _index_files(path: Path) -> list[Path]:
+    return sorted((path / "data" / "indexes").glob("part-*.parquet"))
+
+
+def _flip_bytes(file: Path, count: int = 570) -> None:
+    """Flip ``count`` bytes in the middle of ``file`` and drop its ``.crc`` sidecar, as on
+    object stores, where none exists."""
+    data = bytearray(file.read_bytes())
+    middle = len(data) // 2
+    for i in range(middle, middle + count):
+        data[i] ^= 0xFF
+    file.write_bytes(bytes(data))
+    (file.parent / f".{file.name}.crc").unlink(missing_ok=True)
+
+
+def test_the_summary_records_a_digest_per_partition(saved):
+    model, path, queries, truth = saved
+    summary = model.buildSummary
+    assert summary["parts"] == [0, 1] and sorted(summary["digests"]) == ["0", "1"]
+    assert all(len(d) == 64 for d in summary["digests"].values())
+    loaded = ApproximateNearestNeighborsModel.load(str(path))
+    assert loaded.buildSummary["digests"] == summary["digests"]
+    # A token per load: the build's local copies (same bytes) are not taken for the loaded model.
+    assert loaded.buildSummary["token"] != summary["token"]
+    assert knn_arrays(loaded.kneighbors(vector_df(loaded._item_df.sparkSession, queries))[2]
+                      )[1] == truth.tolist()
+
+
+def test_a_deleted_index_file_fails_the_load(saved, tmp_path):
+    _, path, _, _ = saved
+    broken = _copy(path, tmp_path)
+    doomed = _index_files(broken)[1]
+    doomed.unlink()
+    (doomed.parent / f".{doomed.name}.crc").unlink(missing_ok=True)
+    with pytest.raises(ValueError, match=r"lacks index partition\(s\) 1 of the 2 recorded") as e:
+        ApproximateNearestNeighborsModel.load(str(broken))
+    assert str(broken) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_flipped_bytes_in_an_index_file_fail_the_load(saved, tmp_path):
+    _, path, _, _ = saved
+    broken = _copy(path, tmp_path)
+    _flip_bytes(_index_files(broken)[0])
+    with pytest.raises(ValueError, match="damaged") as e:
+        ApproximateNearestNeighborsModel.load(str(broken))
+    assert str(broken) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_an_altered_partition_with_consistent_parquet_fails_its_digest(saved, tmp_path):
+    """Bytes changed and the parquet rewritten (so no page checksum can catch it): only the
+    digest recorded at fit in the metadata can tell."""
+    _, path, _, _ = saved
+    broken = _copy(path, tmp_path)
+    files = _index_files(broken)
+    table = pa.concat_tables([pq.read_table(f) for f in files])
+    rows = table.to_pylist()
+    first = next(r for r in rows if r["__part"] == 0 and r["__chunk"] == 0)
+    blob = bytearray(first["__index"])
+    blob[len(blob) // 2] ^= 0x01
+    first["__index"] = bytes(blob)
+    for f in files:
+        f.unlink()
+        (f.parent / f".{f.name}.crc").unlink(missing_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema),
+                   broken / "data" / "indexes" / "part-00000.parquet")
+    with pytest.raises(ValueError, match=r"index partition 0 of the saved model at .* does not "
+                                         "match the checksum recorded at fit"):
+        ApproximateNearestNeighborsModel.load(str(broken))
+
+
+def test_a_deleted_items_file_fails_the_load(saved, tmp_path):
+    _, path, _, _ = saved
+    broken = _copy(path, tmp_path)
+    files = sorted((broken / "data" / "items").glob("part-*.parquet"))
+    assert len(files) > 1
+    files[-1].unlink()
+    with pytest.raises(ValueError, match="items where 2000 were saved"):
+        ApproximateNearestNeighborsModel.load(str(broken))
+
+
+def test_a_missing_model_is_one_line(tmp_path):
+    with pytest.raises(ValueError, match=r"cannot be read .*restore it") as e:
+        ApproximateNearestNeighborsModel.load(str(tmp_path / "nowhere"))
+    assert "\n" not in str(e.value)
+
+
+NEW_APPLICATION = """
+import sys
+from pyspark.sql import SparkSession
+from synapseml_ext.nn import ApproximateNearestNeighborsModel
+spark = SparkSession.builder.master("local[2]").config("spark.ui.enabled", "false").getOrCreate()
+for path in sys.argv[1:]:
+    try:
+        ApproximateNearestNeighborsModel.load(path)
+        print("LOADED", path)
+    except ValueError as e:
+        print("REFUSED", path, str(e).replace(chr(10), " "))
+spark.stop()
+"""
+
+
+def test_damaged_models_fail_in_a_new_application(saved, tmp_path):
+    _, path, _, _ = saved
+    deleted = _copy(path, tmp_path / "deleted")
+    _index_files(deleted)[1].unlink()
+    flipped = _copy(path, tmp_path / "flipped")
+    _flip_bytes(_index_files(flipped)[1])
+    env = dict(os.environ, PYTHONPATH=str(REPO / "python"))
+    done = subprocess.run([sys.executable, "-c", NEW_APPLICATION, str(path), str(deleted),
+                           str(flipped)], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = {line.split()[1]: line for line in done.stdout.splitlines()
+             if line.startswith(("LOADED", "REFUSED"))}
+    assert lines[str(path)].startswith("LOADED")
+    assert lines[str(deleted)].startswith("REFUSED") and "lacks index partition" in lines[
+        str(deleted)]
+    assert lines[str(flipped)].startswith("REFUSED")
+
+
+# -- the local store ------------------------------------------------------------------------
+
+
+def _row(part: int, blob: bytes, ids: list[int]) -> pa.RecordBatch:
+    id_array = pa.array([ids], pa.list_(pa.int64()))
+    info = {"n": len(ids), "sha256": partition_digest(blob, id_array[0].values)}
+    return pa.RecordBatch.from_arrays(
+        [pa.array([part], pa.int32()), id_array, pa.array([blob], pa.binary()),
+         pa.array([json.dumps(info)])], ["__part", "__ids", "__index", "__info"])
+
+
+@pytest.fixture
+def store_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPARK_LOCAL_DIRS", str(tmp_path))
+    monkeypatch.setattr(local_store, "_checked", {})
+    return tmp_path / "synapseml-ext-nn"
+
+
+def test_copies_are_private(store_root):
+    assert local_store.write(TOKEN, 0, _row(0, b"x" * 100, [1, 2]), local_store.AUTO)
+    assert stat.S_IMODE(store_root.stat().st_mode) == 0o700
+    assert {stat.S_IMODE(f.stat().st_mode) for f in store_root.iterdir()} == {0o600}
+
+
+def test_a_store_directory_others_can_write_is_not_used(store_root):
+    store_root.mkdir(mode=0o777)
+    os.chmod(store_root, 0o777)  # as another local user who created it first would leave it
+    assert not local_store.write(TOKEN, 0, _row(0, b"x" * 100, [1, 2]), local_store.AUTO)
+    assert list(store_root.iterdir()) == []
+    os.chown(store_root, 65534, 65534)
+    os.chmod(store_root, 0o700)
+    assert not local_store.write(TOKEN, 0, _row(0, b"x" * 100, [1, 2]), local_store.AUTO)
+
+
+def test_without_spark_the_store_is_per_user(monkeypatch):
+    monkeypatch.delenv("SPARK_LOCAL_DIRS", raising=False)
+    assert local_store.root().name == f"synapseml-ext-nn-{os.geteuid()}"
+
+
+def test_an_altered_copy_is_dropped_and_an_intact_one_read(store_root):
+    blob = bytes(range(256)) * 4
+    assert local_store.write(TOKEN, 0, _row(0, blob, [7, 8, 9]), local_store.AUTO)
+    local_store._checked.clear()  # as another worker process, which has not hashed it yet
+    batch, index = local_store.read(TOKEN, 0)
+    assert index.read_bytes() == blob
+    assert file_digest(index, batch.column("__ids")[0].values) == partition_digest(
+        blob, batch.column("__ids")[0].values)
+    altered = bytearray(blob)
+    altered[10] ^= 0x01
+    index.write_bytes(bytes(altered))  # same size, other bytes, a new file: hashed again
+    assert local_store.read(TOKEN, 0) is None
+    assert not (store_root / f"{TOKEN}-0.arrow").exists()
