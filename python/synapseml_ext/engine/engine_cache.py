@@ -10,8 +10,8 @@ parts, size and sha256 of the payload) and the payload. One file means one atomi
 holds on shared file systems (``/dbfs/...``, NFS) where a cluster builds once per GPU kind.
 ``<key>.json`` beside it repeats the header for people, and is never trusted.
 
-The build lock is a file on the node's local disk (``$TMPDIR``): concurrent tasks on one
-node build once. File locks on FUSE mounts such as ``/dbfs`` are unreliable, so nodes do not
+The build lock is a file in this user's private cache on the node's local disk: concurrent
+tasks on one node build once. File locks on FUSE mounts such as ``/dbfs`` are unreliable, so nodes do not
 lock each other; two nodes racing both build and the last rename wins, which is still valid.
 """
 
@@ -20,14 +20,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Generic, TypeVar
 
+from synapseml_ext.engine import cache_trust
 from synapseml_ext.engine.errors import EngineError
 
 log = logging.getLogger("synapseml_ext.engine")
@@ -46,7 +44,8 @@ def engine_key(parts: dict) -> str:
 
 
 def local_lock_dir() -> Path:
-    return Path(tempfile.gettempdir()) / "synapseml-ext-locks"
+    """Per user and private (0700), on local disk: no name another user can predict."""
+    return cache_trust.lock_dir()
 
 
 class EngineCache(Generic[T]):
@@ -69,46 +68,57 @@ class EngineCache(Generic[T]):
     # -- reading and writing one file -----------------------------------------------------
 
     def read(self, key: str) -> tuple[bytes, dict] | None:
-        """``(payload, header)`` when the file exists and its size and sha256 match its
-        header; ``None`` when it is missing, truncated or corrupt."""
+        """``(payload, header)`` when the file exists, may be trusted (this user's alone, or
+        signed under the cache secret) and its size and sha256 match its header; ``None``
+        otherwise."""
+        return self._read(key)[0]
+
+    def _read(self, key: str) -> tuple[tuple[bytes, dict] | None, str]:
+        """The entry, or ``None`` and why not ('' when there is no file)."""
         try:
-            with open(self.path(key), "rb") as f:
+            with cache_trust.open_trusted(self.path(key)) as f:
                 if f.readline() != MAGIC:
-                    return None
+                    return None, "is truncated or corrupt"
                 header = json.loads(f.readline().decode("utf-8"))
                 payload = f.read()
             if len(payload) != header["size"] or \
                     hashlib.sha256(payload).hexdigest() != header["sha256"]:
-                return None
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-        return payload, header
+                return None, "is truncated or corrupt"
+        except FileNotFoundError:
+            return None, ""
+        except cache_trust.UntrustedEntry as e:
+            return None, f"is not trusted ({e})"
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None, "is truncated or corrupt"
+        # The payload's sha256 was just checked against its bytes: signing it signs them.
+        if not cache_trust.signature_ok("tensorrt", key, header["sha256"],
+                                        header.get("signature")):
+            return None, f"is not signed with {cache_trust.SECRET_ENV}"
+        return (payload, header), ""
 
     def write(self, key: str, payload: bytes, parts: dict, **extra) -> dict:
-        """Store ``payload`` atomically; returns the header written."""
-        header = {"key": key, "parts": parts, "size": len(payload),
-                  "sha256": hashlib.sha256(payload).hexdigest(), "created": time.time(), **extra}
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.root / f".{key}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+        """Store ``payload`` atomically in a 0600 file, signed when a cache secret is set;
+        returns the header written."""
+        digest = hashlib.sha256(payload).hexdigest()
+        header = {"key": key, "parts": parts, "size": len(payload), "sha256": digest,
+                  "created": time.time(), **extra}
+        signature = cache_trust.sign("tensorrt", key, digest)
+        if signature is not None:
+            header["signature"] = signature
+        cache_trust.make_private_dir(self.root)
+        cache_trust.write_private(self.path(key), MAGIC,
+                                  json.dumps(header, sort_keys=True).encode("utf-8") + b"\n",
+                                  payload)
         try:
-            with open(tmp, "wb") as f:
-                f.write(MAGIC)
-                f.write(json.dumps(header, sort_keys=True).encode("utf-8") + b"\n")
-                f.write(payload)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path(key))
-        finally:
-            tmp.unlink(missing_ok=True)
-        try:
-            (self.root / f"{key}.json").write_text(json.dumps(header, indent=2), "utf-8")
-        except OSError:  # the sidecar is for people only
+            cache_trust.write_private(self.root / f"{key}.json",
+                                      json.dumps(header, indent=2).encode("utf-8"))
+        except EngineError:  # the sidecar is for people only
             pass
         return header
 
     def discard(self, key: str) -> None:
-        self.path(key).unlink(missing_ok=True)
-        (self.root / f"{key}.json").unlink(missing_ok=True)
+        cache_trust.remove(self.path(key))
+        cache_trust.remove(self.root / f"{key}.json")
 
     # -- the one entry point ---------------------------------------------------------------
 
@@ -122,16 +132,15 @@ class EngineCache(Generic[T]):
         here, else built (once per node, under the lock), stored and deserialised.
 
         Returns ``(engine, built)``. A file that fails its checksum or does not deserialise
-        (corrupt, or written by an incompatible TensorRT) is discarded and rebuilt.
+        (corrupt, or written by an incompatible TensorRT), or that is not trusted (another
+        user could have written it; unsigned or mis-signed under a cache secret) is never
+        deserialised: it is discarded and rebuilt.
         """
-        from filelock import FileLock
-
         key = engine_key(parts)
         engine = self._load(key, deserialize, discard_bad=False)
         if engine is not None:
             return engine, False
-        self.lock_dir.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(self.lock_path(key)), timeout=self.lock_timeout_s):
+        with cache_trust.private_lock(self.lock_path(key), self.lock_timeout_s):
             engine = self._load(key, deserialize, discard_bad=True)  # built meanwhile?
             if engine is not None:
                 return engine, False
@@ -148,11 +157,10 @@ class EngineCache(Generic[T]):
 
     def _load(self, key: str, deserialize: Callable[[bytes], T | None],
               discard_bad: bool) -> T | None:
-        entry = self.read(key)
+        entry, problem = self._read(key)
         if entry is None:
-            if discard_bad and self.path(key).exists():
-                log.warning("engine file %s is truncated or corrupt: rebuilding it",
-                            self.path(key))
+            if discard_bad and problem:
+                log.warning("engine file %s %s: rebuilding it", self.path(key), problem)
                 self.discard(key)
             return None
         try:

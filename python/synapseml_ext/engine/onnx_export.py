@@ -10,6 +10,12 @@ model's content and everything the export depends on; ``meta.json`` records each
 size and sha256, checked on every load. Writers build in a temporary directory and rename it
 into place, under a file lock, so concurrent workers export once and readers never see a
 half-written graph.
+
+Trust (:mod:`synapseml_ext.engine.cache_trust`): an entry is loaded in place only when no one
+but this user can change it. With ``SYNAPSEML_EXT_CACHE_SECRET`` set, ``meta.json.sig`` holds
+an HMAC of the entry's key and meta.json (whose sha256s cover the graphs); an entry without a
+valid one is rebuilt, and graphs from a folder others can write are loaded from private
+copies hashed while copying, so a graph swapped after its check is never used.
 """
 
 from __future__ import annotations
@@ -18,7 +24,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import time
 import uuid
 import warnings
@@ -28,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from synapseml_ext.engine import cache_trust
 from synapseml_ext.engine.batching import TokenBatch
 from synapseml_ext.engine.errors import EngineError
 from synapseml_ext.engine.model_files import ModelFiles
@@ -44,6 +50,7 @@ OUTPUT_NAME = "sentence_embedding"
 # An export must reproduce PyTorch fp32 this closely on the probe texts.
 EXPORT_MIN_COSINE = 0.9999
 LOCK_TIMEOUT_S = 1800
+GRAPH_FILES = ("model.onnx", "model.ort.onnx")
 
 
 @dataclass(frozen=True)
@@ -80,61 +87,112 @@ def ensure_onnx(
     cache_dir: str = "",
     prompt_length: int = 0,
 ) -> OnnxArtifacts:
-    """The cached export of ``files``, built (once, under a lock) if missing or invalid."""
-    from filelock import FileLock
-
+    """The cached export of ``files``, built (once, under a lock) if missing, invalid or not
+    trusted."""
     root = cache_root(cache_dir) / "onnx"
-    root.mkdir(parents=True, exist_ok=True)
     key = export_key(files, prompt_length)
     final = root / key
     artifacts = load_artifacts(final)
     if artifacts is not None:
         return artifacts
-    with FileLock(str(root / f"{key}.lock"), timeout=LOCK_TIMEOUT_S):
-        artifacts = load_artifacts(final)  # another worker may have finished meanwhile
+    # The lock is on local disk, private to this user, keyed by this cache and entry.
+    where = hashlib.sha256(str(root).encode()).hexdigest()[:12]
+    lock = cache_trust.lock_dir() / f"onnx-{where}-{key}.lock"
+    with cache_trust.private_lock(lock, LOCK_TIMEOUT_S):
+        artifacts, problem = _check(final)  # another worker may have finished meanwhile
         if artifacts is not None:
             return artifacts
-        if final.exists():
-            log.warning("ONNX cache entry %s is incomplete or corrupt: rebuilding it", final)
-            shutil.rmtree(final, ignore_errors=True)
+        if problem:
+            log.warning("ONNX cache entry %s %s: rebuilding it", final, problem)
+        cache_trust.remove(final)
+        cache_trust.make_private_dir(root)
         tmp = root / f".{key}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
         try:
+            try:
+                os.mkdir(tmp, 0o700)
+            except OSError as e:
+                raise cache_trust.not_writable(root, e) from e
             _export(files, probe, tmp, prompt_length)
-            os.replace(tmp, final)
+            cache_trust.make_private(tmp)  # torch wrote the graphs with the umask's mode
+            signature = cache_trust.sign("onnx", key, cache_trust.sha256_file(tmp / "meta.json"))
+            if signature is not None:
+                cache_trust.write_private(tmp / "meta.json.sig", signature.encode())
+            try:
+                os.replace(tmp, final)
+            except OSError as e:  # another node's export landed first (no lock across nodes)
+                if _check(final)[0] is None:
+                    raise cache_trust.not_writable(root, e) from e
         finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    artifacts = load_artifacts(final)
+            cache_trust.remove(tmp)
+    artifacts, problem = _check(final)
     if artifacts is None:  # pragma: no cover - would mean the file system lost our files
-        raise EngineError(f"ONNX export to {final} did not leave a valid cache entry")
+        raise EngineError(f"ONNX export to {final} did not leave a valid cache entry "
+                          f"({problem or 'missing'})")
     return artifacts
 
 
 def load_artifacts(directory: Path) -> OnnxArtifacts | None:
-    """The artifacts in ``directory`` if its meta.json is readable and every file matches
-    its recorded size and sha256; ``None`` otherwise."""
+    """The artifacts in ``directory`` if they may be trusted (see the module doc), its
+    meta.json is readable and every file matches its recorded size and sha256; ``None``
+    otherwise."""
+    return _check(directory)[0]
+
+
+def _check(directory: Path) -> tuple[OnnxArtifacts | None, str]:
+    """The entry's artifacts, or ``None`` and why not ('' when there is no entry)."""
+    if not os.path.lexists(directory):
+        return None, ""
+    signed = cache_trust.secret() is not None
+    problem = cache_trust.why_untrusted(directory)
+    if problem and not signed:
+        return None, f"is not trusted ({problem})"
+    corrupt = None, "is incomplete or corrupt"
     try:
-        meta = json.loads((directory / "meta.json").read_text("utf-8"))
+        with cache_trust.open_trusted(directory / "meta.json") as f:
+            raw_meta = f.read()
+        signature = None
+        if signed:
+            try:
+                with cache_trust.open_trusted(directory / "meta.json.sig") as f:
+                    signature = f.read().decode("ascii").strip()
+            except FileNotFoundError:
+                pass
+        if not cache_trust.signature_ok("onnx", directory.name,
+                                        hashlib.sha256(raw_meta).hexdigest(), signature):
+            return None, f"is not signed with {cache_trust.SECRET_ENV}"
+        meta = json.loads(raw_meta.decode("utf-8"))
+        graphs: dict[str, Path] = {}
         for name, expected in meta["files"].items():
+            if name not in GRAPH_FILES:
+                return corrupt
             path = directory / name
-            if path.stat().st_size != expected["size"] or _sha256(path) != expected["sha256"]:
-                return None
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    optimized = directory / "model.ort.onnx"
-    return OnnxArtifacts(
-        directory=directory,
-        raw=directory / "model.onnx",
-        optimized=optimized if "model.ort.onnx" in meta["files"] else None,
-        meta=meta,
-    )
+            why = problem or cache_trust.why_entry_untrusted(path)
+            if why and not signed:
+                return None, f"is not trusted ({why})"
+            if why:  # others could swap the graph after its check: load a private copy
+                copy = cache_trust.private_copy(path, expected["sha256"])
+                if copy is None:
+                    return corrupt
+                graphs[name] = copy
+                continue
+            if path.stat().st_size != expected["size"] or cache_trust.sha256_file(path) != expected["sha256"]:
+                return corrupt
+            graphs[name] = path
+        raw = graphs["model.onnx"]
+    except cache_trust.UntrustedEntry as e:
+        return None, f"is not trusted ({e})"
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return corrupt
+    return OnnxArtifacts(directory=directory, raw=raw, optimized=graphs.get("model.ort.onnx"),
+                         meta=meta), ""
 
 
 def _export(files: ModelFiles, probe: Sequence[TokenBatch], out: Path, prompt_length: int) -> None:
+    """The export, checked against PyTorch, written into the existing folder ``out``."""
     import torch
 
     from synapseml_ext.engine.modules import build_sentence_module
 
-    out.mkdir(parents=True)
     started = time.perf_counter()
     # Eager attention exports as plain MatMul/Softmax, which ONNX Runtime's optimizer fuses
     # into its Attention kernel and TensorRT into its own MHA; SDPA's export does not fuse.
@@ -177,10 +235,10 @@ def _export(files: ModelFiles, probe: Sequence[TokenBatch], out: Path, prompt_le
         "output": OUTPUT_NAME,
         "probe_min_cosine": {"model.onnx": raw_cos, "model.ort.onnx": opt_cos},
         "seconds": round(time.perf_counter() - started, 2),
-        "files": {name: {"size": p.stat().st_size, "sha256": _sha256(p)}
+        "files": {name: {"size": p.stat().st_size, "sha256": cache_trust.sha256_file(p)}
                   for name, p in written.items()},
     }
-    (out / "meta.json").write_text(json.dumps(meta, indent=2), "utf-8")
+    cache_trust.write_private(out / "meta.json", json.dumps(meta, indent=2).encode("utf-8"))
     log.info("exported %s to ONNX in %.1fs (%s)", files.root, meta["seconds"],
              "fused for ONNX Runtime" if "model.ort.onnx" in written else "no fusions")
 
@@ -247,11 +305,3 @@ def _run_onnx(path: Path, probe: Sequence[TokenBatch]) -> np.ndarray:
         [session.run(None, {"input_ids": b.input_ids, "attention_mask": b.attention_mask})[0]
          for b in probe]
     )
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from synapseml_ext.engine.cache_trust import open_cache_root
 
 
 def cache_root(cache_dir: str = "") -> Path:
-    """``cache_dir`` if given, else ``$SYNAPSEML_EXT_CACHE``, else the user cache directory.
+    """``cache_dir`` if given, else ``$SYNAPSEML_EXT_CACHE``, else this user's private cache.
 
-    A shared path (``/dbfs/...``, NFS) lets every node of a cluster reuse one export.
+    A shared path (``/dbfs/...``, NFS) lets every node of a cluster reuse one export; it is
+    used only when no one else can write it or ``SYNAPSEML_EXT_CACHE_SECRET`` signs its
+    entries (:mod:`synapseml_ext.engine.cache_trust`).
     """
-    chosen = cache_dir or os.environ.get("SYNAPSEML_EXT_CACHE", "")
-    if chosen:
-        return Path(os.path.expanduser(chosen))
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("synapseml-ext"))
+    return open_cache_root(cache_dir)

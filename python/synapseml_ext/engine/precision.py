@@ -3,20 +3,24 @@
 ``precision="auto"`` picks bf16 on CPUs that multiply bf16 in hardware. Whatever picks bf16,
 the first load of a model in a worker encodes the shipped probe texts in fp32 and in bf16;
 below ``minCosine`` the encoder stays in fp32. The verdict is kept on disk per model,
-precision and CPU kind, so other workers and later jobs do not repeat the probe.
+precision and CPU kind, so other workers and later jobs do not repeat the probe. A verdict
+file is used only when this user alone can write it, or, with ``SYNAPSEML_EXT_CACHE_SECRET``
+set, when it is signed (:mod:`synapseml_ext.engine.cache_trust`): a forged verdict could
+otherwise pass a precision that fails the quality guard.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from synapseml_ext.engine import cache_trust
+from synapseml_ext.engine.errors import EngineError
 from synapseml_ext.engine.hardware import choose_cpu_precision, cpu_flags, cpu_signature
 
 log = logging.getLogger("synapseml_ext.engine")
@@ -66,9 +70,24 @@ class ProbeVerdicts:
 
     def _read(self) -> dict:
         try:
-            return json.loads(self.path.read_text("utf-8"))
+            with cache_trust.open_trusted(self.path) as f:
+                data = json.loads(f.read().decode("utf-8"))
+        except FileNotFoundError:
+            return {}
+        except cache_trust.UntrustedEntry as e:
+            log.warning("precision verdicts %s are not trusted (%s): probing again", self.path, e)
+            return {}
         except (OSError, ValueError):
             return {}
+        verdicts = data.get("verdicts") if isinstance(data, dict) else None
+        if not isinstance(verdicts, dict):
+            return {}
+        if not cache_trust.signature_ok("precision", self.path.stem, _digest(verdicts),
+                                        data.get("signature")):
+            log.warning("precision verdicts %s are not signed with %s: probing again",
+                        self.path, cache_trust.SECRET_ENV)
+            return {}
+        return verdicts
 
     def get(self, precision: str) -> Verdict | None:
         value = self._read().get(precision)
@@ -79,18 +98,23 @@ class ProbeVerdicts:
     def put(self, precision: str, value: float) -> Verdict:
         data = self._read()
         data[precision] = value
+        stored: dict = {"verdicts": data}
+        signature = cache_trust.sign("precision", self.path.stem, _digest(data))
+        if signature is not None:
+            stored["signature"] = signature
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(data, f)
-            os.replace(tmp, self.path)
-        except OSError as e:  # a read-only cache only costs a repeated probe
+            cache_trust.make_private_dir(self.path.parent)
+            cache_trust.write_private(self.path, json.dumps(stored).encode("utf-8"))
+        except (OSError, EngineError) as e:  # a read-only cache only costs a repeated probe
             log.warning("could not store the precision verdict in %s: %s", self.path, e)
         return Verdict(value, self.threshold)
 
 
-def _safe_name(text: str) -> str:
-    import hashlib
+def _digest(verdicts: dict) -> str:
+    """Of the verdicts as stored (floats survive JSON exactly, so a reader gets the same)."""
+    blob = json.dumps(verdicts, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    return hashlib.sha256(blob).hexdigest()
 
+
+def _safe_name(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:24]
