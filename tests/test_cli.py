@@ -2,25 +2,45 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
+from importlib.metadata import version
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+import synapseml_ext
 from synapseml_ext.engine import EncoderSpec, SentenceEncoder
 
 from conftest import REPO
 from helpers import cosines
 
 
-def _run(args: list[str], cache_dir: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(REPO / "python"), SYNAPSEML_EXT_CACHE=cache_dir)
+def _run(args: list[str], cache_dir: str, **env_extra: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO / "python"), SYNAPSEML_EXT_CACHE=cache_dir,
+               **env_extra)
     env.pop("SYNAPSEML_EXT_EVENT_LOG", None)
     return subprocess.run([sys.executable, "-m", "synapseml_ext.cli", *args], env=env,
                           capture_output=True, text=True, timeout=900)
+
+
+def _one_line_error(done: subprocess.CompletedProcess, *fragments: str) -> str:
+    """Exit code 2 and one error line (stderr <= 3 lines), no Java frames, no traceback."""
+    assert done.returncode == 2, done.stderr[-3000:]
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert 1 <= len(lines) <= 3, done.stderr[-3000:]
+    errors = [line for line in lines if line.startswith("synapseml-ext: error: ")]
+    assert len(errors) == 1, done.stderr
+    assert "Traceback" not in done.stderr and "at org.apache" not in done.stderr
+    assert "Set mode" not in done.stderr
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+    return errors[0]
 
 
 def test_quickstart_prints_the_nearest_reviews(cache_dir):
@@ -72,6 +92,197 @@ def test_embed_reports_a_missing_column(tmp_path, minilm_dir, cache_dir):
     source = tmp_path / "in.csv"
     pd.DataFrame({"text": ["a"]}).to_csv(source, index=False)
     done = _run(["embed", "--input", str(source), "--text-col", "body", "--output",
-                 str(tmp_path / "o"), "--model", minilm_dir], cache_dir)
-    assert done.returncode != 0
-    assert "inputCol 'body' not found; available columns: text" in done.stderr
+                 str(tmp_path / "o"), "--model", minilm_dir], cache_dir,
+                XDG_STATE_HOME=str(tmp_path / "state"))
+    _one_line_error(done, "inputCol 'body' not found; available columns: text")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv", "state"]
+    assert not list((tmp_path / "state").rglob("*.log"))  # no log kept that nobody names
+
+
+# -- nothing lost: --overwrite, failed runs, retries -------------------------------------------
+
+def test_overwrite_refuses_a_directory_holding_the_input(tmp_path, cache_dir):
+    danger = tmp_path / "danger"
+    danger.mkdir()
+    data = (Path(synapseml_ext.__file__).parent / "data" / "sample_reviews.csv").read_bytes()
+    (danger / "mydata.csv").write_bytes(data)
+    (danger / "notes.txt").write_text("notes\n")
+    state = tmp_path / "state"
+    done = _run(["embed", "--input", str(danger / "mydata.csv"), "--text-col", "Text",
+                 "--output", str(danger), "--overwrite"], cache_dir, XDG_STATE_HOME=str(state))
+    _one_line_error(done, "contains or is inside the input", "choose an output directory")
+    assert sorted(p.name for p in danger.iterdir()) == ["mydata.csv", "notes.txt"]
+    assert (danger / "mydata.csv").read_bytes() == data
+    assert (danger / "notes.txt").read_text() == "notes\n"
+    assert not state.exists()  # refused before Spark started
+    # The same directory as --output for another input: not ours, so never replaced.
+    other = tmp_path / "other.csv"
+    other.write_bytes(data)
+    done = _run(["embed", "--input", str(other), "--text-col", "Text", "--output", str(danger),
+                 "--overwrite"], cache_dir, XDG_STATE_HOME=str(state))
+    _one_line_error(done, "is not a synapseml-ext output", "choose a new or empty directory")
+    assert sorted(p.name for p in danger.iterdir()) == ["mydata.csv", "notes.txt"]
+
+
+def _damaged_model(minilm_dir: str, target: Path) -> Path:
+    """The bundled model with another model's (well-formed) weights: every check on the
+    driver passes, loading on the executor fails."""
+    from safetensors.numpy import save_file
+
+    shutil.copytree(minilm_dir, target, copy_function=os.symlink)
+    (target / "model.safetensors").unlink()
+    save_file({"classifier.weight": np.zeros((2, 4), np.float32)},
+              str(target / "model.safetensors"))
+    return target
+
+
+def test_failed_run_leaves_nothing_and_retry_and_overwrite_work(tmp_path, minilm_dir,
+                                                                  cache_dir):
+    work = tmp_path / "work"
+    work.mkdir()
+    source = work / "latin.csv"
+    source.write_bytes("id,Text\n1,café crème brûlée\n2,rancid nuts\n".encode("latin-1"))
+    out = work / "out"
+    state = tmp_path / "state"
+    args = ["embed", "--input", str(source), "--text-col", "Text", "--output", str(out),
+            "--runtime", "onnx", "--encoding", "latin-1"]
+
+    # 1. Fails on the executor: one line of ours, where the full log is, nothing left behind.
+    bad = _damaged_model(minilm_dir, tmp_path / "damaged")
+    done = _run([*args, "--model", str(bad)], cache_dir, XDG_STATE_HOME=str(state))
+    line = _one_line_error(done, f"the weights in {bad} lack 101 tensor(s)", "(full log: ")
+    assert sorted(p.name for p in work.iterdir()) == ["latin.csv"]  # no output, no temp
+    log = Path(line.rsplit("(full log: ", 1)[1].rstrip(")"))
+    assert log.is_relative_to(state) and log.stat().st_mode & 0o777 == 0o600
+    assert "Traceback" in log.read_text() and "ModelLoadError" in log.read_text()
+
+    # 2. The retry succeeds into the same --output; latin-1 text arrives intact.
+    done = _run([*args, "--model", minilm_dir], cache_dir, XDG_STATE_HOME=str(state))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "synapseml-ext: error" not in done.stderr
+    first = pd.read_parquet(out)
+    assert first["Text"].tolist() == ["café crème brûlée", "rancid nuts"]
+    marker = json.loads((out / "_SYNAPSEML_EXT_OUTPUT").read_text())
+    assert marker["tool"] == "synapseml-ext" and marker["input"] == str(source)
+    assert set(marker["files"]) == {p.name for p in out.iterdir()} - {"_SYNAPSEML_EXT_OUTPUT"}
+
+    # 3. Without --overwrite the previous output stays; with it, it is replaced.
+    done = _run([*args, "--model", minilm_dir], cache_dir, XDG_STATE_HOME=str(state))
+    _one_line_error(done, "already exists: pass --overwrite")
+    done = _run([*args, "--model", minilm_dir, "--overwrite", "--output-col", "vec"], cache_dir,
+                XDG_STATE_HOME=str(state))
+    assert done.returncode == 0, done.stderr[-3000:]
+    second = pd.read_parquet(out)
+    assert list(second.columns) == ["id", "Text", "vec"]
+    assert cosines(np.stack(second["vec"].to_numpy()),
+                   np.stack(first["embeddings"].to_numpy())).min() >= 0.9999
+    assert sorted(p.name for p in work.iterdir()) == ["latin.csv", "out"]
+    old_parts = {name for name in marker["files"] if "part-" in name}
+    assert old_parts and not old_parts & {p.name for p in out.iterdir()}  # old parts gone
+
+
+# -- every user error: exit code 2 and one line, checked before Spark starts --------------------
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A directory nobody can write, root included (chattr +i where we are root)."""
+    made: list[Path] = []
+
+    def make(path: Path) -> Path:
+        path.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode:
+                pytest.skip("chattr +i is not available here")
+        else:
+            path.chmod(0o555)
+        made.append(path)
+        return path
+
+    yield make
+    for path in made:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", str(path)], capture_output=True)
+        path.chmod(0o755)
+
+
+def _sample_csv(tmp_path: Path) -> Path:
+    source = tmp_path / "in.csv"
+    source.write_text("id,Text\n1,chocolate cake\n2,rancid nuts\n", encoding="utf-8")
+    return source
+
+
+CASES = {
+    "missing input": (lambda t: ["--input", str(t / "nope.csv")], "does not exist: check the path"),
+    "unknown format": (lambda t: ["--input", str(t / "in.txt")], "pass --format csv"),
+    "existing output": (lambda t: ["--output", str(t / "full")], "already exists: pass --overwrite"),
+    "existing output not ours": (lambda t: ["--output", str(t / "full"), "--overwrite"],
+                                 "is not a synapseml-ext output"),
+    "missing parent": (lambda t: ["--output", str(t / "nowhere" / "out")],
+                       "does not exist: create it first"),
+    "latin-1 bytes": (lambda t: ["--input", str(t / "latin.csv")],
+                      "is not valid utf-8: 0xe9 at byte offset 13 (line 2); pass its encoding "
+                      "with --encoding"),
+    "unknown encoding": (lambda t: ["--encoding", "klingon"], "unknown --encoding 'klingon'"),
+    "missing model directory": (lambda t: ["--model", str(t / "no-model")],
+                                "does not exist: pass a directory that holds"),
+    "directory without a model": (lambda t: ["--model", str(t)], "does not hold a usable model"),
+    "unknown hub id offline": (lambda t: ["--model", "acme/no-such-model-xyz"],
+                               "the driver is offline"),
+    "runtime without its precision": (lambda t: ["--runtime", "onnx", "--precision", "fp16"],
+                                      "is not supported by runtime='onnx'"),
+    "runtime cuda without gpu": (lambda t: ["--runtime", "cuda"],
+                                 "needs an NVIDIA GPU and none is usable here"),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_user_errors_are_one_line_before_spark(tmp_path, cache_dir, case):
+    if case == "runtime cuda without gpu":
+        from synapseml_ext.engine.hardware import cuda_device_count
+
+        if cuda_device_count():
+            pytest.skip("this machine has a GPU")
+    _sample_csv(tmp_path)
+    (tmp_path / "in.txt").write_text("Text\nx\n")
+    (tmp_path / "latin.csv").write_bytes("id,Text\n1,café\n".encode("latin-1"))
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("keep")
+    extra, expected = CASES[case]
+    args = {"--input": str(tmp_path / "in.csv"), "--text-col": "Text",
+            "--output": str(tmp_path / "out")}
+    given = extra(tmp_path)
+    args.update(dict(zip(given[::2], given[1::2], strict=False)))
+    flags = [a for a in given if a == "--overwrite"]
+    argv = ["embed", *[x for kv in args.items() for x in kv], *flags]
+    state = tmp_path / "state"
+    done = _run(argv, cache_dir, XDG_STATE_HOME=str(state), HF_HUB_OFFLINE="1")
+    _one_line_error(done, expected)
+    assert not state.exists()  # Spark never started
+    assert not (tmp_path / "out").exists()
+    assert (tmp_path / "full" / "keep.txt").read_text() == "keep"
+    assert not [p for p in tmp_path.iterdir() if "synapseml-ext-tmp" in p.name]
+
+
+def test_read_only_locations_are_one_line(tmp_path, cache_dir, read_only_dir):
+    source = _sample_csv(tmp_path)
+    locked = read_only_dir(tmp_path / "locked")
+    empty_locked = read_only_dir(tmp_path / "empty-locked")
+    base = ["embed", "--input", str(source), "--text-col", "Text"]
+    done = _run([*base, "--output", str(locked / "out")], cache_dir)
+    _one_line_error(done, f"cannot write to {locked} (the parent of --output)")
+    done = _run([*base, "--output", str(empty_locked)], cache_dir)
+    _one_line_error(done, "is not writable", "choose another --output")
+    done = _run([*base, "--output", str(tmp_path / "out"), "--cache-dir", str(locked / "c")],
+                cache_dir)
+    _one_line_error(done, "--cache-dir", "is not writable", "pass a writable directory")
+
+
+def test_debug_shows_the_traceback_and_version_is_printed(tmp_path, cache_dir):
+    done = _run(["embed", "--input", str(tmp_path / "nope.csv"), "--text-col", "Text",
+                 "--output", str(tmp_path / "o"), "--debug"], cache_dir)
+    assert done.returncode == 2
+    assert "Traceback" in done.stderr and "UserInputError" in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("synapseml-ext: error: --input")
+    done = _run(["--version"], cache_dir)
+    assert done.returncode == 0
+    assert done.stdout.strip() == f"synapseml-ext {version('synapseml-ext')}"

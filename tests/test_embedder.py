@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+
 import numpy as np
 import pytest
 from pyspark.ml import Pipeline, PipelineModel
+from safetensors.numpy import save_file
 
 from synapseml_ext.engine import EncoderSpec, SentenceEncoder
+from synapseml_ext.engine.errors import ModelLoadError, RuntimeUnavailableError, user_message
 from synapseml_ext.hf import HuggingFaceSentenceEmbedder
 
 from helpers import cosines, read_events
@@ -120,13 +125,54 @@ def test_transform_schema(spark, embedder):
 
 
 def test_explicit_gpu_runtime_fails_clearly_without_gpu(spark, minilm_dir, tmp_path):
+    from synapseml_ext.engine.hardware import cuda_device_count
+
+    if cuda_device_count():
+        pytest.skip("this machine has a GPU")
     emb = HuggingFaceSentenceEmbedder(modelName=minilm_dir, inputCol="text", runtime="cuda",
                                       cacheDir=str(tmp_path))
     df = spark.createDataFrame([("x",)], "text string")
-    # The worker's error reaches the driver: what is missing and the extra that installs it.
-    with pytest.raises(Exception, match=r"runtime='cuda' needs an NVIDIA GPU(.|\n)*"
-                                        r"pip install 'synapseml-ext\[gpu\]'"):
-        emb.transform(df).collect()
+    # local[2]: the driver is the executor, so transform() itself says what is missing and
+    # the extra that installs it, in one line, before any job.
+    with pytest.raises(RuntimeUnavailableError,
+                       match=r"runtime='cuda' needs an NVIDIA GPU and none is usable here: .*"
+                             r"Use runtime='cpu', 'onnx' or 'auto'.*"
+                             r"pip install 'synapseml-ext\[gpu\]'") as e:
+        emb.transform(df)
+    assert "\n" not in str(e.value)
+
+
+def test_model_problems_fail_at_transform_in_one_line(spark, tmp_path):
+    df = spark.createDataFrame([("x",)], "text string")
+    tracker = spark.sparkContext.statusTracker()
+    before = len(tracker.getJobIdsForGroup())
+    for model, message in [(str(tmp_path / "missing"), "does not exist: pass a directory"),
+                           (str(tmp_path), "does not hold a usable model")]:
+        emb = HuggingFaceSentenceEmbedder(modelName=model, inputCol="text", runtime="onnx")
+        with pytest.raises(ModelLoadError, match=message) as e:
+            emb.transform(df)
+        assert str(e.value).startswith("synapseml-ext: ") and "\n" not in str(e.value)
+    assert len(tracker.getJobIdsForGroup()) == before  # no job ran
+
+
+def test_executor_model_errors_are_recognisable(spark, minilm_dir, tmp_path):
+    # A well-formed weights file of another model passes every driver check; loading fails
+    # where the model loads (transformers alone would fill the gaps with random weights).
+    damaged = tmp_path / "damaged"
+    shutil.copytree(minilm_dir, damaged, copy_function=os.symlink)
+    (damaged / "model.safetensors").unlink()
+    save_file({"classifier.weight": np.zeros((2, 4), np.float32)},
+              str(damaged / "model.safetensors"))
+    emb = HuggingFaceSentenceEmbedder(modelName=str(damaged), inputCol="text", runtime="onnx",
+                                      cacheDir=str(tmp_path / "cache"))
+    df = spark.createDataFrame([("x",)], "text string")
+    out = emb.transform(df)
+    with pytest.raises(Exception) as e:  # Spark wraps it (PythonException or Py4JJavaError)
+        out.collect()
+    assert user_message(e.value) == (
+        f"the weights in {damaged} lack 101 tensor(s) the model needs (embeddings.LayerNorm.bias, "
+        "embeddings.LayerNorm.weight, embeddings.position_embeddings.weight, ...): the weights "
+        "file is damaged or belongs to another model; copy or download the model again")
 
 
 def test_save_load_round_trip_and_pipeline(spark, embedder, tmp_path):

@@ -99,6 +99,7 @@ def test_flipped_bytes_in_an_index_file_fail_the_load(saved, tmp_path):
     with pytest.raises(ValueError, match="damaged") as e:
         ApproximateNearestNeighborsModel.load(str(broken))
     assert str(broken) in str(e.value) and "\n" not in str(e.value)
+    assert "Job aborted" not in str(e.value)  # the root cause, not Spark's wrapper
 
 
 def test_an_altered_partition_with_consistent_parquet_fails_its_digest(saved, tmp_path):

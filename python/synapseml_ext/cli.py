@@ -3,18 +3,47 @@
 from __future__ import annotations
 
 import argparse
+import codecs
 import os
 import sys
 import threading
 import time
+import traceback
 from pathlib import Path
 
-from synapseml_ext.engine.errors import EngineError
 from synapseml_ext.engine.spec import PRECISIONS, RUNTIMES
+
+# Python codec names that Java spells differently (Spark's readers take Java charset names).
+_JAVA_CHARSETS = {"iso8859-1": "ISO-8859-1", "utf-8-sig": "UTF-8", "mac-roman": "x-MacRoman"}
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    # Workers inherit the environment in local mode: keep their per-task lines out of the
+    # table (set SYNAPSEML_EXT_LOG_LEVEL=INFO to see loads and throughput per task).
+    os.environ.setdefault("SYNAPSEML_EXT_LOG_LEVEL", "WARNING")
+    if not args.debug:  # the workers' weight-loading bars and reports would land on our stderr
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    run = _Run(args.debug)
+    try:
+        code = _quickstart(args, run) if args.command == "quickstart" else _embed(args, run)
+    except KeyboardInterrupt:
+        print("synapseml-ext: interrupted", file=sys.stderr)
+        code = 130
+    except Exception as e:
+        code = run.report(e)
+    finally:
+        run.stop()
+    run.finish(code)
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    from synapseml_ext.cli_io import version
+
     parser = argparse.ArgumentParser(prog="synapseml-ext", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"synapseml-ext {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     quick = sub.add_parser("quickstart", help="embed sample reviews and search them (local Spark)")
@@ -24,29 +53,23 @@ def main(argv: list[str] | None = None) -> int:
     embed = sub.add_parser("embed", help="embed a text column of a file into parquet")
     embed.add_argument("--input", required=True, help="csv, parquet or jsonl file or directory")
     embed.add_argument("--text-col", required=True, help="column holding the texts")
-    embed.add_argument("--output", required=True, help="output directory (parquet)")
+    embed.add_argument("--output", required=True,
+                       help="output directory (parquet); written only when the job succeeds")
     embed.add_argument("--format", choices=("csv", "parquet", "jsonl"),
                        help="input format (default: from the file extension)")
+    embed.add_argument("--encoding", default="utf-8",
+                       help="text encoding of csv/jsonl input, checked strictly (default utf-8)")
     embed.add_argument("--output-col", default="embeddings")
     embed.add_argument("--partitions", type=int, default=0,
                        help="split the input into this many ordered partitions (default: "
                             "one per core when the input has fewer)")
     embed.add_argument("--batch-size", type=int, default=256)
     embed.add_argument("--max-tokens-per-batch", type=int, default=0)
-    embed.add_argument("--overwrite", action="store_true")
+    embed.add_argument("--overwrite", action="store_true",
+                       help="replace --output if it holds a previous synapseml-ext output "
+                            "(and nothing else)")
     _common_options(embed)
-
-    args = parser.parse_args(argv)
-    # Workers inherit the environment in local mode: keep their per-task lines out of the
-    # table (set SYNAPSEML_EXT_LOG_LEVEL=INFO to see loads and throughput per task).
-    os.environ.setdefault("SYNAPSEML_EXT_LOG_LEVEL", "WARNING")
-    try:
-        if args.command == "quickstart":
-            return _quickstart(args)
-        return _embed(args)
-    except (ValueError, TypeError, EngineError) as e:
-        print(f"synapseml-ext: error: {e}", file=sys.stderr)
-        return 2
+    return parser
 
 
 def _common_options(parser: argparse.ArgumentParser) -> None:
@@ -57,36 +80,122 @@ def _common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", default="auto", choices=PRECISIONS)
     parser.add_argument("--master", default="local[2]", help="Spark master (default local[2])")
     parser.add_argument("--cache-dir", default="", help="ONNX/engine cache directory")
+    parser.add_argument("--debug", action="store_true",
+                        help="on errors, print the full traceback and Spark's log")
 
 
-def _quickstart(args) -> int:
-    from synapseml_ext._spark import bundled_model_dir, local_spark
+class _Run:
+    """One command's Spark session, private log file and error reporting."""
+
+    def __init__(self, debug: bool) -> None:
+        self.debug = debug
+        self.spark = None
+        self.log_file: Path | None = None
+        self.keep_log = False  # only a log that an error message points to
+
+    def start_spark(self, master: str, app_name: str):
+        from synapseml_ext import cli_io
+        from synapseml_ext._spark import local_spark
+
+        self.log_file = cli_io.new_log_file(app_name.rsplit(" ", 1)[-1])
+        # Spark's log goes to the private log, not the terminal (--debug keeps it there).
+        conf = ({"spark.ui.showConsoleProgress": "false"} if self.debug
+                else cli_io.quiet_spark_conf(self.log_file))
+        self.spark = local_spark(master, app_name, conf=conf)
+        return self.spark
+
+    def report(self, error: Exception) -> int:
+        """Print one line for ``error``; exit code 2 for errors the user can fix, else 1."""
+        from synapseml_ext.cli_io import is_spark_error, summary
+        from synapseml_ext.engine.errors import user_message
+
+        from_spark = is_spark_error(error)
+        message = user_message(error)
+        code = 2
+        if message is None and not from_spark and isinstance(error, (ValueError, TypeError)):
+            message = str(error).strip().splitlines()[0]  # the stage's driver-side checks
+        if message is None and type(error).__name__ == "AnalysisException":
+            message = str(error).strip().splitlines()[0]  # Spark cannot read the input
+        if message is None:
+            code = 1
+            message = f"the job failed: {summary(error)}; rerun with --debug for details"
+        if self.log_file is not None:
+            from synapseml_ext.cli_io import append_log
+
+            append_log(self.log_file, "".join(traceback.format_exception(error)))
+            if from_spark or code == 1:
+                message += f" (full log: {self.log_file})"
+                self.keep_log = True
+        if self.debug:
+            traceback.print_exception(error)
+        print(f"synapseml-ext: error: {message}", file=sys.stderr)
+        return code
+
+    def stop(self) -> None:
+        if self.spark is not None:
+            self.spark.stop()
+            self.spark = None
+
+    def finish(self, code: int) -> None:
+        """Keep only a log that an error message names; Spark's log4j settings go."""
+        if self.log_file is None:
+            return
+        self.log_file.with_suffix(".log4j2.properties").unlink(missing_ok=True)
+        if not self.keep_log:
+            self.log_file.unlink(missing_ok=True)
+
+
+def _prechecks(args) -> str:
+    """Model, runtime and cache directory, checked before Spark starts; the model to use."""
+    from synapseml_ext._spark import bundled_model_dir
+    from synapseml_ext.cli_io import check_cache_dir
+    from synapseml_ext.engine.errors import UserInputError
+    from synapseml_ext.engine.spec import EncoderSpec
+    from synapseml_ext.hf.checks import driver_checks, is_local_master
+
+    check_cache_dir(args.cache_dir)
+    try:
+        model = args.model or bundled_model_dir()
+    except SystemExit as e:  # the bundled model's package is not installed
+        raise UserInputError(str(e)) from None
+    # The stage would reject these too, but only after Spark's start-up.
+    EncoderSpec(model=model, runtime=args.runtime, precision=args.precision,
+                batch_size=getattr(args, "batch_size", 256),
+                max_tokens_per_batch=getattr(args, "max_tokens_per_batch", 0),
+                cache_dir=args.cache_dir)
+    driver_checks(model, args.runtime, local=is_local_master(args.master))
+    return model
+
+
+def _quickstart(args, run: _Run) -> int:
     from synapseml_ext.quickstart import QUERIES, format_table, nearest_reviews
 
-    model = args.model or bundled_model_dir()
+    model = _prechecks(args)
     started = time.perf_counter()
-    spark = local_spark(args.master, "synapseml-ext quickstart",
-                        conf={"spark.ui.showConsoleProgress": "false"})
+    spark = run.start_spark(args.master, "synapseml-ext quickstart")
     table = nearest_reviews(spark, model, runtime=args.runtime, k=args.k,
                             cache_dir=args.cache_dir, precision=args.precision)
     print(f"\nNearest sample reviews for the queries {', '.join(map(repr, QUERIES))}:\n")
     print(format_table(table))
     print(f"\nquickstart finished in {time.perf_counter() - started:.1f}s (model {model})")
-    spark.stop()
     return 0
 
 
-def _embed(args) -> int:
+def _embed(args, run: _Run) -> int:
+    from synapseml_ext import cli_io
+
+    inputs = cli_io.check_input(args.input, args.format, args.encoding)
+    output = cli_io.check_output(args.output, inputs, args.overwrite)
+    model = _prechecks(args)
+    cli_io.check_encoding(inputs, args.encoding)
+
     from pyspark.sql import functions as F
 
-    from synapseml_ext._spark import bundled_model_dir, local_spark
     from synapseml_ext.hf import HuggingFaceSentenceEmbedder
     from synapseml_ext.hf.embedder import EmbedStatsAccumulator
 
-    model = args.model or bundled_model_dir()
-    spark = local_spark(args.master, "synapseml-ext embed",
-                        conf={"spark.ui.showConsoleProgress": "false"})
-    df = _read_input(spark, args.input, args.format)
+    spark = run.start_spark(args.master, "synapseml-ext embed")
+    df = _read_input(spark, inputs, args.encoding)
     cores = spark.sparkContext.defaultParallelism
     wanted = args.partitions or cores
     if df.rdd.getNumPartitions() < wanted:
@@ -101,9 +210,10 @@ def _embed(args) -> int:
     stats = EmbedStatsAccumulator.create(spark.sparkContext)
     out = embedder._transform_with_stats(df, stats)
     started = time.perf_counter()
-    with _Progress(spark):
-        mode = "overwrite" if args.overwrite else "errorifexists"
-        out.write.mode(mode).parquet(args.output)
+    description = {"input": os.path.abspath(args.input), "text_col": args.text_col,
+                   "output_col": args.output_col, "model": model}
+    with cli_io.staged_output(output, description) as temp, _Progress(spark):
+        out.write.mode("errorifexists").parquet(str(temp))
     seconds = time.perf_counter() - started
     total = stats.value
     rows = total["rows"]
@@ -113,40 +223,43 @@ def _embed(args) -> int:
         f"[runtime={'/'.join(sorted(total['runtime'])) or '-'}, "
         f"precision={'/'.join(sorted(total['precision'])) or '-'}]"
     )
-    spark.stop()
     return 0
 
 
-def _read_input(spark, path: str, fmt: str | None):
-    if fmt is None:
-        suffix = Path(path).suffix.lower().lstrip(".")
-        fmt = {"csv": "csv", "parquet": "parquet", "jsonl": "jsonl", "json": "jsonl",
-               "ndjson": "jsonl"}.get(suffix)
-        if fmt is None:
-            raise SystemExit(f"cannot tell the format of {path!r}: pass --format csv|parquet|jsonl")
-    if fmt == "csv":
+def _read_input(spark, inputs, encoding: str):
+    name = codecs.lookup(encoding).name
+    charset = _JAVA_CHARSETS.get(name, name)
+    if inputs.fmt == "csv":
         return (spark.read.option("header", True).option("multiLine", True)
-                .option("escape", '"').csv(path))
-    if fmt == "parquet":
-        return spark.read.parquet(path)
-    return spark.read.json(path)
+                .option("escape", '"').option("encoding", charset).csv(inputs.path))
+    if inputs.fmt == "parquet":
+        return spark.read.parquet(inputs.path)
+    reader = spark.read.option("encoding", charset)
+    if charset.lower() != "utf-8":
+        reader = reader.option("lineSep", "\n")  # Spark needs it for other line-mode charsets
+    return reader.json(inputs.path)
 
 
 class _Progress:
-    """A tqdm bar over the tasks of the running Spark jobs, fed by the status tracker."""
+    """A tqdm bar over the tasks of the running Spark jobs, fed by the status tracker; shown
+    on a terminal only, and removed when the job fails."""
 
     def __init__(self, spark) -> None:
         self.tracker = spark.sparkContext.statusTracker()
         self.done = threading.Event()
+        self.failed = False
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self):
-        self.thread.start()
+        if sys.stderr.isatty():
+            self.thread.start()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, kind, *exc) -> None:
+        self.failed = kind is not None
         self.done.set()
-        self.thread.join()
+        if self.thread.is_alive():
+            self.thread.join()
 
     def _run(self) -> None:
         from tqdm import tqdm
@@ -155,6 +268,7 @@ class _Progress:
         while not self.done.wait(0.5):
             self._update(bar)
         self._update(bar)
+        bar.leave = not self.failed
         bar.close()
 
     def _update(self, bar) -> None:

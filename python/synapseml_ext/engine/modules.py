@@ -99,16 +99,19 @@ def build_sentence_module(
     from transformers import AutoModel
 
     try:
-        transformer = AutoModel.from_pretrained(
+        transformer, info = AutoModel.from_pretrained(
             str(files.transformer_dir),
             attn_implementation=attn_implementation,
             dtype=dtype,
+            output_loading_info=True,
         )
     except (ValueError, ImportError):
         # Architectures without SDPA support fall back to their default attention.
-        transformer = AutoModel.from_pretrained(str(files.transformer_dir), dtype=dtype)
+        transformer, info = AutoModel.from_pretrained(
+            str(files.transformer_dir), dtype=dtype, output_loading_info=True)
     except OSError as e:
         raise ModelLoadError(f"could not load transformer weights from {files.transformer_dir}: {e}") from e
+    _check_all_weights_loaded(files, info)
     type_vocab = int(getattr(transformer.config, "type_vocab_size", 0) or 0)
     dense = [_load_dense(d) for d in files.dense]
     module = SentenceModule(
@@ -119,6 +122,19 @@ def build_sentence_module(
         uses_token_type_ids=type_vocab > 1,
     )
     return module.eval()
+
+
+def _check_all_weights_loaded(files: ModelFiles, info: dict) -> None:
+    """transformers fills weights missing from the checkpoint with random values and only
+    warns: a damaged or wrong weights file would give plausible, wrong vectors."""
+    # The pooler head is not part of a sentence embedding (pooling reads the hidden states).
+    missing = sorted(k for k in info.get("missing_keys", ()) if not k.startswith("pooler."))
+    if missing:
+        shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+        raise ModelLoadError(
+            f"the weights in {files.transformer_dir} lack {len(missing)} tensor(s) the model "
+            f"needs ({shown}): the weights file is damaged or belongs to another model; copy "
+            "or download the model again")
 
 
 def _load_dense(spec: DenseSpec) -> nn.Module:

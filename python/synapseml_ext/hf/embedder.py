@@ -20,6 +20,8 @@ from pyspark.sql.types import ArrayType, DataType, FloatType, StringType, Struct
 
 from synapseml_ext.bridge.contract import ColumnTransform, InputColumn, OutputColumn
 from synapseml_ext.bridge.persistence import BridgedParamsReadable
+from synapseml_ext.engine.errors import EngineError, ModelLoadError
+from synapseml_ext.hf.checks import driver_checks, is_local_master
 from synapseml_ext.hf.params import _SentenceEmbedderParams
 
 __all__ = ["HuggingFaceSentenceEmbedder"]
@@ -164,7 +166,11 @@ class HuggingFaceSentenceEmbedder(
         """``_transform``, optionally adding each task's counts to an
         :class:`EmbedStatsAccumulator` (classic Spark only; the CLI uses it)."""
         self.transformSchema(dataset.schema)
-        embed = make_embed_udf(self.encoder_spec().to_dict(), stats)
+        spec = self.encoder_spec()
+        # Fail here, in one line, on what the driver can see, not in every task.
+        driver_checks(spec.model, spec.runtime, max_seq_length=spec.max_seq_length,
+                      local=is_local_master(_master(dataset)))
+        embed = make_embed_udf(spec.to_dict(), stats)
         return dataset.withColumn(self.getOutputCol(), embed(F.col(self.getInputCol())))
 
     def _bridge_function(self, op: str) -> tuple[Callable, DataType]:
@@ -173,6 +179,15 @@ class HuggingFaceSentenceEmbedder(
         if op != "transform":
             raise ValueError(f"HuggingFaceSentenceEmbedder has no bridge operation {op!r}")
         return functools.partial(embed_batches, self.encoder_spec().to_dict()), EMBEDDING_TYPE
+
+
+def _master(dataset: DataFrame) -> str | None:
+    """The master URL when this process is the driver; ``None`` for a Spark Connect client,
+    which runs neither the driver nor the tasks."""
+    try:
+        return dataset.sparkSession.sparkContext.master
+    except Exception:  # Spark Connect has no SparkContext
+        return None
 
 
 def make_embed_udf(spec: dict, stats: Accumulator | None = None) -> Callable:
@@ -199,7 +214,16 @@ def embed_batches(spec: dict, batches: Iterator[pd.Series],
     if first is None:  # empty partitions never load the model
         return
     configure_worker_logging()
-    encoder = get_encoder(EncoderSpec(**spec))
+    try:
+        encoder = get_encoder(EncoderSpec(**spec))
+    except EngineError:
+        raise
+    except Exception as e:
+        # Damaged weights and the like: one line of ours that the driver can find again.
+        raise ModelLoadError(
+            f"could not load model {spec['model']!r} (runtime={spec['runtime']!r}) on this "
+            f"worker: {type(e).__name__}: {e}. Check that the model directory is complete and "
+            "undamaged (save or download it again)") from e
     nulls = 0
     # The encoder reads one batch ahead of its output (the GPU runtimes tokenize the next
     # batch while one computes): the null masks wait here for their embeddings.

@@ -582,9 +582,12 @@ class _SavedDataErrors:
         if error is None or isinstance(error, ValueError) or ERROR_PREFIX in str(error):
             return False
         text = str(error)
-        # The Java exception's own message, not py4j's "An error occurred while calling ...".
+        # The root cause (the last "Caused by:" of the Java trace: a checksum or decoding
+        # error), else the Java exception's own message, not py4j's "An error occurred ...".
+        causes = re.findall(r"Caused by: [\w.$]+: ([^\n]+)", text)
         cause = re.search(r"(?:Exception|Error): ([^\n]+)", text)
-        reason = cause.group(1) if cause else text.strip().splitlines()[0] if text.strip() else ""
+        reason = (causes[-1] if causes else cause.group(1) if cause
+                  else text.strip().splitlines()[0] if text.strip() else "")
         raise ValueError(f"{ERROR_PREFIX} {self.where} cannot be read ({reason[:300]}): it is "
                          "damaged or incomplete; restore it from a copy, or fit and save the "
                          "model again") from error

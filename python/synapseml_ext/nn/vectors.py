@@ -8,7 +8,7 @@ import numpy as np
 
 # The prefix of every data error raised on an executor; the driver turns such a worker
 # exception back into a ValueError with the same text.
-ERROR_PREFIX = "synapseml-ext:"
+from synapseml_ext.engine.errors import ERROR_PREFIX
 
 
 class VectorDataError(ValueError):
