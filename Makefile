@@ -3,12 +3,23 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# Two Spark lines are tested: .venv holds the newest (pyspark of the [test] extra, Spark 4 /
+# Scala 2.13); .venv-spark35 is the same environment with pyspark 3.5 in front (its own
+# site-packages first, then .venv's through a .pth file), so only pyspark differs.
+VENV35   := .venv-spark35
+PY35     := $(VENV35)/bin/python
+STAMP35  := $(VENV35)/.installed
+SPARK35_VERSION := 3.5.9
+PY4J35_VERSION  := 0.10.9.7
+# pyspark 4.0.x for the Scala suite on Spark 4.0 (LTS runtimes): put first on PYTHONPATH.
+PYSPARK40 := $(VENV)/pyspark-4.0.1
 VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' pyproject.toml)
 JAR     := target/scala-2.12/synapseml-ext_2.12-$(VERSION).jar
+JAR213  := target/scala-2.13/synapseml-ext_2.13-$(VERSION).jar
 
-.PHONY: setup quickstart test test-python test-scala test-install dist lint clean
+.PHONY: setup quickstart test test-python test-python-spark35 test-scala test-install dist lint clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(STAMP35)
 
 # Re-installs when pyproject.toml changes; pip reuses what is already there.
 $(STAMP): pyproject.toml
@@ -16,6 +27,18 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test,quickstart]'
 	touch $(STAMP)
+
+$(STAMP35): $(STAMP) Makefile
+	test -x $(PY35) || $(PYTHON) -m venv $(VENV35)
+	$(PY35) -m pip install --quiet --no-deps pyspark==$(SPARK35_VERSION) py4j==$(PY4J35_VERSION)
+	$(PY35) -c "import pathlib, sysconfig, sys; pathlib.Path(sysconfig.get_paths()['purelib'], 'zz_synapseml_ext_main_venv.pth').write_text('import site; site.addsitedir(%r)\n' % sys.argv[1])" \
+	  "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+	$(PY35) -c "import pyspark, synapseml_ext; assert pyspark.__version__ == '$(SPARK35_VERSION)'"
+	touch $(STAMP35)
+
+$(PYSPARK40)/.installed: $(STAMP)
+	$(PY) -m pip install --quiet --no-deps --target $(PYSPARK40) pyspark==4.0.1 py4j==0.10.9.9
+	touch $@
 
 quickstart: $(STAMP)
 	$(VENV)/bin/synapseml-ext quickstart
@@ -26,12 +49,25 @@ lint: $(STAMP)
 test-python: $(STAMP)
 	$(PY) -m pytest
 
+# The 3.5 line: every test that touches Spark APIs (the stages, the bridge, persistence,
+# Connect, the standalone cluster, the CLI); the Spark-free engine tests run once, above.
+SPARK_TESTS := tests/test_embedder.py tests/test_cli.py tests/test_bridge_nn.py \
+	tests/test_nn_search.py tests/test_nn_errors.py tests/test_nn_integrity.py \
+	tests/test_nn_local_store.py tests/test_nn_placement.py tests/test_connect.py \
+	tests/test_standalone_cluster.py tests/test_scala_interop.py
+test-python-spark35: $(STAMP35)
+	$(PY35) -m pytest $(SPARK_TESTS)
+
 # The Scala side: generated stubs up to date, then ScalaTest through ./sbt (Java 17 and Maven
 # are all it needs; sbt and the Scala/Spark jars come from Maven Central on the first run).
-# The tests run the Python stage on Spark's workers with this .venv's Python.
-test-scala: $(STAMP)
+# The tests run the Python stage on Spark's workers with the Python of the same Spark line.
+test-scala: $(STAMP) $(STAMP35) $(PYSPARK40)/.installed
 	$(PY) -m synapseml_ext.codegen --check
-	PYSPARK_PYTHON=$(abspath $(PY)) ./sbt test package < /dev/null
+	# synapseml-ext_2.12 on Spark 3.5.9; synapseml-ext_2.13 (built on 4.0.1) on 4.2.0 and 4.0.1
+	PYSPARK_PYTHON=$(abspath $(PY35)) ./sbt test < /dev/null
+	PYSPARK_PYTHON=$(abspath $(PY)) ./sbt -Dsynapsemlext.sparkLine=4.0 -Dsynapsemlext.testSparkLine=4.2 test < /dev/null
+	PYTHONPATH=$(abspath $(PYSPARK40)) PYSPARK_PYTHON=$(abspath $(PY)) ./sbt -Dsynapsemlext.sparkLine=4.0 test < /dev/null
+	./sbt +package < /dev/null
 
 # Issue #6's install check: python -m build, a fresh venv, the bundled databricks-cpu.sh run for
 # real into a temporary prefix (with the jar test-scala built, when there is one), then the
@@ -39,14 +75,14 @@ test-scala: $(STAMP)
 test-install: $(STAMP)
 	SYNAPSEML_EXT_TEST_JAR=$(wildcard $(JAR)) $(PY) -m pytest -m install -s tests/test_install.py
 
-test: lint test-python test-scala test-install
+test: lint test-python test-python-spark35 test-scala test-install
 
 # Release artifacts: wheel + sdist, the jar, self-contained init scripts.
 dist: $(STAMP)
 	$(PY) -m build --outdir dist .
-	./sbt package < /dev/null
-	cp $(JAR) dist/
+	./sbt +package < /dev/null
+	cp $(JAR) $(JAR213) dist/
 	tools/init_scripts/bundle.sh dist/init_scripts
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info target project/target scala/examples/target
+	rm -rf $(VENV) $(VENV35) build dist *.egg-info target project/target scala/examples/target

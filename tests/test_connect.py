@@ -3,8 +3,10 @@ compute use Connect): the stages build their plans with the DataFrame API only, 
 unchanged there.
 
 Runs in a subprocess: a Connect session cannot share this process with the classic session
-of the other tests. The Connect server is Spark's own (org.apache.spark:spark-connect_2.12 from
-Maven Central; the newest 3.5 build published there is 3.5.7, which serves Spark 3.5.9).
+of the other tests. The Connect server is Spark's own, of the installed pyspark's line: on
+Spark 4 it ships with pyspark; on 3.5 it comes from Maven Central
+(org.apache.spark:spark-connect_2.12: the newest 3.5 build published there is 3.5.7, which
+serves Spark 3.5.9).
 """
 
 from __future__ import annotations
@@ -14,15 +16,21 @@ import os
 import subprocess
 import sys
 
+import pyspark
+
 from conftest import REPO
 
-CONNECT_PACKAGE = "org.apache.spark:spark-connect_2.12:3.5.7"
+# "" on Spark 4: the server's jar is among pyspark's own.
+CONNECT_PACKAGE = ("org.apache.spark:spark-connect_2.12:3.5.7"
+                   if pyspark.__version__.startswith("3.") else "")
 
 CHILD = """
 import json, os, sys
 from pyspark.sql import SparkSession
-spark = (SparkSession.builder.remote("local[2]")
-         .config("spark.jars.packages", sys.argv[3]).getOrCreate())
+builder = SparkSession.builder.remote("local[2]")
+if sys.argv[3]:
+    builder = builder.config("spark.jars.packages", sys.argv[3])
+spark = builder.getOrCreate()
 from synapseml_ext.hf import HuggingFaceSentenceEmbedder
 df = spark.createDataFrame([(1, "desserts"), (2, None), (3, "")], "id int, text string")
 emb = HuggingFaceSentenceEmbedder(modelName=sys.argv[1], inputCol="text", runtime="onnx",

@@ -37,7 +37,8 @@ def _shellcheck() -> str:
 def _outer_env() -> dict[str, str]:
     """This process's environment without the variables the scripts read."""
     read = ("JAR", "JAR_SHA256", "WHEEL", "WHEEL_EXTRAS", "REQUIREMENTS_LOCK", "PIP_ARGS",
-            "FORCE", "JAR_DIR", "STATE_DIR", "LOG_FILE", "SPARK_ENV_FILE")
+            "FORCE", "JAR_DIR", "STATE_DIR", "LOG_FILE", "SPARK_ENV_FILE", "SPARK_LINE",
+            "DATABRICKS_RUNTIME_VERSION")
     return {k: v for k, v in os.environ.items()
             if k not in read and not k.startswith("SYNAPSEML_EXT_")}
 
@@ -97,7 +98,7 @@ def test_bundled_scripts_are_self_contained(tmp_path):
 
 
 def test_versions_agree_across_pyproject_package_sbt_and_environment_file():
-    pins = _versions_env("SYNAPSEML_EXT_VERSION", "SYNAPSEML_EXT_JAR_COORDINATES",
+    pins = _versions_env("SYNAPSEML_EXT_VERSION", "SYNAPSEML_EXT_JAR_MODULE",
                          "TORCH_VERSION", "ONNXRUNTIME_VERSION", "FAISS_CPU_VERSION",
                          "TORCH_CPU_INDEX_URL")
     # (tomllib is 3.11+; the project supports 3.10)
@@ -106,9 +107,9 @@ def test_versions_agree_across_pyproject_package_sbt_and_environment_file():
     assert pins["SYNAPSEML_EXT_VERSION"] == project_version == synapseml_ext.__version__
     sbt = (REPO / "build.sbt").read_text()
     assert f'version := "{pins["SYNAPSEML_EXT_VERSION"]}"' in sbt
-    group, artifact = pins["SYNAPSEML_EXT_JAR_COORDINATES"].split(":")
+    group, artifact = pins["SYNAPSEML_EXT_JAR_MODULE"].split(":")
     assert f'organization := "{group}"' in sbt
-    assert artifact == "synapseml-ext_2.12" and '"synapseml-ext"' in sbt and '"2.12.18"' in sbt
+    assert artifact == "synapseml-ext" and '"synapseml-ext"' in sbt and '"2.12.18"' in sbt
 
     env = yaml.safe_load((INIT / "synapse-fabric-environment.yml").read_text())
     pip_lines = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
@@ -171,6 +172,40 @@ def test_jar_step_without_a_jar_says_so_and_installs_nothing(tmp_path):
     assert "step jar: skipped, JAR is not set" in done.stdout
     assert "io.github.synapsemlext:synapseml-ext_2.12:0.1.0" in done.stdout
     assert not (tmp_path / "prefix" / "databricks" / "jars").exists()
+
+
+@pytest.mark.parametrize(("runtime", "line", "scala"), [
+    ("", "3.5", "2.12"), ("15.4", "3.5", "2.12"), ("16.4", "3.5", "2.12"),
+    ("17.3", "4", "2.13"), ("18.0", "4", "2.13")])
+def test_the_jar_follows_the_runtimes_spark_line(tmp_path, runtime, line, scala):
+    jar = _fake_jar(tmp_path / "build" / f"synapseml-ext_{scala}-0.1.0.jar")
+    other = _fake_jar(tmp_path / "build" / f"synapseml-ext_{'2.13' if scala == '2.12' else '2.12'}"
+                                           "-0.1.0.jar")
+    env = {"DATABRICKS_RUNTIME_VERSION": runtime} if runtime else {}
+    done = _bash("sx_install_jar", tmp_path, JAR="", **env)
+    assert f"io.github.synapsemlext:synapseml-ext_{scala}:0.1.0" in done.stdout
+    done = _bash("sx_install_jar", tmp_path, JAR=str(jar), JAR_SHA256=_sha256(jar), **env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (tmp_path / "prefix" / "databricks" / "jars" / jar.name).exists()
+    # The other Scala build is refused in one line, before anything is installed.
+    done = _bash("sx_install_jar", tmp_path / "other", JAR=str(other), JAR_SHA256=_sha256(other),
+                 **env)
+    assert done.returncode != 0
+    errors = [x for x in (done.stdout + done.stderr).splitlines() if "ERROR" in x]
+    assert len(errors) == 1 and f"is built for Scala {other.name[14:18]} but this runtime is " \
+        f"Spark {line} (Scala {scala}): use synapseml-ext_{scala}-0.1.0.jar" in errors[0], errors
+    assert not (tmp_path / "other" / "prefix" / "databricks" / "jars").exists()
+
+
+def test_an_upgraded_runtime_drops_the_other_scala_build(tmp_path):
+    old = _fake_jar(tmp_path / "build" / "synapseml-ext_2.12-0.1.0.jar")
+    new = _fake_jar(tmp_path / "build" / "synapseml-ext_2.13-0.1.0.jar", marker="b")
+    assert _bash("sx_install_jar", tmp_path, JAR=str(old), JAR_SHA256=_sha256(old)).returncode == 0
+    done = _bash("sx_install_jar", tmp_path, JAR=str(new), JAR_SHA256=_sha256(new),
+                 DATABRICKS_RUNTIME_VERSION="17.3")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert sorted(p.name for p in (tmp_path / "prefix" / "databricks" / "jars").iterdir()) == \
+        ["synapseml-ext_2.13-0.1.0.jar"]
 
 
 @pytest.mark.parametrize("as_url", [False, True], ids=["path", "https-url"])

@@ -28,14 +28,18 @@ SCALA_APP = "io.github.synapsemlext.examples.EmbedReviews"
 
 @pytest.fixture(scope="module")
 def jars() -> tuple[Path, Path]:
-    """synapseml-ext_2.12 and the example job, built by ./sbt (incremental after the first)."""
+    """The jar of the installed pyspark's line (synapseml-ext_2.12 for Spark 3.5, _2.13 for
+    Spark 4) and the example job, built by ./sbt (incremental after the first)."""
     if shutil.which("java") is None:
         pytest.skip("no java on the PATH: the Scala side cannot be built here")
-    subprocess.run([str(REPO / "sbt"), "package", "examples/package"], cwd=REPO, check=True,
-                   stdin=subprocess.DEVNULL, timeout=1200)
-    main = REPO / "target" / "scala-2.12" / "synapseml-ext_2.12-0.1.0.jar"
-    app = REPO / "scala" / "examples" / "target" / "scala-2.12" / \
-        "synapseml-ext-examples_2.12-0.1.0.jar"
+    spark4 = not pyspark.__version__.startswith("3.")
+    scala = "2.13" if spark4 else "2.12"
+    line = ["-Dsynapsemlext.sparkLine=4.0"] if spark4 else []
+    subprocess.run([str(REPO / "sbt"), *line, "package", "examples/package"], cwd=REPO,
+                   check=True, stdin=subprocess.DEVNULL, timeout=1200)
+    main = REPO / "target" / f"scala-{scala}" / f"synapseml-ext_{scala}-0.1.0.jar"
+    app = REPO / "scala" / "examples" / "target" / f"scala-{scala}" / \
+        f"synapseml-ext-examples_{scala}-0.1.0.jar"
     assert main.exists() and app.exists()
     return main, app
 

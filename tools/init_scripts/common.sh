@@ -40,6 +40,25 @@ JAR="${SYNAPSEML_EXT_JAR:-${JAR:-}}"
 JAR_SHA256="${SYNAPSEML_EXT_JAR_SHA256:-${JAR_SHA256:-}}"
 REQUIREMENTS_LOCK="${SYNAPSEML_EXT_REQUIREMENTS_LOCK:-${REQUIREMENTS_LOCK:-}}"
 PROTECTED_PACKAGES="${PROTECTED_PACKAGES:-numpy pandas pyarrow pyspark torch}"
+
+# The runtime's Spark line: SPARK_LINE (3.5 or 4) when set, else from the Databricks runtime
+# (17.0 and later run Spark 4 with Scala 2.13; 13.x-16.x run Spark 3.x with Scala 2.12).
+sx_spark_line() {
+  if [[ -n "${SPARK_LINE:-}" ]]; then
+    printf '%s\n' "$SPARK_LINE"
+  elif [[ "${DATABRICKS_RUNTIME_VERSION:-}" =~ ^([0-9]+)\. ]] && ((BASH_REMATCH[1] >= 17)); then
+    printf '4\n'
+  else
+    printf '3.5\n'
+  fi
+}
+SX_SPARK_LINE="$(sx_spark_line)"
+case "$SX_SPARK_LINE" in
+  3.5) SX_SCALA=2.12 ;;
+  4 | 4.*) SX_SCALA=2.13 ;;
+  *) SX_SCALA="" ;;
+esac
+SYNAPSEML_EXT_JAR_COORDINATES="${SYNAPSEML_EXT_JAR_COORDINATES:-${SYNAPSEML_EXT_JAR_MODULE}_${SX_SCALA:-2.12}}"
 PIP_ARGS="${PIP_ARGS:-}"
 FORCE="${FORCE:-0}"
 
@@ -75,7 +94,7 @@ sx_start() {
   [[ -x "$PYTHON" ]] || sx_die "PYTHON=$PYTHON is not an executable interpreter; set PYTHON"
   sx_log "python: $PYTHON ($("$PYTHON" -c 'import sys; print(sys.version.split()[0])'))"
   sx_log "prefix: '${SX_PREFIX}', jars: $JAR_DIR, state: $STATE_DIR"
-  sx_log "Databricks runtime: ${DATABRICKS_RUNTIME_VERSION:-none}; wheel: $WHEEL; jar: ${JAR:-none}"
+  sx_log "Databricks runtime: ${DATABRICKS_RUNTIME_VERSION:-none} (Spark line $SX_SPARK_LINE, Scala ${SX_SCALA:-?}); wheel: $WHEEL; jar: ${JAR:-none}"
   sx_check_inputs
 }
 
@@ -104,6 +123,11 @@ sx_check_inputs() {
       sx_die "JAR=$JAR is neither an https:// URL nor an absolute path: set JAR to one of those" ;;
   esac
   [[ "$name" == *.jar ]] || sx_die "JAR=$JAR does not name a .jar file"
+  [[ -n "$SX_SCALA" ]] || sx_die "SPARK_LINE=$SX_SPARK_LINE is not a Spark line this jar is built for: set SPARK_LINE to 3.5 or 4"
+  # A jar of the other Scala version fails in every Spark JVM: refuse it here, in one line.
+  if [[ "$name" =~ _(2\.1[0-9])- && "${BASH_REMATCH[1]}" != "$SX_SCALA" ]]; then
+    sx_die "JAR=$JAR is built for Scala ${BASH_REMATCH[1]} but this runtime is Spark $SX_SPARK_LINE (Scala $SX_SCALA): use ${SYNAPSEML_EXT_JAR_MODULE##*:}_$SX_SCALA-$SYNAPSEML_EXT_VERSION.jar (or set SPARK_LINE if the runtime was guessed wrong)"
+  fi
   [[ -n "$JAR_SHA256" ]] \
     || sx_die "JAR_SHA256 is not set: set JAR_SHA256 (or SYNAPSEML_EXT_JAR_SHA256) to the jar's sha256, the first field of: sha256sum $name"
   [[ "$JAR_SHA256" =~ ^[0-9A-Fa-f]{64}$ ]] \
@@ -300,10 +324,11 @@ sx_install_jar() {
   local staged
   staged="$(mktemp "$JAR_DIR/.synapseml-ext-jar.XXXXXX")"
   cp "$SX_JAR_FILE" "$staged"
-  # Two versions of our classes on one classpath would be a lottery: drop the others.
-  local artifact="${SYNAPSEML_EXT_JAR_COORDINATES##*:}"
+  # Two versions of our classes on one classpath would be a lottery: drop the others (other
+  # versions, and either Scala build of them: a runtime upgraded from Spark 3.5 to 4).
+  local module="${SYNAPSEML_EXT_JAR_MODULE##*:}"
   local old
-  for old in "$JAR_DIR/$artifact"-*.jar; do
+  for old in "$JAR_DIR/$module"_2.1[0-9]-*.jar; do
     if [[ -f "$old" && "$old" != "$target" ]]; then
       sx_log "step jar: removing $old (another version)"
       rm -f "$old"

@@ -40,7 +40,28 @@ object TestEnv {
     (sys.env.get("SYNAPSEML_EXT_SHARED_DATA").toSeq :+ new File(repo.getParentFile, "shared/data").getPath)
       .map(dir => new File(dir, "fine_food_reviews_1k.csv")).find(_.isFile)
 
-  lazy val spark: SparkSession = SparkSession.builder()
+  /** Spark's Python workers run the pyspark that PYTHONPATH (else PYSPARK_PYTHON's
+   * environment) gives them, which must be the Spark line of this JVM: the Spark 4 tests need
+   * pyspark 4.x ahead of the .venv's 3.5 on PYTHONPATH (docs/scala.md, "Building from
+   * source"). Checked before the session starts, so a mix-up is one clear failure. */
+  lazy val pysparkVersion: String = {
+    val version = runPython(Seq("-c", "import pyspark; print(pyspark.__version__)")).trim
+    val jvm = org.apache.spark.SPARK_VERSION
+    def line(v: String) = v.split("[.-]").take(2).mkString(".")
+    if (line(version) != line(jvm)) {
+      sys.error(s"the Python workers would run pyspark $version but this JVM runs Spark $jvm: " +
+        s"put pyspark==$jvm first on PYTHONPATH (pip install --no-deps --target DIR " +
+        s"pyspark==$jvm py4j; PYTHONPATH=DIR), see docs/scala.md")
+    }
+    version
+  }
+
+  lazy val spark: SparkSession = {
+    pysparkVersion
+    sparkSession
+  }
+
+  private def sparkSession: SparkSession = SparkSession.builder()
     .master("local[2]")
     .appName("synapseml-ext scala tests")
     .config("spark.ui.enabled", "false")

@@ -4,13 +4,12 @@
 
 package io.github.synapsemlext.hf
 
-import io.github.synapsemlext.util.{InputColumn, OutputColumn, ValueRules}
-import org.apache.spark.ml.Transformer
+import io.github.synapsemlext.util.{CheckedTransformer, InputColumn, OutputColumn, ValueRules}
 import org.apache.spark.ml.param._
 import org.apache.spark.ml.synapsemlext.BridgedParamsReader
 import org.apache.spark.ml.util.{DefaultParamsWritable, Identifiable, MLReadable, MLReader}
 import org.apache.spark.sql.{DataFrame, Dataset}
-import org.apache.spark.sql.synapsemlext.PythonBridge
+import org.apache.spark.sql.synapsemlext.{PythonBridge, SparkLine}
 import org.apache.spark.sql.types.{DataType, StructType}
 
 /** Params of [[HuggingFaceSentenceEmbedder]], as the Python stage declares them. */
@@ -187,7 +186,7 @@ private[hf] trait HuggingFaceSentenceEmbedderParams extends Params {
  * (the pip package `synapseml-ext` must be installed there); only the input column
  * crosses to Python. Saved metadata loads on either side.
  */
-class HuggingFaceSentenceEmbedder(override val uid: String) extends Transformer
+class HuggingFaceSentenceEmbedder(override val uid: String) extends CheckedTransformer
     with HuggingFaceSentenceEmbedderParams with DefaultParamsWritable {
 
   def this() = this(Identifiable.randomUID("HuggingFaceSentenceEmbedder"))
@@ -281,9 +280,11 @@ object HuggingFaceSentenceEmbedder extends MLReadable[HuggingFaceSentenceEmbedde
       nullable = true)
   }
 
-  override def read: MLReader[HuggingFaceSentenceEmbedder] =
+  override def read: MLReader[HuggingFaceSentenceEmbedder] = {
+    SparkLine.require()  // before any Scala-library call (see CheckedTransformer)
     new BridgedParamsReader(classOf[HuggingFaceSentenceEmbedder],
       Seq(classOf[HuggingFaceSentenceEmbedder].getName, PythonClassName))
+  }
 
   override def load(path: String): HuggingFaceSentenceEmbedder = super.load(path)
 }

@@ -2,16 +2,15 @@ package io.github.synapsemlext.nn
 
 import scala.util.control.NonFatal
 
-import io.github.synapsemlext.util.PyRepr
+import io.github.synapsemlext.util.{CheckedEstimator, CheckedModel, PyRepr}
 import org.apache.spark.internal.Logging
-import org.apache.spark.ml.{Estimator, Model}
 import org.apache.spark.ml.param.ParamMap
 import org.apache.spark.ml.synapsemlext.{BridgedParamsReader, ModelMetadata}
 import org.apache.spark.ml.util._
 import org.apache.spark.network.util.JavaUtils
 import org.apache.spark.sql.{Column, DataFrame, Dataset, SparkSession}
 import org.apache.spark.sql.functions._
-import org.apache.spark.sql.synapsemlext.PythonBridge
+import org.apache.spark.sql.synapsemlext.{PythonBridge, SparkLine}
 import org.apache.spark.sql.types.StructType
 import org.apache.spark.storage.StorageLevel
 import org.apache.spark.unsafe.hash.Murmur3_x86_32
@@ -38,8 +37,8 @@ import org.json4s.jackson.JsonMethods
  * backend: "cpu" and "auto" run the CPU engine; "gpu" (spark-rapids-ml) is PySpark only.
  */
 class ApproximateNearestNeighbors(override val uid: String)
-    extends Estimator[ApproximateNearestNeighborsModel] with ApproximateNearestNeighborsParams
-    with DefaultParamsWritable with Logging {
+    extends CheckedEstimator[ApproximateNearestNeighborsModel]
+    with ApproximateNearestNeighborsParams with DefaultParamsWritable {
 
   def this() = this(Identifiable.randomUID("ApproximateNearestNeighbors"))
 
@@ -51,26 +50,42 @@ class ApproximateNearestNeighbors(override val uid: String)
   }
 
   override def fit(dataset: Dataset[_]): ApproximateNearestNeighborsModel = {
-    AnnRules.requireJvmBackend($(backend))
-    AnnRules.checkAlgoParams($(algorithm), getAlgoParams)
-    val idKind = checkId(dataset.schema, "item")
-    val unprepared = withId(dataset.toDF(), "item")
-    val vector = vectorExpr(unprepared.schema, "item")
-    if ($(algorithm) == "cagra") {
+    val built = Fit.build(this, dataset)
+    copyValues(new ApproximateNearestNeighborsModel(uid, built.items, built.indexes,
+      built.summary).setParent(this))
+  }
+
+  override def copy(extra: ParamMap): ApproximateNearestNeighbors = defaultCopy(extra)
+}
+
+/** The work of `ApproximateNearestNeighbors.fit`, kept out of the stage class: a class's
+ * methods are verified when it loads, and under another Scala library (a jar for the other
+ * Spark line) this body would fail that before the constructor could say so (SparkLine). */
+private[nn] object Fit extends Logging {
+
+  final case class Built(items: DataFrame, indexes: DataFrame, summary: JObject)
+
+  def build(stage: ApproximateNearestNeighbors, dataset: Dataset[_]): Built = {
+    AnnRules.requireJvmBackend(stage.getBackend)
+    AnnRules.checkAlgoParams(stage.getAlgorithm, stage.getAlgoParams)
+    val idKind = stage.checkId(dataset.schema, "item")
+    val unprepared = stage.withId(dataset.toDF(), "item")
+    val vector = stage.vectorExpr(unprepared.schema, "item")
+    if (stage.getAlgorithm == "cagra") {
       logWarning("algorithm 'cagra' runs on GPUs only; the CPU engine uses 'hnsw'")
     }
     // Generated ids must not change between fit and use.
-    val items = if (getIdCol.isEmpty) unprepared.persist() else unprepared
-    val partitions =
-      if ($(numPartitions) > 0) $(numPartitions) else math.max(1, items.rdd.getNumPartitions)
+    val items = if (stage.getIdCol.isEmpty) unprepared.persist() else unprepared
+    val partitions = if (stage.getNumPartitions > 0) stage.getNumPartitions
+      else math.max(1, items.rdd.getNumPartitions)
     val prepared = items
-      .select(col(s"`$idColOrDefault`").cast(Tables.sparkIdType(idKind)).as(Tables.Id),
+      .select(col(s"`${stage.idColOrDefault}`").cast(Tables.sparkIdType(idKind)).as(Tables.Id),
         vector.as(Tables.Vec))
       .repartition(partitions, col(Tables.Id))
     // Each partition tunes its search breadth for its share of the global k, so the build
     // needs the partition count; it keeps a local copy of its index under the model's token.
     val token = LocalStore.newToken()
-    val indexes = LocalStore.byPart(PythonBridge.mapInArrow(this, prepared, "nn_build",
+    val indexes = LocalStore.byPart(PythonBridge.mapInArrow(stage, prepared, "nn_build",
       JObject("id_kind" -> JString(idKind), "partitions" -> JInt(partitions),
         "token" -> JString(token),
         "store_limit" -> JInt(LocalStore.limit(dataset.sparkSession))),
@@ -81,13 +96,11 @@ class ApproximateNearestNeighbors(override val uid: String)
       throw new IllegalArgumentException("the item DataFrame is empty: nothing to search")
     }
     val infos = rows.map(row => JsonMethods.parse(row.getString(1))).toSeq
-    val summary = JObject(Summary.of(infos, $(inputCol)).obj ++
+    val summary = JObject(Summary.of(infos, stage.getInputCol).obj ++
       LocalStore.facts(token, rows.map(_.getInt(0)).toSeq, partitions).obj :+
       ("digests" -> Summary.digests(rows.map(_.getInt(0)).toSeq.zip(infos))))
-    copyValues(new ApproximateNearestNeighborsModel(uid, items, indexes, summary).setParent(this))
+    Built(items, indexes, summary)
   }
-
-  override def copy(extra: ParamMap): ApproximateNearestNeighbors = defaultCopy(extra)
 }
 
 object ApproximateNearestNeighbors extends MLReadable[ApproximateNearestNeighbors] {
@@ -95,9 +108,11 @@ object ApproximateNearestNeighbors extends MLReadable[ApproximateNearestNeighbor
   /** The Python stage; saved metadata may name either class. */
   val PythonClassName: String = "synapseml_ext.nn.model.ApproximateNearestNeighbors"
 
-  override def read: MLReader[ApproximateNearestNeighbors] =
+  override def read: MLReader[ApproximateNearestNeighbors] = {
+    SparkLine.require()  // before any Scala-library call (see CheckedEstimator)
     new BridgedParamsReader(classOf[ApproximateNearestNeighbors],
       Seq(classOf[ApproximateNearestNeighbors].getName, PythonClassName))
+  }
 
   override def load(path: String): ApproximateNearestNeighbors = super.load(path)
 }
@@ -111,8 +126,8 @@ object ApproximateNearestNeighbors extends MLReadable[ApproximateNearestNeighbor
 class ApproximateNearestNeighborsModel private[nn] (override val uid: String,
     private[nn] val itemDf: DataFrame, private[nn] val indexDf: DataFrame,
     private[nn] val summary: JObject)
-    extends Model[ApproximateNearestNeighborsModel] with ApproximateNearestNeighborsParams
-    with MLWritable {
+    extends CheckedModel[ApproximateNearestNeighborsModel]
+    with ApproximateNearestNeighborsParams with MLWritable {
 
   /** Always "cpu": the JVM stages run the CPU engine. */
   def backendUsed: String = "cpu"
@@ -322,7 +337,8 @@ object ApproximateNearestNeighborsModel extends MLReadable[ApproximateNearestNei
   /** The Python model; saved metadata may name either class. */
   val PythonClassName: String = "synapseml_ext.nn.model.ApproximateNearestNeighborsModel"
 
-  private val acceptedClassNames =
+  // A def: this object's initialiser must not call the Scala library (see `read`).
+  private def acceptedClassNames =
     Seq(classOf[ApproximateNearestNeighborsModel].getName, PythonClassName)
 
   /** metadata/ as DefaultParamsWriter writes it plus the build summary; data/items and
@@ -367,7 +383,7 @@ object ApproximateNearestNeighborsModel extends MLReadable[ApproximateNearestNei
         "index_partitions").contains(f._1)) ++ LocalStore.facts(LocalStore.newToken(), parts,
         partitions).obj)
       val joined = if (!indexes.columns.contains(Tables.Chunk)) indexes else {
-        joinedChunks(indexes, complete, partitions, path)
+        Tables.joinedChunks(indexes, complete, partitions, path)
       }
       val placed = LocalStore.byPart(joined, partitions)
       // Read now, as fit builds now (the first search finds the local copies); the join
@@ -395,9 +411,22 @@ object ApproximateNearestNeighborsModel extends MLReadable[ApproximateNearestNei
     }
   }
 
+  override def read: MLReader[ApproximateNearestNeighborsModel] = {
+    SparkLine.require()  // before any Scala-library call (see CheckedModel)
+    new Reader
+  }
+
+  override def load(path: String): ApproximateNearestNeighborsModel = super.load(path)
+}
+
+/** Column names and schemas of the tables passed between the steps
+ * (synapseml_ext/nn/tasks.py; ParamsParitySuite checks they agree). */
+private[nn] object Tables {
+
   /** A saved table's pieces joined back into one index row per partition by the Python
-   * stage's own step, which also keeps each in its executor's local store. */
-  private def joinedChunks(pieces: DataFrame, summary: JObject, partitions: Int,
+   * stage's own step, which also keeps each in its executor's local store. (Not in the
+   * model's companion: that object must load under any Scala and json4s; see CheckedModel.) */
+  def joinedChunks(pieces: DataFrame, summary: JObject, partitions: Int,
       path: String): DataFrame = {
     val placed = pieces.repartition(partitions, Placement.key(col(Tables.Part), partitions))
       .sortWithinPartitions(Tables.Part, Tables.Chunk)
@@ -413,14 +442,6 @@ object ApproximateNearestNeighborsModel extends MLReadable[ApproximateNearestNei
       Tables.indexSchema(idKind))
   }
 
-  override def read: MLReader[ApproximateNearestNeighborsModel] = new Reader
-
-  override def load(path: String): ApproximateNearestNeighborsModel = super.load(path)
-}
-
-/** Column names and schemas of the tables passed between the steps
- * (synapseml_ext/nn/tasks.py; ParamsParitySuite checks they agree). */
-private[nn] object Tables {
   val Id = "__id"
   val Vec = "__vec"
   val Qids = "__qids"

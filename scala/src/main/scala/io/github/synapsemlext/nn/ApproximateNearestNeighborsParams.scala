@@ -143,7 +143,7 @@ trait ApproximateNearestNeighborsParams extends Params {
 
   /** Java: `setAlgoParams(java.util.Map)`. @group setParam */
   def setAlgoParams(value: java.util.Map[String, _]): this.type =
-    setAlgoParams(value.asScala.toMap[String, Any])
+    setAlgoParams(AlgoParamsParam.fromJava(value))
 
   /** @group setParam */
   def setInputCol(value: String): this.type = set(inputCol, AnnRules.columnName("inputCol", value))
@@ -172,10 +172,10 @@ trait ApproximateNearestNeighborsParams extends Params {
 
   // -- driver-side checks and column expressions (synapseml_ext.nn.model._SchemaMixin) -------
 
-  protected def idColOrDefault: String = getIdCol.getOrElse(AnnRules.GeneratedId)
+  private[nn] def idColOrDefault: String = getIdCol.getOrElse(AnnRules.GeneratedId)
 
   /** `df` with its id column: the idCol (which must exist) or a generated `unique_id`. */
-  protected def withId(df: DataFrame, what: String): DataFrame = {
+  private[nn] def withId(df: DataFrame, what: String): DataFrame = {
     checkId(df.schema, what)
     if (getIdCol.isDefined) df
     else df.select(monotonically_increasing_id().as(AnnRules.GeneratedId) +:
@@ -183,7 +183,7 @@ trait ApproximateNearestNeighborsParams extends Params {
   }
 
   /** The id kind ("long" or "string") of `schema` as `withId` will give it. */
-  protected def checkId(schema: StructType, what: String): String = getIdCol match {
+  private[nn] def checkId(schema: StructType, what: String): String = getIdCol match {
     case None =>
       if (schema.fieldNames.contains(AnnRules.GeneratedId)) {
         throw new IllegalArgumentException(s"the $what DataFrame already has a column " +
@@ -205,7 +205,7 @@ trait ApproximateNearestNeighborsParams extends Params {
   }
 
   /** The inputCol as `array<float>`; fails for a missing or non-vector column. */
-  protected def vectorExpr(schema: StructType, what: String): Column = {
+  private[nn] def vectorExpr(schema: StructType, what: String): Column = {
     if (!isDefined(inputCol)) {
       throw new IllegalArgumentException("inputCol is not set: name the vector column to search")
     }
@@ -243,6 +243,12 @@ class AlgoParamsParam(parent: Params, name: String, doc: String)
 }
 
 object AlgoParamsParam {
+
+  /** A Java map as the Scala map `setAlgoParams` takes. (Here, not in the Params trait: the
+   * trait's methods are verified when a stage class loads, and this conversion names Scala
+   * library classes that only one Scala version has; see CheckedEstimator.) */
+  def fromJava(value: java.util.Map[String, _]): Map[String, Any] =
+    if (value == null) null else value.asScala.toMap[String, Any]
 
   /** `value` with every entry a plain JSON value (Java boxes and collections become Scala
    * ones), or the Python stage's message for the first that is not. */

@@ -45,7 +45,7 @@ class EmbedderParitySuite extends AnyFunSuite {
     val paramsPath = TestEnv.writeText(dir.resolve("params.json"), TestEnv.json(params))
     TestEnv.pythonSide("reference", in, out, paramsPath.toString)
     spark.read.parquet(out).collect().map(r =>
-      r.getAs[Long]("id") -> r.getAs[Seq[Float]]("embeddings")).toMap
+      r.getAs[Long]("id") -> r.getSeq[Float](r.fieldIndex("embeddings"))).toMap
   }
 
   private def cosine(a: Seq[Float], b: Seq[Float]): Double = {
@@ -68,7 +68,7 @@ class EmbedderParitySuite extends AnyFunSuite {
     val reference = pysparkReference(buildText.transform(input))
     assert(reference.size === 1000)
     val cosines = rows.map { r =>
-      val vector = r.getAs[Seq[Float]]("embeddings")
+      val vector = r.getSeq[Float](r.fieldIndex("embeddings"))
       assert(vector.length === 384)
       cosine(vector, reference(r.getAs[Long]("id")))
     }
@@ -89,7 +89,7 @@ class EmbedderParitySuite extends AnyFunSuite {
     val rows = reloaded.transform(df).orderBy("id").collect()
     assert(rows.map(_.isNullAt(2)).toSeq === Seq(true, false, false, true))
     rows.filterNot(_.isNullAt(2)).foreach { r: Row =>
-      val v = r.getAs[Seq[Float]](2)
+      val v = r.getSeq[Float](2)
       assert(v.length === 384 && v.forall(x => !x.isNaN))
     }
   }

@@ -7,7 +7,7 @@ import org.apache.spark.sql.catalyst.expressions.PythonUDF
 import org.apache.spark.sql.execution.python.UserDefinedPythonFunction
 
 /** Spark 3.5 / Scala 2.12 side of the seam: what differs between Spark lines lives here
- * (scala-spark4.0/ holds the same object for Spark 4.0). */
+ * (scala-spark4/ holds the same object for Spark 4.x). */
 object SparkCompat {
 
   def pythonFunction(command: Array[Byte], envVars: java.util.Map[String, String],

@@ -152,7 +152,8 @@ object PythonEnvironment extends Logging {
       (value \ "host").extract[String])
   }
 
-  private val WorkerVersion = """different version \((\d+), (\d+)\)""".r
+  // Spark 3.5 words it "different version (3, 11) than", Spark 4 "different version: 3.11 than".
+  private val WorkerVersion = """different version:? \(?(\d+)(?:, |\.)(\d+)""".r
 
   /** A failed executor check, in words that say what to fix. */
   def explain(failure: Throwable, python: PythonSettings): PythonBridgeException = {

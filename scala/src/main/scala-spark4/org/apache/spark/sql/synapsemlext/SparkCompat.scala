@@ -6,7 +6,8 @@ import org.apache.spark.sql.{DataFrame, Dataset}
 import org.apache.spark.sql.execution.python.UserDefinedPythonFunction
 import org.apache.spark.util.CollectionAccumulator
 
-/** Spark 4.0 / Scala 2.13 side of the seam (see scala-spark3.5/ for 3.5). */
+/** Spark 4.x / Scala 2.13 side of the seam (see scala-spark3.5/ for 3.5). Built against 4.0.1;
+ * every signature used here is the same in 4.2.0, so the one 2.13 jar serves 4.0 to 4.2. */
 object SparkCompat {
 
   def pythonFunction(command: Array[Byte], envVars: java.util.Map[String, String],
@@ -20,7 +21,7 @@ object SparkCompat {
       new java.util.ArrayList[Broadcast[PythonBroadcast]](),       // broadcastVars
       null.asInstanceOf[CollectionAccumulator[Array[Byte]]])  // no PySpark accumulator server
 
-  /** In 4.0 `sql.Dataset` is abstract: classic sessions give `sql.classic.Dataset`, Spark
+  /** In 4.x `sql.Dataset` is abstract: classic sessions give `sql.classic.Dataset`, Spark
    * Connect sessions `sql.connect.Dataset`, which has no Python UDF machinery on the client. */
   def requireClassic(dataset: Dataset[_], stageName: String): Unit = dataset match {
     case _: org.apache.spark.sql.classic.Dataset[_] =>
@@ -28,7 +29,7 @@ object SparkCompat {
   }
 
   /** `df.mapInArrow` with a map-Arrow-iterator UDF (eval type 207) over all columns, as
-   * PySpark's `DataFrame.mapInArrow` builds it (4.0: `classic.Dataset.mapInArrow(Column)`). */
+   * PySpark's `DataFrame.mapInArrow` builds it (4.x: `classic.Dataset.mapInArrow(Column)`). */
   def mapInArrow(df: DataFrame, udf: UserDefinedPythonFunction): DataFrame = {
     val call = udf(df.columns.map(name => df.col(s"`$name`")).toSeq: _*)
     df.asInstanceOf[org.apache.spark.sql.classic.Dataset[_]].mapInArrow(call, false, null)
