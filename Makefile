@@ -46,7 +46,7 @@ quickstart: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check python tests tools
 
-test-python: $(STAMP)
+test-python: $(STAMP) $(STAMP35)  # STAMP35: tests/test_spark_lines.py loads models on the other line
 	$(PY) -m pytest
 
 # The 3.5 line: every test that touches Spark APIs (the stages, the bridge, persistence,
