@@ -31,13 +31,9 @@ _UNCHECKED = (".zst", ".snappy", ".lz4", ".deflate", ".br")
 
 
 def version() -> str:
-    from importlib.metadata import PackageNotFoundError
-    from importlib.metadata import version as dist_version
+    from synapseml_ext import __version__
 
-    try:
-        return dist_version("synapseml-ext")
-    except PackageNotFoundError:
-        return "unknown"
+    return __version__
 
 
 def _local(path: str) -> str | None:
