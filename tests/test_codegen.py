@@ -56,7 +56,7 @@ def test_embedder_params_become_typed_scala_params():
     # Unset-without-default: normalize is optional (Option in Scala), inputCol required.
     assert by_name["normalize"].default is NO_DEFAULT and by_name["normalize"].optional
     assert by_name["inputCol"].default is NO_DEFAULT and not by_name["inputCol"].optional
-    assert by_name["runtime"].rule.allowed == ("cpu", "onnx", "cuda", "tensorrt", "auto")
+    assert by_name["runtime"].rule.allowed == ("cpu", "onnx", "cuda", "tensorrt", "auto", "remote")
     text = generate(REPO)[next(iter(generate(REPO)))]
     assert "def setModelName(value: String): this.type" in text
     assert "final def getNormalize: Option[Boolean] = get(normalize)" in text

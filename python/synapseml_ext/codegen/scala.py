@@ -6,7 +6,14 @@ from __future__ import annotations
 import textwrap
 
 from synapseml_ext.codegen.model import ParamModel, StageModel, scala_string
-from synapseml_ext.engine.spec import IntAtLeast, NonBlank, NumberIn, OneOf, OptionalBool
+from synapseml_ext.engine.spec import (
+    IntAtLeast,
+    Matches,
+    NonBlank,
+    NumberIn,
+    OneOf,
+    OptionalBool,
+)
 
 __all__ = ["HEADER", "render_stage"]
 
@@ -164,6 +171,9 @@ def _rule_expr(p: ParamModel) -> str | None:
         return f"ValueRules.intAtLeast({rule.low})"
     if isinstance(rule, NonBlank):
         return f"ValueRules.nonBlank({scala_string(rule.what)})"
+    if isinstance(rule, Matches):
+        return (f"ValueRules.matches({scala_string(rule.pattern)}, {scala_string(rule.what)}, "
+                f"{'true' if rule.echo else 'false'})")
     if isinstance(rule, NumberIn):
         # Python formats the bounds with :g; pass its text so the messages match exactly.
         return (f"ValueRules.numberIn({rule.low!r}, {rule.high!r}, "

@@ -140,6 +140,15 @@ class SentenceEncoder:
                 pending = tokenize_next()
                 yield self._encode_tokens(tokens, started)
 
+    def tokenize(self, texts: Sequence[str]) -> Tokenized:
+        """Token ids of ``texts`` (the spec's prompt in front, truncated at max_seq_length);
+        ``.lengths`` holds the counts. Feed them to :meth:`encode_tokens`."""
+        return self._tokenize(texts)
+
+    def encode_tokens(self, tokens: Tokenized) -> np.ndarray:
+        """:meth:`encode` of texts already tokenized by :meth:`tokenize`."""
+        return self._encode_tokens(tokens, time.perf_counter())
+
     def _tokenize(self, texts: Sequence[str]) -> Tokenized:
         prompt = self.spec.prompt
         if len(texts) == 0:
@@ -295,7 +304,12 @@ def _prompt_changes_weights(spec: EncoderSpec) -> bool:
 
 
 def get_encoder(spec: EncoderSpec) -> SentenceEncoder:
-    """An encoder for ``spec`` on the model cached in this process (loaded on first use)."""
+    """An encoder for ``spec`` on the model cached in this process (loaded on first use);
+    for ``runtime="remote"``, this process's client of the embedding server."""
+    if spec.runtime == "remote":
+        from synapseml_ext.remote import get_remote_encoder
+
+        return get_remote_encoder(spec)  # type: ignore[return-value]  # same interface
     return SentenceEncoder(spec, ModelCache.get(spec))
 
 

@@ -6,9 +6,11 @@ setters call :func:`validate_option` so a bad value fails on the driver, before 
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, fields
 
-RUNTIMES = ("cpu", "onnx", "cuda", "tensorrt", "auto")
+RUNTIMES = ("cpu", "onnx", "cuda", "tensorrt", "auto", "remote")
+API_FORMATS = ("tei", "openai")
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 
 
@@ -30,11 +32,22 @@ class EncoderSpec:
     cache_dir: str = ""
     num_threads: int = 0
     min_cosine: float = 0.999
+    # runtime="remote": an embedding server does the work (synapseml_ext.remote)
+    endpoint: str = ""
+    api_format: str = "tei"
+    api_key_env: str = ""
+    max_concurrent_requests: int = 4
+    request_timeout: float = 60.0
+    max_retries: int = 5
 
     def __post_init__(self) -> None:
         for f in fields(self):
             validate_option(f.name, getattr(self, f.name))
         check_runtime_precision(self.runtime, self.precision)
+        if self.runtime == "remote" and not self.endpoint:
+            raise ValueError("runtime='remote' needs endpoint: the embedding server's URL, "
+                             "e.g. http://tei-host:8080 (apiFormat='tei') or "
+                             "https://host/v1 (apiFormat='openai')")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -54,6 +67,10 @@ def check_runtime_precision(runtime: str, precision: str) -> None:
     cpu: fp32, bf16. onnx: fp32. cuda: fp16, bf16, fp32. tensorrt: fp16, fp32. ``auto``
     means fp16 on a GPU, and bf16 or fp32 on a CPU (by its flags).
     """
+    if runtime == "remote" and precision != "auto":
+        raise ValueError(
+            f"precision={precision!r} cannot be chosen with runtime='remote': the embedding "
+            "server runs its own precision; leave precision='auto'")
     if precision == "fp16" and runtime == "cpu":
         raise ValueError(
             "precision='fp16' needs a GPU (runtime='cuda' or 'tensorrt'); on CPU use "
@@ -114,6 +131,21 @@ class NumberIn:
 
 
 @dataclass(frozen=True)
+class Matches:
+    """A whole-string regular expression (the same syntax in Python and Java). ``echo=False``
+    keeps the value out of the message (it may be a secret typed in the wrong place)."""
+
+    pattern: str
+    what: str
+    echo: bool = True
+
+    def check(self, name: str, value) -> None:
+        if not isinstance(value, str) or re.fullmatch(self.pattern, value) is None:
+            got = f", got {value!r}" if self.echo else ""
+            raise ValueError(f"{name} must be {self.what}{got}")
+
+
+@dataclass(frozen=True)
 class OptionalBool:
     def check(self, name: str, value) -> None:
         if value is not None and not isinstance(value, bool):
@@ -130,6 +162,16 @@ RULES = {
     "num_threads": IntAtLeast(0),
     "min_cosine": NumberIn(0.0, 1.0),
     "normalize": OptionalBool(),
+    "endpoint": Matches(r"(https?://[^/?#@\s]+(/[^?#@\s]*)?(\?[^#@\s]*)?)?",
+                        "empty or an http(s) URL without credentials (put the key in the "
+                        "environment variable that apiKeyEnv names)"),
+    "api_format": OneOf(API_FORMATS),
+    "api_key_env": Matches(r"([A-Za-z_][A-Za-z0-9_]*)?",
+                           "the NAME of an environment variable holding the key (e.g. "
+                           "TEI_API_KEY), never the key itself", echo=False),
+    "max_concurrent_requests": IntAtLeast(1),
+    "request_timeout": NumberIn(0.001, 86400.0),
+    "max_retries": IntAtLeast(0),
 }
 
 # Spark Param names, for error messages that name what the user typed.
@@ -141,6 +183,11 @@ _PARAM_NAMES = {
     "num_threads": "numThreads",
     "min_cosine": "minCosine",
     "cache_dir": "cacheDir",
+    "api_format": "apiFormat",
+    "api_key_env": "apiKeyEnv",
+    "max_concurrent_requests": "maxConcurrentRequests",
+    "request_timeout": "requestTimeout",
+    "max_retries": "maxRetries",
 }
 
 

@@ -82,12 +82,19 @@ class HuggingFaceSentenceEmbedder(
         cacheDir: str | None = None,
         numThreads: int | None = None,
         minCosine: float | None = None,
+        endpoint: str | None = None,
+        apiFormat: str | None = None,
+        apiKeyEnv: str | None = None,
+        maxConcurrentRequests: int | None = None,
+        requestTimeout: float | None = None,
+        maxRetries: int | None = None,
     ) -> None:
         """
         __init__(self, *, inputCol=None, outputCol="embeddings", runtime="auto", batchSize=256,
                  modelName="sentence-transformers/all-MiniLM-L6-v2", precision="auto",
                  maxTokensPerBatch=0, maxSeqLength=0, normalize=None, prompt="", cacheDir="",
-                 numThreads=0, minCosine=0.999)
+                 numThreads=0, minCosine=0.999, endpoint="", apiFormat="tei", apiKeyEnv="",
+                 maxConcurrentRequests=4, requestTimeout=60.0, maxRetries=5)
 
         ``None`` leaves a Param at its default, as SynapseML's constructor does.
         """
@@ -111,6 +118,12 @@ class HuggingFaceSentenceEmbedder(
         cacheDir: str | None = None,
         numThreads: int | None = None,
         minCosine: float | None = None,
+        endpoint: str | None = None,
+        apiFormat: str | None = None,
+        apiKeyEnv: str | None = None,
+        maxConcurrentRequests: int | None = None,
+        requestTimeout: float | None = None,
+        maxRetries: int | None = None,
     ) -> HuggingFaceSentenceEmbedder:
         """Sets params for this embedder (``None`` leaves a Param unchanged)."""
         return self._set_checked(**self._input_kwargs)
@@ -154,6 +167,24 @@ class HuggingFaceSentenceEmbedder(
     def setMinCosine(self, value: float) -> HuggingFaceSentenceEmbedder:
         return self._set_checked(minCosine=value)
 
+    def setEndpoint(self, value: str) -> HuggingFaceSentenceEmbedder:
+        return self._set_checked(endpoint=value)
+
+    def setApiFormat(self, value: str) -> HuggingFaceSentenceEmbedder:
+        return self._set_checked(apiFormat=value)
+
+    def setApiKeyEnv(self, value: str) -> HuggingFaceSentenceEmbedder:
+        return self._set_checked(apiKeyEnv=value)
+
+    def setMaxConcurrentRequests(self, value: int) -> HuggingFaceSentenceEmbedder:
+        return self._set_checked(maxConcurrentRequests=value)
+
+    def setRequestTimeout(self, value: float) -> HuggingFaceSentenceEmbedder:
+        return self._set_checked(requestTimeout=value)
+
+    def setMaxRetries(self, value: int) -> HuggingFaceSentenceEmbedder:
+        return self._set_checked(maxRetries=value)
+
     def transformSchema(self, schema: StructType) -> StructType:
         """The output schema; raises on the driver for a missing or non-string input column
         or an output column that already exists."""
@@ -168,8 +199,15 @@ class HuggingFaceSentenceEmbedder(
         self.transformSchema(dataset.schema)
         spec = self.encoder_spec()
         # Fail here, in one line, on what the driver can see, not in every task.
-        driver_checks(spec.model, spec.runtime, max_seq_length=spec.max_seq_length,
-                      local=is_local_master(_master(dataset)))
+        local = is_local_master(_master(dataset))
+        if spec.runtime == "remote":
+            if local:
+                from synapseml_ext.remote import check_endpoint
+
+                check_endpoint(spec)
+        else:
+            driver_checks(spec.model, spec.runtime, max_seq_length=spec.max_seq_length,
+                          local=local)
         embed = make_embed_udf(spec.to_dict(), stats)
         return dataset.withColumn(self.getOutputCol(), embed(F.col(self.getInputCol())))
 

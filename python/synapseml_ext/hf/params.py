@@ -24,6 +24,12 @@ PARAM_TO_SPEC = {
     "cacheDir": "cache_dir",
     "numThreads": "num_threads",
     "minCosine": "min_cosine",
+    "endpoint": "endpoint",
+    "apiFormat": "api_format",
+    "apiKeyEnv": "api_key_env",
+    "maxConcurrentRequests": "max_concurrent_requests",
+    "requestTimeout": "request_timeout",
+    "maxRetries": "max_retries",
 }
 
 
@@ -37,7 +43,8 @@ class _SentenceEmbedderParams(HasInputCol, HasOutputCol):
     runtime: Param[str] = Param(
         Params._dummy(), "runtime",
         "where the model runs: cpu (PyTorch), onnx (ONNX Runtime), cuda (PyTorch on GPU), "
-        "tensorrt (TensorRT engine from the ONNX export), auto (best available on each worker)",
+        "tensorrt (TensorRT engine from the ONNX export), auto (best available on each "
+        "worker), remote (an embedding server at endpoint does the work)",
         typeConverter=TypeConverters.toString)
     precision: Param[str] = Param(
         Params._dummy(), "precision",
@@ -81,6 +88,35 @@ class _SentenceEmbedderParams(HasInputCol, HasOutputCol):
         "below which the worker falls back to fp32; 0 disables the check",
         typeConverter=TypeConverters.toFloat)
 
+    endpoint: Param[str] = Param(
+        Params._dummy(), "endpoint",
+        "runtime=remote: the embedding server's base URL, e.g. http://tei:8080 (apiFormat=tei: "
+        "POST /embed) or https://host/v1 (apiFormat=openai: POST /embeddings)",
+        typeConverter=TypeConverters.toString)
+    apiFormat: Param[str] = Param(
+        Params._dummy(), "apiFormat",
+        "runtime=remote: the server's API, tei (text-embeddings-inference, synapseml-ext serve) "
+        "or openai (OpenAI-compatible /embeddings; modelName is sent as model)",
+        typeConverter=TypeConverters.toString)
+    apiKeyEnv: Param[str] = Param(
+        Params._dummy(), "apiKeyEnv",
+        "runtime=remote: the NAME of an environment variable that holds the API key on the "
+        "executors (sent as a Bearer token); the key itself is never a Param nor saved",
+        typeConverter=TypeConverters.toString)
+    maxConcurrentRequests: Param[int] = Param(
+        Params._dummy(), "maxConcurrentRequests",
+        "runtime=remote: requests in flight per Spark task",
+        typeConverter=TypeConverters.toInt)
+    requestTimeout: Param[float] = Param(
+        Params._dummy(), "requestTimeout",
+        "runtime=remote: seconds to wait for one response before retrying it",
+        typeConverter=TypeConverters.toFloat)
+    maxRetries: Param[int] = Param(
+        Params._dummy(), "maxRetries",
+        "runtime=remote: retries of a request after 429, 5xx, a timeout or a dropped "
+        "connection (exponential backoff with jitter, Retry-After honoured)",
+        typeConverter=TypeConverters.toInt)
+
     def __init__(self, *args) -> None:
         super().__init__(*args)
         self._setDefault(
@@ -95,6 +131,12 @@ class _SentenceEmbedderParams(HasInputCol, HasOutputCol):
             cacheDir="",
             numThreads=0,
             minCosine=0.999,
+            endpoint="",
+            apiFormat="tei",
+            apiKeyEnv="",
+            maxConcurrentRequests=4,
+            requestTimeout=60.0,
+            maxRetries=5,
         )
 
     def _set_checked(self: P, **kwargs) -> P:
@@ -152,3 +194,21 @@ class _SentenceEmbedderParams(HasInputCol, HasOutputCol):
 
     def getMinCosine(self) -> float:
         return self.getOrDefault(self.minCosine)
+
+    def getEndpoint(self) -> str:
+        return self.getOrDefault(self.endpoint)
+
+    def getApiFormat(self) -> str:
+        return self.getOrDefault(self.apiFormat)
+
+    def getApiKeyEnv(self) -> str:
+        return self.getOrDefault(self.apiKeyEnv)
+
+    def getMaxConcurrentRequests(self) -> int:
+        return self.getOrDefault(self.maxConcurrentRequests)
+
+    def getRequestTimeout(self) -> float:
+        return self.getOrDefault(self.requestTimeout)
+
+    def getMaxRetries(self) -> int:
+        return self.getOrDefault(self.maxRetries)

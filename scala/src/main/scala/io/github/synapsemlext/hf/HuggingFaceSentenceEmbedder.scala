@@ -15,6 +15,30 @@ import org.apache.spark.sql.types.{DataType, StructType}
 /** Params of [[HuggingFaceSentenceEmbedder]], as the Python stage declares them. */
 private[hf] trait HuggingFaceSentenceEmbedderParams extends Params {
 
+  /** runtime=remote: the server's API, tei (text-embeddings-inference, synapseml-ext serve) or
+   * openai (OpenAI-compatible /embeddings; modelName is sent as model)
+   * Default: "tei".
+   * @group param
+   */
+  final val apiFormat: Param[String] = new Param[String](this, "apiFormat",
+    "runtime=remote: the server's API, tei (text-embeddings-inference, synapseml-ext serve) or openai (OpenAI-compatible /embeddings; modelName is sent as model)",
+    HuggingFaceSentenceEmbedder.Rules.apiFormat.isValid _)
+
+  /** @group getParam */
+  final def getApiFormat: String = $(apiFormat)
+
+  /** runtime=remote: the NAME of an environment variable that holds the API key on the executors
+   * (sent as a Bearer token); the key itself is never a Param nor saved
+   * Default: "".
+   * @group param
+   */
+  final val apiKeyEnv: Param[String] = new Param[String](this, "apiKeyEnv",
+    "runtime=remote: the NAME of an environment variable that holds the API key on the executors (sent as a Bearer token); the key itself is never a Param nor saved",
+    HuggingFaceSentenceEmbedder.Rules.apiKeyEnv.isValid _)
+
+  /** @group getParam */
+  final def getApiKeyEnv: String = $(apiKeyEnv)
+
   /** maximum number of rows per model call (rows are also cut by maxTokensPerBatch)
    * Default: 256.
    * @group param
@@ -38,6 +62,18 @@ private[hf] trait HuggingFaceSentenceEmbedderParams extends Params {
   /** @group getParam */
   final def getCacheDir: String = $(cacheDir)
 
+  /** runtime=remote: the embedding server's base URL, e.g. http://tei:8080 (apiFormat=tei: POST
+   * /embed) or https://host/v1 (apiFormat=openai: POST /embeddings)
+   * Default: "".
+   * @group param
+   */
+  final val endpoint: Param[String] = new Param[String](this, "endpoint",
+    "runtime=remote: the embedding server's base URL, e.g. http://tei:8080 (apiFormat=tei: POST /embed) or https://host/v1 (apiFormat=openai: POST /embeddings)",
+    HuggingFaceSentenceEmbedder.Rules.endpoint.isValid _)
+
+  /** @group getParam */
+  final def getEndpoint: String = $(endpoint)
+
   /** input column name.
    * No default: must be set.
    * @group param
@@ -47,6 +83,29 @@ private[hf] trait HuggingFaceSentenceEmbedderParams extends Params {
 
   /** @group getParam */
   final def getInputCol: String = $(inputCol)
+
+  /** runtime=remote: requests in flight per Spark task
+   * Default: 4.
+   * @group param
+   */
+  final val maxConcurrentRequests: IntParam = new IntParam(this, "maxConcurrentRequests",
+    "runtime=remote: requests in flight per Spark task",
+    HuggingFaceSentenceEmbedder.Rules.maxConcurrentRequests.isValid _)
+
+  /** @group getParam */
+  final def getMaxConcurrentRequests: Int = $(maxConcurrentRequests)
+
+  /** runtime=remote: retries of a request after 429, 5xx, a timeout or a dropped connection
+   * (exponential backoff with jitter, Retry-After honoured)
+   * Default: 5.
+   * @group param
+   */
+  final val maxRetries: IntParam = new IntParam(this, "maxRetries",
+    "runtime=remote: retries of a request after 429, 5xx, a timeout or a dropped connection (exponential backoff with jitter, Retry-After honoured)",
+    HuggingFaceSentenceEmbedder.Rules.maxRetries.isValid _)
+
+  /** @group getParam */
+  final def getMaxRetries: Int = $(maxRetries)
 
   /** truncate texts to this many tokens; 0 uses the model's max_seq_length
    * Default: 0.
@@ -147,21 +206,38 @@ private[hf] trait HuggingFaceSentenceEmbedderParams extends Params {
   /** @group getParam */
   final def getPrompt: String = $(prompt)
 
+  /** runtime=remote: seconds to wait for one response before retrying it
+   * Default: 60.0.
+   * @group param
+   */
+  final val requestTimeout: DoubleParam = new DoubleParam(this, "requestTimeout",
+    "runtime=remote: seconds to wait for one response before retrying it",
+    HuggingFaceSentenceEmbedder.Rules.requestTimeout.isValid _)
+
+  /** @group getParam */
+  final def getRequestTimeout: Double = $(requestTimeout)
+
   /** where the model runs: cpu (PyTorch), onnx (ONNX Runtime), cuda (PyTorch on GPU), tensorrt
-   * (TensorRT engine from the ONNX export), auto (best available on each worker)
+   * (TensorRT engine from the ONNX export), auto (best available on each worker), remote (an
+   * embedding server at endpoint does the work)
    * Default: "auto".
    * @group param
    */
   final val runtime: Param[String] = new Param[String](this, "runtime",
-    "where the model runs: cpu (PyTorch), onnx (ONNX Runtime), cuda (PyTorch on GPU), tensorrt (TensorRT engine from the ONNX export), auto (best available on each worker)",
+    "where the model runs: cpu (PyTorch), onnx (ONNX Runtime), cuda (PyTorch on GPU), tensorrt (TensorRT engine from the ONNX export), auto (best available on each worker), remote (an embedding server at endpoint does the work)",
     HuggingFaceSentenceEmbedder.Rules.runtime.isValid _)
 
   /** @group getParam */
   final def getRuntime: String = $(runtime)
 
   setDefault(
+    apiFormat -> "tei",
+    apiKeyEnv -> "",
     batchSize -> 256,
     cacheDir -> "",
+    endpoint -> "",
+    maxConcurrentRequests -> 4,
+    maxRetries -> 5,
     maxSeqLength -> 0,
     maxTokensPerBatch -> 0,
     minCosine -> 0.999,
@@ -170,6 +246,7 @@ private[hf] trait HuggingFaceSentenceEmbedderParams extends Params {
     outputCol -> "embeddings",
     precision -> "auto",
     prompt -> "",
+    requestTimeout -> 60.0,
     runtime -> "auto"
   )
 
@@ -192,6 +269,14 @@ class HuggingFaceSentenceEmbedder(override val uid: String) extends CheckedTrans
   def this() = this(Identifiable.randomUID("HuggingFaceSentenceEmbedder"))
 
   /** @group setParam */
+  def setApiFormat(value: String): this.type =
+    set(apiFormat, HuggingFaceSentenceEmbedder.Rules.apiFormat.checked("apiFormat", value))
+
+  /** @group setParam */
+  def setApiKeyEnv(value: String): this.type =
+    set(apiKeyEnv, HuggingFaceSentenceEmbedder.Rules.apiKeyEnv.checked("apiKeyEnv", value))
+
+  /** @group setParam */
   def setBatchSize(value: Int): this.type =
     set(batchSize, HuggingFaceSentenceEmbedder.Rules.batchSize.checked("batchSize", value))
 
@@ -200,8 +285,20 @@ class HuggingFaceSentenceEmbedder(override val uid: String) extends CheckedTrans
     set(cacheDir, value)
 
   /** @group setParam */
+  def setEndpoint(value: String): this.type =
+    set(endpoint, HuggingFaceSentenceEmbedder.Rules.endpoint.checked("endpoint", value))
+
+  /** @group setParam */
   def setInputCol(value: String): this.type =
     set(inputCol, value)
+
+  /** @group setParam */
+  def setMaxConcurrentRequests(value: Int): this.type =
+    set(maxConcurrentRequests, HuggingFaceSentenceEmbedder.Rules.maxConcurrentRequests.checked("maxConcurrentRequests", value))
+
+  /** @group setParam */
+  def setMaxRetries(value: Int): this.type =
+    set(maxRetries, HuggingFaceSentenceEmbedder.Rules.maxRetries.checked("maxRetries", value))
 
   /** @group setParam */
   def setMaxSeqLength(value: Int): this.type =
@@ -240,6 +337,10 @@ class HuggingFaceSentenceEmbedder(override val uid: String) extends CheckedTrans
     set(prompt, value)
 
   /** @group setParam */
+  def setRequestTimeout(value: Double): this.type =
+    set(requestTimeout, HuggingFaceSentenceEmbedder.Rules.requestTimeout.checked("requestTimeout", value))
+
+  /** @group setParam */
   def setRuntime(value: String): this.type =
     set(runtime, HuggingFaceSentenceEmbedder.Rules.runtime.checked("runtime", value))
 
@@ -261,14 +362,20 @@ object HuggingFaceSentenceEmbedder extends MLReadable[HuggingFaceSentenceEmbedde
   val PythonClassName: String = "synapseml_ext.hf.embedder.HuggingFaceSentenceEmbedder"
 
   private[hf] object Rules {
+    val apiFormat = ValueRules.oneOf("tei", "openai")
+    val apiKeyEnv = ValueRules.matches("([A-Za-z_][A-Za-z0-9_]*)?", "the NAME of an environment variable holding the key (e.g. TEI_API_KEY), never the key itself", false)
     val batchSize = ValueRules.intAtLeast(1)
+    val endpoint = ValueRules.matches("(https?://[^/?#@\\s]+(/[^?#@\\s]*)?(\\?[^#@\\s]*)?)?", "empty or an http(s) URL without credentials (put the key in the environment variable that apiKeyEnv names)", true)
+    val maxConcurrentRequests = ValueRules.intAtLeast(1)
+    val maxRetries = ValueRules.intAtLeast(0)
     val maxSeqLength = ValueRules.intAtLeast(0)
     val maxTokensPerBatch = ValueRules.intAtLeast(0)
     val minCosine = ValueRules.numberIn(0.0, 1.0, "[0, 1]")
     val modelName = ValueRules.nonBlank("a hub id or a local model directory")
     val numThreads = ValueRules.intAtLeast(0)
     val precision = ValueRules.oneOf("fp32", "bf16", "fp16", "auto")
-    val runtime = ValueRules.oneOf("cpu", "onnx", "cuda", "tensorrt", "auto")
+    val requestTimeout = ValueRules.numberIn(0.001, 86400.0, "[0.001, 86400]")
+    val runtime = ValueRules.oneOf("cpu", "onnx", "cuda", "tensorrt", "auto", "remote")
   }
 
   private[hf] object Contract {

@@ -1,7 +1,7 @@
 package io.github.synapsemlext.util
 
 /** A check on a Param's values, with the message the Python stage gives for the same value
- * (synapseml_ext.engine.spec: OneOf, IntAtLeast, NonBlank, NumberIn). The generated setters
+ * (synapseml_ext.engine.spec: OneOf, IntAtLeast, NonBlank, NumberIn, Matches). The generated setters
  * call `checked` (clear message); the Param itself validates with `isValid` (Spark's message),
  * which also covers values set through a ParamMap. */
 sealed abstract class ValueRule[T] extends Serializable {
@@ -46,5 +46,19 @@ object ValueRules {
       def problem(name: String, value: Double): Option[String] =
         if (low <= value && value <= high) None
         else Some(s"$name must be a number in $rangeText, got ${PyRepr(value)}")
+    }
+
+  /** The whole value matches `pattern` (written once, in Python; the same syntax in Java).
+   * `echo = false` keeps the value out of the message: it may be a secret in the wrong Param. */
+  def matches(pattern: String, what: String, echo: Boolean): ValueRule[String] =
+    new ValueRule[String] {
+      private val regex = java.util.regex.Pattern.compile(pattern)
+
+      def problem(name: String, value: String): Option[String] =
+        if (value != null && regex.matcher(value).matches()) None
+        else {
+          val got = if (echo) s", got ${if (value == null) "None" else PyRepr(value)}" else ""
+          Some(s"$name must be $what$got")
+        }
     }
 }

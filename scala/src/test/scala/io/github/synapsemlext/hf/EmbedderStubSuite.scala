@@ -33,9 +33,12 @@ class EmbedderStubSuite extends AnyFunSuite {
     assert((s.getModelName, s.getInputCol, s.getRuntime, s.getBatchSize) ===
       (("/models/x", "text", "onnx", 64)))
     assert(s.getNormalize === Some(false) && s.getMinCosine === 0.5)
-    assert(s.params.map(_.name).toSeq.sorted === Seq("batchSize", "cacheDir", "inputCol",
-      "maxSeqLength", "maxTokensPerBatch", "minCosine", "modelName", "normalize", "numThreads",
-      "outputCol", "precision", "prompt", "runtime"))
+    assert((s.getEndpoint, s.getApiFormat, s.getApiKeyEnv) === (("", "tei", "")))
+    assert((s.getMaxConcurrentRequests, s.getRequestTimeout, s.getMaxRetries) === ((4, 60.0, 5)))
+    assert(s.params.map(_.name).toSeq.sorted === Seq("apiFormat", "apiKeyEnv", "batchSize",
+      "cacheDir", "endpoint", "inputCol", "maxConcurrentRequests", "maxRetries", "maxSeqLength",
+      "maxTokensPerBatch", "minCosine", "modelName", "normalize", "numThreads", "outputCol",
+      "precision", "prompt", "requestTimeout", "runtime"))
   }
 
   test("copy keeps the uid and every Param, and applies extra values") {
@@ -57,6 +60,11 @@ class EmbedderStubSuite extends AnyFunSuite {
       Case(Map("numThreads" -> -2), withSchema = false),
       Case(Map("minCosine" -> 1.5), withSchema = false),
       Case(Map("modelName" -> "  "), withSchema = false),
+      Case(Map("endpoint" -> "https://user:pw@tei:8080"), withSchema = false),
+      Case(Map("apiKeyEnv" -> "sk-live-123"), withSchema = false),  // a key, not a name
+      Case(Map("apiFormat" -> "grpc"), withSchema = false),
+      Case(Map("requestTimeout" -> 0.0), withSchema = false),
+      Case(Map("maxRetries" -> -1), withSchema = false),
       Case(Map.empty, withSchema = true),                                     // inputCol unset
       Case(Map("inputCol" -> "body", "outputCol" -> "e"), withSchema = true),  // missing
       Case(Map("inputCol" -> "id", "outputCol" -> "e"), withSchema = true),    // wrong type
@@ -75,6 +83,11 @@ class EmbedderStubSuite extends AnyFunSuite {
           case ("numThreads", v: Int) => s.setNumThreads(v)
           case ("minCosine", v: Double) => s.setMinCosine(v)
           case ("modelName", v: String) => s.setModelName(v)
+          case ("endpoint", v: String) => s.setEndpoint(v)
+          case ("apiKeyEnv", v: String) => s.setApiKeyEnv(v)
+          case ("apiFormat", v: String) => s.setApiFormat(v)
+          case ("requestTimeout", v: Double) => s.setRequestTimeout(v)
+          case ("maxRetries", v: Int) => s.setMaxRetries(v)
           case ("inputCol", v: String) => s.setInputCol(v)
           case ("outputCol", v: String) => s.setOutputCol(v)
           case other => fail(s"no setter in this test for $other")
@@ -108,6 +121,7 @@ class EmbedderStubSuite extends AnyFunSuite {
       assert(s === p, s"case $c")
     }
     assert(scala.count(_.isDefined) === cases.size - 1)  // every bad case failed on both sides
+    assert(!scala.flatten.exists(_.contains("sk-live-123")))  // a misplaced key is not echoed
   }
 
   test("the Param validators also catch values set without the setters") {
