@@ -123,6 +123,30 @@ def test_stage_saved_by_pyspark_runs_in_scala_and_scala_saves_it_back(spark, jar
     assert not np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-3)
 
 
+def test_scala_stage_with_the_remote_runtime_calls_our_server(spark, jars, reviews, minilm_dir,
+                                                             cache_dir, tmp_path):
+    """runtime="remote" from Scala: the executors call `synapseml-ext serve` over loopback."""
+    from synapseml_ext.serve import ServeConfig, start_in_thread
+
+    csv = tmp_path / "few.csv"
+    reviews.head(40).to_csv(csv, index=False)
+    config = ServeConfig(model=minilm_dir, runtime="onnx", precision="fp32", cache_dir=cache_dir)
+    with start_in_thread(config) as server:
+        stage = HuggingFaceSentenceEmbedder(modelName=minilm_dir, inputCol="data",
+                                            runtime="remote", endpoint=server.url, batchSize=8)
+        stage.save(str(tmp_path / "stage"))
+        out = tmp_path / "out.parquet"
+        spark_submit(jars, "--input", str(csv), "--output", str(out), "--stage",
+                     str(tmp_path / "stage"))
+        calls = server.service.batcher.engine_calls
+    assert calls >= 1  # the vectors came from the server, not a model on the executors
+    scala = spark.read.parquet(str(out)).toPandas()
+    assert len(scala) == 40
+    want = SentenceEncoder(EncoderSpec(model=minilm_dir, runtime="onnx", precision="fp32",
+                                       cache_dir=cache_dir)).encode(scala["data"].tolist())
+    assert cosines(np.stack(scala["embeddings"].to_numpy()), want).min() >= 0.9999
+
+
 def test_scala_job_on_a_two_executor_standalone_cluster(spark, jars, reviews, minilm_dir,
                                                         cache_dir, tmp_path):
     # Separate executor JVMs, each starting its own Python workers from what the driver sent.

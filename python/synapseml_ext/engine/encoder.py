@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from synapseml_ext.engine.batching import TokenBatch, iter_batches, pad_batches, plan_batches
+from synapseml_ext.engine.errors import ModelLoadError, UserInputError
 from synapseml_ext.engine.hardware import cuda_device_count, task_cpu_share
 from synapseml_ext.engine.model_files import ModelFiles, cached_model_files
 from synapseml_ext.engine.probe import probe_texts
@@ -90,6 +91,11 @@ class SentenceEncoder:
         self.model = loaded if loaded is not None else load_model(spec)
         files = self.model.files
         self.normalize = files.normalize if spec.normalize is None else spec.normalize
+        self.prompt = effective_prompt(spec, files)
+        if spec.truncate_dim > self.model.dimension:
+            raise UserInputError(
+                f"truncateDim={spec.truncate_dim} is more than the model's dimension "
+                f"({self.model.dimension}): use a value up to {self.model.dimension}, or 0")
         self.stats = EncodeStats()
 
     @property
@@ -150,14 +156,14 @@ class SentenceEncoder:
         return self._encode_tokens(tokens, time.perf_counter())
 
     def _tokenize(self, texts: Sequence[str]) -> Tokenized:
-        prompt = self.spec.prompt
+        prompt = self.prompt
         if len(texts) == 0:
             return Tokenized([])
         return self.model.tokenize([prompt + t for t in texts] if prompt else texts)
 
     def _encode_tokens(self, tokens: Tokenized, started: float) -> np.ndarray:
         if len(tokens.ids) == 0:
-            return np.empty((0, self.model.dimension), dtype=np.float32)
+            return np.empty((0, self.dimension), dtype=np.float32)
         out, padded = self._run(tokens)
         self.stats.add(EncodeStats(len(tokens.ids), int(tokens.lengths.sum()), padded,
                                    time.perf_counter() - started))
@@ -183,6 +189,8 @@ class SentenceEncoder:
         out: np.ndarray | None = None
         padded = 0
         for batch, vectors in results:
+            if self.spec.truncate_dim:  # Matryoshka: the leading dimensions, then normalise
+                vectors = vectors[:, :self.spec.truncate_dim]
             if out is None:
                 out = np.empty((len(tokens.ids), vectors.shape[1]), dtype=np.float32)
             out[batch.rows] = vectors
@@ -194,7 +202,7 @@ class SentenceEncoder:
 
     @property
     def dimension(self) -> int:
-        return self.model.dimension
+        return self.spec.truncate_dim or self.model.dimension
 
     def count_tokens(self, texts: Sequence[str]) -> int:
         return int(self.model.tokenize(texts).lengths.sum())
@@ -205,11 +213,18 @@ def load_model(spec: EncoderSpec) -> LoadedModel:
     from transformers import AutoTokenizer
 
     started = time.perf_counter()
-    files = cached_model_files(spec.model, spec.max_seq_length)
-    tokenizer = AutoTokenizer.from_pretrained(str(files.transformer_dir))
+    files = cached_model_files(spec.model, spec.max_seq_length, spec.revision)
+    if files.needs_remote_code and not spec.trust_remote_code:
+        raise ModelLoadError(
+            f"model {spec.model!r} ships its own Python code (auto_map in its config.json), "
+            "which runs only with trustRemoteCode=true: set it if you trust the model's source")
+    files = replace(files, trust_remote_code=spec.trust_remote_code)
+    tokenizer = AutoTokenizer.from_pretrained(str(files.transformer_dir),
+                                              trust_remote_code=spec.trust_remote_code)
     threads = spec.num_threads or task_cpu_share()
     choice = choose_runtime(spec.runtime, spec.precision, gpus=cuda_device_count())
-    prompt_length = _prompt_length(tokenizer, spec.prompt) if not files.include_prompt else 0
+    prompt = effective_prompt(spec, files)
+    prompt_length = _prompt_length(tokenizer, prompt) if not files.include_prompt else 0
     probe = _probe_batches(tokenizer, files)
     backend = load_backend(files, choice, num_threads=threads, cache_dir=spec.cache_dir,
                            prompt_length=prompt_length, min_cosine=spec.min_cosine, probe=probe)
@@ -225,6 +240,21 @@ def load_model(spec: EncoderSpec) -> LoadedModel:
                  precision=backend.precision, threads=backend.num_threads,
                  reason=choice.reason, seconds=round(seconds, 3), cache_dir=spec.cache_dir)
     return loaded
+
+
+def effective_prompt(spec: EncoderSpec, files: ModelFiles) -> str:
+    """The text put before every input, as sentence-transformers' ``encode`` picks it:
+    ``prompt``, else the model's prompt named ``promptName``, else the model's default one."""
+    if spec.prompt:
+        return spec.prompt
+    name = spec.prompt_name or files.default_prompt_name
+    if not name:
+        return ""
+    if name not in files.prompts:
+        known = ", ".join(repr(p) for p in sorted(files.prompts)) or "none"
+        raise UserInputError(f"promptName={name!r} is not one of the model's prompts "
+                             f"(config_sentence_transformers.json has: {known})")
+    return files.prompts[name]
 
 
 def _prompt_length(tokenizer, prompt: str) -> int:
@@ -276,10 +306,11 @@ class ModelCache:
 
     @staticmethod
     def key(spec: EncoderSpec) -> tuple:
-        light = replace(spec, normalize=None, batch_size=1, max_tokens_per_batch=0)
+        light = replace(spec, normalize=None, batch_size=1, max_tokens_per_batch=0,
+                        truncate_dim=0)
         files_need_prompt = _prompt_changes_weights(spec)
         if not files_need_prompt:
-            light = replace(light, prompt="")
+            light = replace(light, prompt="", prompt_name="")
         key = tuple(sorted(light.to_dict().items()))
         if spec.runtime in ("cuda", "tensorrt", "auto"):
             # A worker reused by a task that Spark gave another GPU loads onto that GPU.
@@ -295,10 +326,10 @@ class ModelCache:
 
 
 def _prompt_changes_weights(spec: EncoderSpec) -> bool:
-    if not spec.prompt:
+    if not (spec.prompt or spec.prompt_name):
         return False
     try:
-        return not cached_model_files(spec.model, spec.max_seq_length).include_prompt
+        return not cached_model_files(spec.model, spec.max_seq_length, spec.revision).include_prompt
     except Exception:
         return True
 

@@ -53,6 +53,11 @@ class ModelFiles:
     max_seq_length: int
     do_lower_case: bool
     prompts: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
+    default_prompt_name: str = ""
+    # config.json maps its classes to Python files shipped with the model (auto_map)
+    needs_remote_code: bool = False
+    # the user's choice (trustRemoteCode), set by the encoder before any weights load
+    trust_remote_code: bool = False
     hidden_size: int = 0
     num_attention_heads: int = 0
     model_type: str = ""
@@ -63,9 +68,10 @@ class ModelFiles:
         return _fingerprint_dir(self.root)
 
 
-def resolve_model_dir(model_name: str) -> Path:
-    """A local directory as is; otherwise a Hugging Face hub id, downloaded once (cached by
-    huggingface_hub; honours HF_HUB_OFFLINE)."""
+def resolve_model_dir(model_name: str, revision: str = "") -> Path:
+    """A local directory as is; otherwise a Hugging Face hub id at ``revision`` (a branch, tag
+    or commit; the default branch when empty), downloaded once (cached by huggingface_hub;
+    honours HF_HUB_OFFLINE)."""
     if not model_name:
         raise ModelLoadError("modelName is empty: give a hub id or a local model directory")
     path = Path(os.path.expanduser(model_name))
@@ -78,7 +84,7 @@ def resolve_model_dir(model_name: str) -> Path:
     except ImportError as e:  # pragma: no cover - huggingface_hub is a dependency
         raise ModelLoadError("huggingface_hub is needed to download hub models") from e
     try:
-        return Path(snapshot_download(model_name))
+        return Path(snapshot_download(model_name, revision=revision or None))
     except Exception as e:
         raise ModelLoadError(
             f"could not load model {model_name!r}: it is not a local directory and the "
@@ -88,18 +94,19 @@ def resolve_model_dir(model_name: str) -> Path:
 
 
 @lru_cache(maxsize=16)
-def cached_model_files(model_name: str, max_seq_length: int = 0) -> ModelFiles:
+def cached_model_files(model_name: str, max_seq_length: int = 0,
+                       revision: str = "") -> ModelFiles:
     """:func:`read_model_files`, once per process (hub ids resolve once)."""
-    return read_model_files(model_name, max_seq_length)
+    return read_model_files(model_name, max_seq_length, revision)
 
 
-def read_model_files(model_name: str, max_seq_length: int = 0) -> ModelFiles:
+def read_model_files(model_name: str, max_seq_length: int = 0, revision: str = "") -> ModelFiles:
     """Read the sentence-transformers configuration of ``model_name``.
 
     A plain Hugging Face transformer directory (no ``modules.json``) gets the
     sentence-transformers defaults for such models: mean pooling, no normalisation.
     """
-    root = resolve_model_dir(model_name)
+    root = resolve_model_dir(model_name, revision)
     modules = _read_json(root / "modules.json", default=None)
     transformer_dir = root
     pooling_modes: tuple[str, ...] = ("mean",)
@@ -153,7 +160,8 @@ def read_model_files(model_name: str, max_seq_length: int = 0) -> ModelFiles:
             f"maxSeqLength={seq_len} is more than model {model_name!r} supports "
             f"({position_limit} positions)"
         )
-    prompts = _read_json(root / "config_sentence_transformers.json", default={}).get("prompts") or {}
+    st_model_cfg = _read_json(root / "config_sentence_transformers.json", default={})
+    prompts = st_model_cfg.get("prompts") or {}
     return ModelFiles(
         root=root,
         transformer_dir=transformer_dir,
@@ -164,6 +172,8 @@ def read_model_files(model_name: str, max_seq_length: int = 0) -> ModelFiles:
         max_seq_length=seq_len,
         do_lower_case=bool(st_cfg.get("do_lower_case", False)),
         prompts=dict(prompts),
+        default_prompt_name=str(st_model_cfg.get("default_prompt_name") or ""),
+        needs_remote_code=bool(hf_cfg.get("auto_map")),
         hidden_size=int(hf_cfg.get("hidden_size") or hf_cfg.get("d_model") or 0),
         num_attention_heads=int(hf_cfg.get("num_attention_heads") or 0),
         model_type=str(hf_cfg.get("model_type", "")),

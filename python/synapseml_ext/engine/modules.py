@@ -104,11 +104,13 @@ def build_sentence_module(
             attn_implementation=attn_implementation,
             dtype=dtype,
             output_loading_info=True,
+            trust_remote_code=files.trust_remote_code,
         )
     except (ValueError, ImportError):
         # Architectures without SDPA support fall back to their default attention.
         transformer, info = AutoModel.from_pretrained(
-            str(files.transformer_dir), dtype=dtype, output_loading_info=True)
+            str(files.transformer_dir), dtype=dtype, output_loading_info=True,
+            trust_remote_code=files.trust_remote_code)
     except OSError as e:
         raise ModelLoadError(f"could not load transformer weights from {files.transformer_dir}: {e}") from e
     _check_all_weights_loaded(files, info)

@@ -32,6 +32,12 @@ class EncoderSpec:
     cache_dir: str = ""
     num_threads: int = 0
     min_cosine: float = 0.999
+    # sentence-transformers' own options: Matryoshka truncation, the model's named prompts,
+    # a pinned hub revision, and whether the model's own Python code may run
+    truncate_dim: int = 0
+    prompt_name: str = ""
+    revision: str = ""
+    trust_remote_code: bool = False
     # runtime="remote": an embedding server does the work (synapseml_ext.remote)
     endpoint: str = ""
     api_format: str = "tei"
@@ -44,6 +50,9 @@ class EncoderSpec:
         for f in fields(self):
             validate_option(f.name, getattr(self, f.name))
         check_runtime_precision(self.runtime, self.precision)
+        if self.prompt and self.prompt_name:
+            raise ValueError(f"prompt and promptName are both set ({self.prompt!r}, "
+                             f"{self.prompt_name!r}): set one of them")
         if self.runtime == "remote" and not self.endpoint:
             raise ValueError("runtime='remote' needs endpoint: the embedding server's URL, "
                              "e.g. http://tei-host:8080 (apiFormat='tei') or "
@@ -162,6 +171,8 @@ RULES = {
     "num_threads": IntAtLeast(0),
     "min_cosine": NumberIn(0.0, 1.0),
     "normalize": OptionalBool(),
+    "truncate_dim": IntAtLeast(0),
+    "trust_remote_code": OptionalBool(),
     "endpoint": Matches(r"(https?://[^/?#@\s]+(/[^?#@\s]*)?(\?[^#@\s]*)?)?",
                         "empty or an http(s) URL without credentials (put the key in the "
                         "environment variable that apiKeyEnv names)"),
@@ -183,6 +194,9 @@ _PARAM_NAMES = {
     "num_threads": "numThreads",
     "min_cosine": "minCosine",
     "cache_dir": "cacheDir",
+    "truncate_dim": "truncateDim",
+    "prompt_name": "promptName",
+    "trust_remote_code": "trustRemoteCode",
     "api_format": "apiFormat",
     "api_key_env": "apiKeyEnv",
     "max_concurrent_requests": "maxConcurrentRequests",

@@ -36,21 +36,22 @@ def is_local_master(master: str | None) -> bool:
 
 
 def driver_checks(model: str, runtime: str, *, max_seq_length: int = 0,
-                  local: bool = False) -> None:
+                  local: bool = False, revision: str = "") -> None:
     """:func:`check_model` and, where driver and executors share this machine,
     :func:`check_runtime`; once per passing combination."""
-    key = (model, runtime, max_seq_length, local)
+    key = (model, runtime, max_seq_length, local, revision)
     with _lock:
         if key in _passed:
             return
-    check_model(model, max_seq_length=max_seq_length, local=local)
+    check_model(model, max_seq_length=max_seq_length, local=local, revision=revision)
     if local:
         check_runtime(runtime)
     with _lock:
         _passed.add(key)
 
 
-def check_model(model: str, *, max_seq_length: int = 0, local: bool = True) -> None:
+def check_model(model: str, *, max_seq_length: int = 0, local: bool = True,
+                revision: str = "") -> None:
     """A local directory must hold a sentence-transformers or transformers model; any other
     name is a hub id that must be in the local Hugging Face cache or known to the hub.
 
@@ -72,7 +73,7 @@ def check_model(model: str, *, max_seq_length: int = 0, local: bool = True) -> N
             raise ModelLoadError(f"model directory {model!r} does not exist: pass a directory "
                                  "that holds a sentence-transformers model, or a hub id")
         return
-    _check_hub_id(model, max_seq_length)
+    _check_hub_id(model, max_seq_length, revision)
 
 
 def check_runtime(runtime: str) -> None:
@@ -140,14 +141,18 @@ def _reason(error: ModelLoadError) -> str:
     return (user_message(error) or str(error)).rstrip(".")
 
 
-def _check_hub_id(model: str, max_seq_length: int) -> None:
+def _check_hub_id(model: str, max_seq_length: int, revision: str = "") -> None:
     try:
         from huggingface_hub import HfApi, constants, snapshot_download
-        from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+        from huggingface_hub.errors import (
+            GatedRepoError,
+            RepositoryNotFoundError,
+            RevisionNotFoundError,
+        )
     except ImportError:  # pragma: no cover - huggingface_hub is a dependency
         return
     try:
-        cached = snapshot_download(model, local_files_only=True)
+        cached = snapshot_download(model, local_files_only=True, revision=revision or None)
     except Exception:  # not cached (or not a valid id): ask the hub below
         cached = None
     if cached:
@@ -159,11 +164,15 @@ def _check_hub_id(model: str, max_seq_length: int) -> None:
     if constants.HF_HUB_OFFLINE:
         raise ModelLoadError(offline.format(why="HF_HUB_OFFLINE is set"))
     try:
-        HfApi().model_info(model, timeout=HUB_TIMEOUT_S)
+        HfApi().model_info(model, revision=revision or None, timeout=HUB_TIMEOUT_S)
     except GatedRepoError as e:
         raise ModelLoadError(
             f"model {model!r} is gated on the Hugging Face hub: accept its terms on "
             "huggingface.co and set HF_TOKEN, or pass a local model directory") from e
+    except RevisionNotFoundError as e:
+        raise ModelLoadError(
+            f"model {model!r} has no revision {revision!r} on the Hugging Face hub: check the "
+            "branch, tag or commit given as revision") from e
     except RepositoryNotFoundError as e:
         raise ModelLoadError(
             f"model {model!r} is neither a local directory nor a Hugging Face hub model: check "

@@ -82,6 +82,10 @@ class HuggingFaceSentenceEmbedder(
         cacheDir: str | None = None,
         numThreads: int | None = None,
         minCosine: float | None = None,
+        truncateDim: int | None = None,
+        promptName: str | None = None,
+        revision: str | None = None,
+        trustRemoteCode: bool | None = None,
         endpoint: str | None = None,
         apiFormat: str | None = None,
         apiKeyEnv: str | None = None,
@@ -93,7 +97,8 @@ class HuggingFaceSentenceEmbedder(
         __init__(self, *, inputCol=None, outputCol="embeddings", runtime="auto", batchSize=256,
                  modelName="sentence-transformers/all-MiniLM-L6-v2", precision="auto",
                  maxTokensPerBatch=0, maxSeqLength=0, normalize=None, prompt="", cacheDir="",
-                 numThreads=0, minCosine=0.999, endpoint="", apiFormat="tei", apiKeyEnv="",
+                 numThreads=0, minCosine=0.999, truncateDim=0, promptName="", revision="",
+                 trustRemoteCode=False, endpoint="", apiFormat="tei", apiKeyEnv="",
                  maxConcurrentRequests=4, requestTimeout=60.0, maxRetries=5)
 
         ``None`` leaves a Param at its default, as SynapseML's constructor does.
@@ -118,6 +123,10 @@ class HuggingFaceSentenceEmbedder(
         cacheDir: str | None = None,
         numThreads: int | None = None,
         minCosine: float | None = None,
+        truncateDim: int | None = None,
+        promptName: str | None = None,
+        revision: str | None = None,
+        trustRemoteCode: bool | None = None,
         endpoint: str | None = None,
         apiFormat: str | None = None,
         apiKeyEnv: str | None = None,
@@ -167,6 +176,18 @@ class HuggingFaceSentenceEmbedder(
     def setMinCosine(self, value: float) -> HuggingFaceSentenceEmbedder:
         return self._set_checked(minCosine=value)
 
+    def setTruncateDim(self, value: int) -> HuggingFaceSentenceEmbedder:
+        return self._set_checked(truncateDim=value)
+
+    def setPromptName(self, value: str) -> HuggingFaceSentenceEmbedder:
+        return self._set_checked(promptName=value)
+
+    def setRevision(self, value: str) -> HuggingFaceSentenceEmbedder:
+        return self._set_checked(revision=value)
+
+    def setTrustRemoteCode(self, value: bool) -> HuggingFaceSentenceEmbedder:
+        return self._set_checked(trustRemoteCode=value)
+
     def setEndpoint(self, value: str) -> HuggingFaceSentenceEmbedder:
         return self._set_checked(endpoint=value)
 
@@ -207,7 +228,7 @@ class HuggingFaceSentenceEmbedder(
                 check_endpoint(spec)
         else:
             driver_checks(spec.model, spec.runtime, max_seq_length=spec.max_seq_length,
-                          local=local)
+                          local=local, revision=spec.revision)
         embed = make_embed_udf(spec.to_dict(), stats)
         return dataset.withColumn(self.getOutputCol(), embed(F.col(self.getInputCol())))
 

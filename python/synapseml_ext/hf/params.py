@@ -24,6 +24,10 @@ PARAM_TO_SPEC = {
     "cacheDir": "cache_dir",
     "numThreads": "num_threads",
     "minCosine": "min_cosine",
+    "truncateDim": "truncate_dim",
+    "promptName": "prompt_name",
+    "revision": "revision",
+    "trustRemoteCode": "trust_remote_code",
     "endpoint": "endpoint",
     "apiFormat": "api_format",
     "apiKeyEnv": "api_key_env",
@@ -88,6 +92,26 @@ class _SentenceEmbedderParams(HasInputCol, HasOutputCol):
         "below which the worker falls back to fp32; 0 disables the check",
         typeConverter=TypeConverters.toFloat)
 
+    truncateDim: Param[int] = Param(
+        Params._dummy(), "truncateDim",
+        "keep the first N dimensions of each embedding (Matryoshka models), normalised after "
+        "the cut when the model or normalize says so; 0 keeps them all",
+        typeConverter=TypeConverters.toInt)
+    promptName: Param[str] = Param(
+        Params._dummy(), "promptName",
+        "one of the model's prompts by name (config_sentence_transformers.json, e.g. 'query'); "
+        "empty uses the model's default prompt, if it has one; exclusive with prompt",
+        typeConverter=TypeConverters.toString)
+    revision: Param[str] = Param(
+        Params._dummy(), "revision",
+        "hub models: the branch, tag or commit to load (pin it for reproducible embeddings); "
+        "empty is the default branch; ignored for local directories",
+        typeConverter=TypeConverters.toString)
+    trustRemoteCode: Param[bool] = Param(
+        Params._dummy(), "trustRemoteCode",
+        "allow a model that ships its own Python code (auto_map in config.json) to run it on "
+        "the workers; such models are refused while false",
+        typeConverter=TypeConverters.toBoolean)
     endpoint: Param[str] = Param(
         Params._dummy(), "endpoint",
         "runtime=remote: the embedding server's base URL, e.g. http://tei:8080 (apiFormat=tei: "
@@ -131,6 +155,10 @@ class _SentenceEmbedderParams(HasInputCol, HasOutputCol):
             cacheDir="",
             numThreads=0,
             minCosine=0.999,
+            truncateDim=0,
+            promptName="",
+            revision="",
+            trustRemoteCode=False,
             endpoint="",
             apiFormat="tei",
             apiKeyEnv="",
@@ -212,3 +240,15 @@ class _SentenceEmbedderParams(HasInputCol, HasOutputCol):
 
     def getMaxRetries(self) -> int:
         return self.getOrDefault(self.maxRetries)
+
+    def getTruncateDim(self) -> int:
+        return self.getOrDefault(self.truncateDim)
+
+    def getPromptName(self) -> str:
+        return self.getOrDefault(self.promptName)
+
+    def getRevision(self) -> str:
+        return self.getOrDefault(self.revision)
+
+    def getTrustRemoteCode(self) -> bool:
+        return self.getOrDefault(self.trustRemoteCode)

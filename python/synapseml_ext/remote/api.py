@@ -40,12 +40,15 @@ class ApiShape:
             path = path[: -len(self.route)]
         return urlunsplit((parts.scheme, parts.netloc, path + self.info_route, parts.query, ""))
 
-    def body(self, texts: list[str], model: str, normalize: bool | None) -> dict:
+    def body(self, texts: list[str], model: str, normalize: bool | None,
+             prompt_name: str = "") -> dict:
         if self.name == "tei":
             # The local runtimes truncate at the model's max_seq_length; ask TEI to do the same.
             body: dict = {"inputs": texts, "truncate": True}
             if normalize is not None:
                 body["normalize"] = normalize
+            if prompt_name:
+                body["prompt_name"] = prompt_name
             return body
         return {"input": texts, "model": model, "encoding_format": "float"}
 

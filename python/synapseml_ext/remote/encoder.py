@@ -18,6 +18,7 @@ import httpx
 import numpy as np
 
 from synapseml_ext.engine.encoder import EncodeStats
+from synapseml_ext.engine.errors import UserInputError
 from synapseml_ext.engine.spec import EncoderSpec
 from synapseml_ext.remote.api import API_SHAPES, safe_url
 from synapseml_ext.remote.client import (
@@ -47,6 +48,10 @@ class RemoteEncoder:
         self.shape = API_SHAPES[spec.api_format]
         self.url = self.shape.url(spec.endpoint)
         self.policy = RetryPolicy(max_retries=spec.max_retries)
+        if spec.prompt_name and spec.api_format != "tei":
+            raise UserInputError(
+                f"promptName={spec.prompt_name!r} needs apiFormat='tei' (TEI's prompt_name); "
+                "OpenAI-style servers take no prompt names: pass the prompt text as prompt")
         self.stats = EncodeStats()
         self.runtime = "remote"
         self.precision = "server"
@@ -61,6 +66,8 @@ class RemoteEncoder:
         if not texts:
             return np.empty((0, 0), dtype=np.float32)
         vectors, tokens = self._loop.run_until_complete(self._encode(texts))
+        if self.spec.truncate_dim:  # Matryoshka, as the local runtimes: cut, then normalise
+            vectors = np.ascontiguousarray(vectors[:, :self.spec.truncate_dim])
         if self.spec.normalize:
             vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         self.stats.add(EncodeStats(len(texts), tokens, tokens, time.perf_counter() - started))
@@ -106,7 +113,8 @@ class RemoteEncoder:
         return out, sum(t for _, _, t in done)
 
     async def _post(self, client: httpx.AsyncClient, texts: list[str]) -> tuple[np.ndarray, int]:
-        body = self.shape.body(texts, self.spec.model, self.spec.normalize)
+        body = self.shape.body(texts, self.spec.model, self.spec.normalize,
+                               self.spec.prompt_name)
         try:
             return await post_embeddings(client, self.shape, self.url, body, len(texts),
                                          self.policy)

@@ -206,6 +206,17 @@ private[hf] trait HuggingFaceSentenceEmbedderParams extends Params {
   /** @group getParam */
   final def getPrompt: String = $(prompt)
 
+  /** one of the model's prompts by name (config_sentence_transformers.json, e.g. 'query'); empty
+   * uses the model's default prompt, if it has one; exclusive with prompt
+   * Default: "".
+   * @group param
+   */
+  final val promptName: Param[String] = new Param[String](this, "promptName",
+    "one of the model's prompts by name (config_sentence_transformers.json, e.g. 'query'); empty uses the model's default prompt, if it has one; exclusive with prompt")
+
+  /** @group getParam */
+  final def getPromptName: String = $(promptName)
+
   /** runtime=remote: seconds to wait for one response before retrying it
    * Default: 60.0.
    * @group param
@@ -216,6 +227,17 @@ private[hf] trait HuggingFaceSentenceEmbedderParams extends Params {
 
   /** @group getParam */
   final def getRequestTimeout: Double = $(requestTimeout)
+
+  /** hub models: the branch, tag or commit to load (pin it for reproducible embeddings); empty is
+   * the default branch; ignored for local directories
+   * Default: "".
+   * @group param
+   */
+  final val revision: Param[String] = new Param[String](this, "revision",
+    "hub models: the branch, tag or commit to load (pin it for reproducible embeddings); empty is the default branch; ignored for local directories")
+
+  /** @group getParam */
+  final def getRevision: String = $(revision)
 
   /** where the model runs: cpu (PyTorch), onnx (ONNX Runtime), cuda (PyTorch on GPU), tensorrt
    * (TensorRT engine from the ONNX export), auto (best available on each worker), remote (an
@@ -229,6 +251,29 @@ private[hf] trait HuggingFaceSentenceEmbedderParams extends Params {
 
   /** @group getParam */
   final def getRuntime: String = $(runtime)
+
+  /** keep the first N dimensions of each embedding (Matryoshka models), normalised after the cut
+   * when the model or normalize says so; 0 keeps them all
+   * Default: 0.
+   * @group param
+   */
+  final val truncateDim: IntParam = new IntParam(this, "truncateDim",
+    "keep the first N dimensions of each embedding (Matryoshka models), normalised after the cut when the model or normalize says so; 0 keeps them all",
+    HuggingFaceSentenceEmbedder.Rules.truncateDim.isValid _)
+
+  /** @group getParam */
+  final def getTruncateDim: Int = $(truncateDim)
+
+  /** allow a model that ships its own Python code (auto_map in config.json) to run it on the
+   * workers; such models are refused while false
+   * Default: false.
+   * @group param
+   */
+  final val trustRemoteCode: BooleanParam = new BooleanParam(this, "trustRemoteCode",
+    "allow a model that ships its own Python code (auto_map in config.json) to run it on the workers; such models are refused while false")
+
+  /** @group getParam */
+  final def getTrustRemoteCode: Boolean = $(trustRemoteCode)
 
   setDefault(
     apiFormat -> "tei",
@@ -246,8 +291,12 @@ private[hf] trait HuggingFaceSentenceEmbedderParams extends Params {
     outputCol -> "embeddings",
     precision -> "auto",
     prompt -> "",
+    promptName -> "",
     requestTimeout -> 60.0,
-    runtime -> "auto"
+    revision -> "",
+    runtime -> "auto",
+    truncateDim -> 0,
+    trustRemoteCode -> false
   )
 
   /** The schema checks of the Python stage, with its messages, before any Python runs. */
@@ -337,12 +386,28 @@ class HuggingFaceSentenceEmbedder(override val uid: String) extends CheckedTrans
     set(prompt, value)
 
   /** @group setParam */
+  def setPromptName(value: String): this.type =
+    set(promptName, value)
+
+  /** @group setParam */
   def setRequestTimeout(value: Double): this.type =
     set(requestTimeout, HuggingFaceSentenceEmbedder.Rules.requestTimeout.checked("requestTimeout", value))
 
   /** @group setParam */
+  def setRevision(value: String): this.type =
+    set(revision, value)
+
+  /** @group setParam */
   def setRuntime(value: String): this.type =
     set(runtime, HuggingFaceSentenceEmbedder.Rules.runtime.checked("runtime", value))
+
+  /** @group setParam */
+  def setTruncateDim(value: Int): this.type =
+    set(truncateDim, HuggingFaceSentenceEmbedder.Rules.truncateDim.checked("truncateDim", value))
+
+  /** @group setParam */
+  def setTrustRemoteCode(value: Boolean): this.type =
+    set(trustRemoteCode, value)
 
   override def transformSchema(schema: StructType): StructType =
     validateAndTransformSchema(schema)
@@ -376,6 +441,7 @@ object HuggingFaceSentenceEmbedder extends MLReadable[HuggingFaceSentenceEmbedde
     val precision = ValueRules.oneOf("fp32", "bf16", "fp16", "auto")
     val requestTimeout = ValueRules.numberIn(0.001, 86400.0, "[0.001, 86400]")
     val runtime = ValueRules.oneOf("cpu", "onnx", "cuda", "tensorrt", "auto", "remote")
+    val truncateDim = ValueRules.intAtLeast(0)
   }
 
   private[hf] object Contract {

@@ -35,10 +35,13 @@ class EmbedderStubSuite extends AnyFunSuite {
     assert(s.getNormalize === Some(false) && s.getMinCosine === 0.5)
     assert((s.getEndpoint, s.getApiFormat, s.getApiKeyEnv) === (("", "tei", "")))
     assert((s.getMaxConcurrentRequests, s.getRequestTimeout, s.getMaxRetries) === ((4, 60.0, 5)))
+    assert((s.getTruncateDim, s.getPromptName, s.getRevision, s.getTrustRemoteCode) ===
+      ((0, "", "", false)))
     assert(s.params.map(_.name).toSeq.sorted === Seq("apiFormat", "apiKeyEnv", "batchSize",
       "cacheDir", "endpoint", "inputCol", "maxConcurrentRequests", "maxRetries", "maxSeqLength",
       "maxTokensPerBatch", "minCosine", "modelName", "normalize", "numThreads", "outputCol",
-      "precision", "prompt", "requestTimeout", "runtime"))
+      "precision", "prompt", "promptName", "requestTimeout", "revision", "runtime",
+      "truncateDim", "trustRemoteCode"))
   }
 
   test("copy keeps the uid and every Param, and applies extra values") {
@@ -65,6 +68,7 @@ class EmbedderStubSuite extends AnyFunSuite {
       Case(Map("apiFormat" -> "grpc"), withSchema = false),
       Case(Map("requestTimeout" -> 0.0), withSchema = false),
       Case(Map("maxRetries" -> -1), withSchema = false),
+      Case(Map("truncateDim" -> -8), withSchema = false),
       Case(Map.empty, withSchema = true),                                     // inputCol unset
       Case(Map("inputCol" -> "body", "outputCol" -> "e"), withSchema = true),  // missing
       Case(Map("inputCol" -> "id", "outputCol" -> "e"), withSchema = true),    // wrong type
@@ -88,6 +92,7 @@ class EmbedderStubSuite extends AnyFunSuite {
           case ("apiFormat", v: String) => s.setApiFormat(v)
           case ("requestTimeout", v: Double) => s.setRequestTimeout(v)
           case ("maxRetries", v: Int) => s.setMaxRetries(v)
+          case ("truncateDim", v: Int) => s.setTruncateDim(v)
           case ("inputCol", v: String) => s.setInputCol(v)
           case ("outputCol", v: String) => s.setOutputCol(v)
           case other => fail(s"no setter in this test for $other")
