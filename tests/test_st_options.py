@@ -114,3 +114,43 @@ def test_stage_params_reach_the_engine_and_are_saved(spark, prompted_model, st_m
     got = np.stack(loaded.transform(df).toPandas()["embeddings"])
     want = st_model.encode(TEXTS, truncate_dim=24, prompt_name="passage")
     assert got.shape == (len(TEXTS), 24) and cosines(got, want).min() >= 0.9999
+
+
+@pytest.fixture(scope="module")
+def layernorm_model(tmp_path_factory, minilm_dir) -> str:
+    """Transformer, Pooling, LayerNorm (random scale and shift), Dense, Normalize: a module
+    type this engine does not implement itself."""
+    import torch
+    from sentence_transformers import SentenceTransformer, models
+
+    path = Path(build_tiny_model(tmp_path_factory.mktemp("ln") / "base", minilm_dir,
+                                 normalize=False))
+    base = SentenceTransformer(str(path), device="cpu")
+    torch.manual_seed(3)
+    norm = models.LayerNorm(64)
+    with torch.no_grad():
+        norm.norm.weight.uniform_(0.5, 1.5)
+        norm.norm.bias.normal_(0, 0.3)
+    dense = models.Dense(64, 32, activation_function=torch.nn.Tanh())
+    out = path.parent / "layernorm"
+    SentenceTransformer(modules=[base[0], base[1], norm, dense, models.Normalize()],
+                        device="cpu").save(str(out))
+    return str(out)
+
+
+@pytest.mark.parametrize("runtime", ["cpu", "onnx"])
+def test_other_module_types_run_as_sentence_transformers_defines_them(layernorm_model, runtime,
+                                                                      tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(layernorm_model, device="cpu")
+    want = st.encode(TEXTS)
+    encoder = SentenceEncoder(EncoderSpec(model=layernorm_model, runtime=runtime,
+                                          precision="fp32", cache_dir=str(tmp_path)))
+    got = encoder.encode(TEXTS)
+    assert got.shape == want.shape == (len(TEXTS), 32)
+    assert cosines(got, want).min() >= 0.9999
+    assert any("LayerNorm" in t for t in encoder.model.files.library_modules)
+    # The same stack without its LayerNorm gives other vectors: the module really ran.
+    skipped = SentenceTransformer(modules=[st[0], st[1], st[3], st[4]], device="cpu")
+    assert cosines(got, skipped.encode(TEXTS)).min() < 0.99

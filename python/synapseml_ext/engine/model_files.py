@@ -58,6 +58,9 @@ class ModelFiles:
     needs_remote_code: bool = False
     # the user's choice (trustRemoteCode), set by the encoder before any weights load
     trust_remote_code: bool = False
+    # module types this engine does not implement (e.g. LayerNorm): sentence-transformers
+    # loads the modules after the transformer (see engine.modules)
+    library_modules: tuple[str, ...] = ()
     hidden_size: int = 0
     num_attention_heads: int = 0
     model_type: str = ""
@@ -114,6 +117,7 @@ def read_model_files(model_name: str, max_seq_length: int = 0, revision: str = "
     dense: list[DenseSpec] = []
     normalize = False
     seen_pooling = False
+    library: list[str] = []
     if modules is not None:
         for module in sorted(modules, key=lambda m: m.get("idx", 0)):
             kind = module.get("type", "").rsplit(".", 1)[-1]
@@ -130,12 +134,8 @@ def read_model_files(model_name: str, max_seq_length: int = 0, revision: str = "
             elif kind == "Normalize":
                 normalize = True
             else:
-                raise ModelLoadError(
-                    f"model {model_name!r} uses the sentence-transformers module {kind!r} "
-                    f"({module.get('type')}), which synapseml-ext does not support; supported: "
-                    "Transformer, Pooling, Dense, Normalize"
-                )
-        if not seen_pooling:
+                library.append(str(module.get("type")))
+        if not seen_pooling and not library:
             raise ModelLoadError(f"model {model_name!r}: modules.json has no Pooling module")
     st_cfg = _read_json(transformer_dir / "sentence_bert_config.json", default={}) or _read_json(
         root / "sentence_bert_config.json", default={}
@@ -174,6 +174,7 @@ def read_model_files(model_name: str, max_seq_length: int = 0, revision: str = "
         prompts=dict(prompts),
         default_prompt_name=str(st_model_cfg.get("default_prompt_name") or ""),
         needs_remote_code=bool(hf_cfg.get("auto_map")),
+        library_modules=tuple(library),
         hidden_size=int(hf_cfg.get("hidden_size") or hf_cfg.get("d_model") or 0),
         num_attention_heads=int(hf_cfg.get("num_attention_heads") or 0),
         model_type=str(hf_cfg.get("model_type", "")),

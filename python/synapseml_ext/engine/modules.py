@@ -30,6 +30,7 @@ class SentenceModule(nn.Module):
         dense: list[nn.Module],
         prompt_length: int = 0,
         uses_token_type_ids: bool = True,
+        library_modules: nn.ModuleList | None = None,
     ) -> None:
         super().__init__()
         self.transformer = transformer
@@ -37,6 +38,9 @@ class SentenceModule(nn.Module):
         self.dense = nn.Sequential(*dense)
         self.prompt_length = prompt_length
         self.uses_token_type_ids = uses_token_type_ids
+        # sentence-transformers' own modules after the transformer, in place of our pooling
+        # and dense layers, for module types this engine does not implement
+        self.library_modules = library_modules
 
     def forward(
         self,
@@ -48,6 +52,14 @@ class SentenceModule(nn.Module):
         if self.uses_token_type_ids and token_type_ids is not None:
             kwargs["token_type_ids"] = token_type_ids
         hidden = self.transformer(**kwargs)[0].float()
+        if self.library_modules is not None:
+            features = {"input_ids": input_ids, "attention_mask": attention_mask,
+                        "token_embeddings": hidden}
+            if self.prompt_length:
+                features["prompt_length"] = self.prompt_length
+            for module in self.library_modules:
+                features = module(features)
+            return features["sentence_embedding"].float()
         pooled = pool(hidden, attention_mask, self.pooling_modes, self.prompt_length)
         return self.dense(pooled).float()
 
@@ -115,15 +127,43 @@ def build_sentence_module(
         raise ModelLoadError(f"could not load transformer weights from {files.transformer_dir}: {e}") from e
     _check_all_weights_loaded(files, info)
     type_vocab = int(getattr(transformer.config, "type_vocab_size", 0) or 0)
-    dense = [_load_dense(d) for d in files.dense]
+    library = _library_modules(files) if files.library_modules else None
+    dense = [] if library is not None else [_load_dense(d) for d in files.dense]
     module = SentenceModule(
         transformer,
         files.pooling_modes,
         dense,
         prompt_length=0 if files.include_prompt else prompt_length,
         uses_token_type_ids=type_vocab > 1,
+        library_modules=library,
     )
     return module.eval()
+
+
+def _library_modules(files: ModelFiles) -> nn.ModuleList:
+    """The modules after the transformer, loaded by sentence-transformers itself.
+
+    Our own pooling and dense layers cover the common stacks (and were measured faster to
+    export); any other module type (LayerNorm, WeightedLayerPooling, a custom module, ...)
+    runs as the library defines it. Normalize is left to the encoder, as for every model.
+    """
+    try:
+        from sentence_transformers import SentenceTransformer
+        from sentence_transformers.models import Normalize
+    except ImportError as e:
+        from synapseml_ext.engine.errors import missing_package
+
+        raise missing_package(
+            "sentence-transformers", "modules",
+            f"model {files.root.name!r} (modules {', '.join(files.library_modules)})") from e
+    try:
+        model = SentenceTransformer(str(files.root), device="cpu",
+                                    trust_remote_code=files.trust_remote_code)
+    except Exception as e:
+        raise ModelLoadError(
+            f"sentence-transformers could not load the modules of {files.root} "
+            f"({', '.join(files.library_modules)}): {type(e).__name__}: {e}") from e
+    return nn.ModuleList([m for m in list(model)[1:] if not isinstance(m, Normalize)]).eval()
 
 
 def _check_all_weights_loaded(files: ModelFiles, info: dict) -> None:
