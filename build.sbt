@@ -63,9 +63,16 @@ def sparkModules(version: String, configuration: Option[Configuration]): Seq[Mod
     configuration.fold(module)(c => module % c)
   }
 
+// The version is written once, as __version__ in the Python package (pyproject reads it too).
+lazy val packageVersion: String = {
+  val source = IO.read(file("python/synapseml_ext/__init__.py"))
+  "__version__ = \"([^\"]+)\"".r.findFirstMatchIn(source).map(_.group(1))
+    .getOrElse(sys.error("no __version__ in python/synapseml_ext/__init__.py"))
+}
+
 lazy val commonSettings = Seq(
   organization := "io.github.synapsemlext",
-  version := "0.1.0",
+  version := packageVersion,
   scalaVersion := chosen.scala,
   crossScalaVersions := Seq("2.12.18", lineOf(spark4Line).scala),
   sparkLine := lineFor(scalaBinaryVersion.value),

@@ -27,11 +27,13 @@ from pathlib import Path
 
 import pytest
 
+import synapseml_ext
+
 from conftest import REPO
 
 pytestmark = pytest.mark.install
 
-VERSION = "0.1.0"
+VERSION = synapseml_ext.__version__
 JAR_NAME = f"synapseml-ext_2.12-{VERSION}.jar"
 PACKAGE_DATA = ("synapseml_ext/data/sample_reviews.csv", "synapseml_ext/data/probe_texts.json",
                 "synapseml_ext/py.typed")

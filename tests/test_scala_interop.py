@@ -14,6 +14,7 @@ import numpy as np
 import pyspark
 import pytest
 
+from synapseml_ext import __version__
 from synapseml_ext.engine import EncoderSpec, SentenceEncoder
 from synapseml_ext.hf import HuggingFaceSentenceEmbedder
 
@@ -37,9 +38,9 @@ def jars() -> tuple[Path, Path]:
     line = ["-Dsynapsemlext.sparkLine=4.0"] if spark4 else []
     subprocess.run([str(REPO / "sbt"), *line, "package", "examples/package"], cwd=REPO,
                    check=True, stdin=subprocess.DEVNULL, timeout=1200)
-    main = REPO / "target" / f"scala-{scala}" / f"synapseml-ext_{scala}-0.1.0.jar"
+    main = REPO / "target" / f"scala-{scala}" / f"synapseml-ext_{scala}-{__version__}.jar"
     app = REPO / "scala" / "examples" / "target" / f"scala-{scala}" / \
-        f"synapseml-ext-examples_{scala}-0.1.0.jar"
+        f"synapseml-ext-examples_{scala}-{__version__}.jar"
     assert main.exists() and app.exists()
     return main, app
 
