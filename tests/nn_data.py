@@ -62,3 +62,32 @@ def knn_arrays(knn_df, id_col: str = "id") -> tuple[list, list[list], np.ndarray
     rows = knn_df.collect()
     return ([r[f"query_{id_col}"] for r in rows], [list(r.indices) for r in rows],
             np.array([r.distances for r in rows], dtype=np.float64))
+
+
+def review_embeddings(texts: list[str], model_dir: str) -> np.ndarray:
+    """All-MiniLM-L6-v2 fp32 embeddings of ``texts`` (the 1000 reviews), computed once with
+    the engine's CPU runtime and cached under ~/.cache/synapseml-ext-tests (or
+    $SYNAPSEML_EXT_TEST_CACHE), keyed by the texts and the model's weights: encoding them
+    takes 1-2 minutes on 2 cores, reading them back milliseconds."""
+    import hashlib
+    import os
+    from pathlib import Path
+
+    key = hashlib.sha256("\n".join(texts).encode("utf-8"))
+    for weights in sorted(Path(model_dir).glob("*.safetensors")):
+        key.update(weights.name.encode() + weights.stat().st_size.to_bytes(8, "little"))
+    root = Path(os.environ.get("SYNAPSEML_EXT_TEST_CACHE")
+                or Path.home() / ".cache" / "synapseml-ext-tests")
+    path = root / f"minilm-{key.hexdigest()[:24]}.npy"
+    if path.exists():
+        return np.load(path, allow_pickle=False)
+    from synapseml_ext.engine import EncoderSpec, SentenceEncoder
+
+    encoder = SentenceEncoder(EncoderSpec(model=model_dir, runtime="cpu", precision="fp32",
+                                          cache_dir=str(root / "engine")))
+    vectors = np.asarray(encoder.encode(texts), dtype=np.float32)
+    root.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(f".{os.getpid()}.tmp.npy")
+    np.save(partial, vectors)
+    partial.replace(path)  # whole or absent, for runs in parallel
+    return vectors

@@ -77,13 +77,16 @@ def _describe(stage) -> dict:
 def nn_contract(cases_path: str) -> dict:
     """What the hand-written Scala k-NN stages must agree with."""
     from synapseml_ext.nn import ApproximateNearestNeighbors, tasks
-    from synapseml_ext.nn.params import ALGO_PARAM_KEYS
+    from synapseml_ext.nn.params import ALGO_PARAM_KEYS, PYTHON_ONLY_PARAMS
     from synapseml_ext.nn.placement import placement_keys
 
     stage = ApproximateNearestNeighbors()
+    # The mirrored Params: the Python-only ones (transform, filtered search, spark-rapids-ml's
+    # inputCols / verbose) are saved only when set, so a stage without them loads in Scala.
     params = {p.name: {"doc": p.doc,
                        "default": stage.getOrDefault(p) if stage.hasDefault(p) else None,
-                       "hasDefault": stage.hasDefault(p)} for p in stage.params}
+                       "hasDefault": stage.hasDefault(p)} for p in stage.params
+              if p.name not in PYTHON_ONLY_PARAMS}
     out = []
     for case in json.loads(Path(cases_path).read_text()):
         try:

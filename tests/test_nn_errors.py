@@ -59,8 +59,8 @@ def test_missing_and_mistyped_columns_fail_on_the_driver(spark, items):
         model.kneighbors(items.withColumnRenamed("id", "qid"))
     with pytest.raises(ValueError, match="inputCol 'v' not found in the query DataFrame"):
         model.kneighbors(items.withColumnRenamed("v", "w"))
-    with pytest.raises(NotImplementedError, match="use kneighbors"):
-        model.transform(items)
+    with pytest.raises(ValueError, match="already has a column 'neighbors'; set outputCol"):
+        model.transform(items.withColumn("neighbors", items.id))
 
 
 def test_duplicate_ids(spark):

@@ -19,8 +19,11 @@ GPU_ALGORITHMS = ("ivfflat", "ivfpq", "cagra")
 CPU_ONLY_KEYS = ("target_recall",)
 
 
-def gpu_unsupported(algorithm: str, metric: str, id_kind: str) -> str | None:
+def gpu_unsupported(algorithm: str, metric: str, id_kind: str, filtered: bool = False
+                    ) -> str | None:
     """Why spark-rapids-ml cannot run these settings, or None when it can."""
+    if filtered:
+        return "filtered search (labelCol / conditionerCol) is not offered by spark-rapids-ml"
     if algorithm not in GPU_ALGORITHMS:
         return f"algorithm {algorithm!r} is not offered by spark-rapids-ml ({', '.join(GPU_ALGORITHMS)})"
     if algorithm == "cagra" and metric != "sqeuclidean":
@@ -31,10 +34,18 @@ def gpu_unsupported(algorithm: str, metric: str, id_kind: str) -> str | None:
 
 
 def rapids_kwargs(k: int, algorithm: str, metric: str, algo_params: dict[str, Any] | None,
-                  input_col: str, id_col: str | None) -> dict[str, Any]:
-    """Constructor keywords for ``spark_rapids_ml.knn.ApproximateNearestNeighbors``."""
+                  input_col: str | list[str], id_col: str | None, *,
+                  num_workers: int | None = None, verbose: bool | int | None = None
+                  ) -> dict[str, Any]:
+    """Constructor keywords for ``spark_rapids_ml.knn.ApproximateNearestNeighbors``
+    (``input_col`` a list: its multi-column input; ``num_workers``: our numPartitions where
+    set, one index per GPU worker there)."""
     kwargs: dict[str, Any] = {"k": k, "algorithm": algorithm, "metric": metric,
                               "inputCol": input_col}
+    if num_workers:
+        kwargs["num_workers"] = num_workers
+    if verbose is not None:
+        kwargs["verbose"] = verbose
     params = {key: value for key, value in (algo_params or {}).items()
               if key not in CPU_ONLY_KEYS}
     dropped = sorted(set(algo_params or {}) - set(params))

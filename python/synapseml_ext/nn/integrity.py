@@ -1,7 +1,7 @@
 """A fitted model's proof of its own index partitions: a sha256 of each, recorded at fit.
 
-The digest covers what a search answers from (the faiss index bytes and the ids in label
-order), so a saved model whose index files were damaged, truncated or swapped is an error at
+The digest covers what a search answers from (the faiss index bytes, the ids in label
+order and, for filtered search, the labels in label order), so a saved model whose index files were damaged, truncated or swapped is an error at
 load, not a smaller or different answer; a local copy is checked against the digest its own
 info carries the first time a worker maps it. Missing partitions are found by the driver,
 which compares the partitions read with the list the summary recorded.
@@ -21,18 +21,21 @@ DIGEST = "sha256"  # key of the digest in an index row's info, and of the summar
 _CHUNK = 16 << 20
 
 
-def partition_digest(index: Any, ids: Any) -> str:
+def partition_digest(index: Any, ids: Any, labels: Any = None) -> str:
     """sha256 of an index partition: ``index`` its faiss bytes (anything with the buffer
-    protocol), ``ids`` the pyarrow array of its ids in label order."""
+    protocol), ``ids`` the pyarrow array of its ids in label order, ``labels`` its items'
+    labels in label order (None without labels: the digest is then as before labels)."""
     digest = hashlib.sha256()
     view = memoryview(index).cast("B")
     digest.update(len(view).to_bytes(8, "little"))
     digest.update(view)
     _update_ids(digest, ids)
+    if labels is not None:
+        _update_ids(digest, labels)
     return digest.hexdigest()
 
 
-def file_digest(index_path: Path, ids: Any) -> str:
+def file_digest(index_path: Path, ids: Any, labels: Any = None) -> str:
     """:func:`partition_digest` of an index stored in a file (read in pieces, not mapped)."""
     digest = hashlib.sha256()
     digest.update(os.path.getsize(index_path).to_bytes(8, "little"))
@@ -40,6 +43,8 @@ def file_digest(index_path: Path, ids: Any) -> str:
         while chunk := f.read(_CHUNK):
             digest.update(chunk)
     _update_ids(digest, ids)
+    if labels is not None:
+        _update_ids(digest, labels)
     return digest.hexdigest()
 
 

@@ -15,7 +15,7 @@ bytes. A copy is checked against the digest in its own info the first time a wor
 at ``fit`` and saved with the model: one token, one content) and the partition number: the
 faiss index as faiss writes it, which a search maps into memory (no copy: the OS page cache
 holds it once for all the workers of the machine), and an Arrow file of its ids and build
-info, written last, so that its presence means both are complete. Each is written under a
+info (and labels, for filtered search), written last, so that its presence means both are complete. Each is written under a
 temporary name and renamed (workers of one executor may write the same partition at once);
 partitions are evicted least-recently-used first when the store would pass its byte limit.
 """
@@ -151,7 +151,8 @@ def _check_once(path: Path, batch: Any) -> None:
     key = _identity(index, info)
     if _checked.get(key) == expected:
         return
-    if file_digest(index, batch.column("__ids")[0].values) != expected:
+    labels = batch.column("__labels")[0].values if "__labels" in batch.schema.names else None
+    if file_digest(index, batch.column("__ids")[0].values, labels) != expected:
         raise ValueError("its index does not match the digest recorded at fit")
     _checked[key] = expected
 

@@ -1,8 +1,14 @@
 """Params of :class:`ApproximateNearestNeighbors` and its model, one definition each.
 
 Names, defaults and meanings follow ``spark_rapids_ml.knn.ApproximateNearestNeighbors`` (k,
-algorithm, metric, algoParams, inputCol, idCol) so that switching only changes the import;
-``backend``, ``numPartitions`` and ``numQueryBlocks`` are ours.
+algorithm, metric, algoParams, inputCol / inputCols, idCol, verbose) so that switching only
+changes the import; ``backend``, ``numPartitions`` and ``numQueryBlocks`` are ours, and
+``outputCol`` (``transform``), ``labelCol`` / ``conditionerCol`` (filtered search) follow
+SynapseML's ``KNN`` / ``ConditionalKNN``.
+
+The hand-written Scala mirror has the Params before :data:`PYTHON_ONLY_PARAMS`; those are
+written to saved metadata only when set (see :func:`scala_readable_metadata`), so a stage that
+does not use them still loads in Scala.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import math
 from typing import Any, TypeVar
 
 from pyspark.ml.param import Param, Params, TypeConverters
-from pyspark.ml.param.shared import HasInputCol
+from pyspark.ml.param.shared import HasInputCol, HasInputCols
 
 from synapseml_ext.engine.spec import IntAtLeast, OneOf
 
@@ -95,12 +101,26 @@ def normalize_algo_params(algorithm: str, algo_params: dict | None) -> dict[str,
     return out
 
 
+# Params the Scala mirror does not have (it is not to be changed here): saved only when set.
+PYTHON_ONLY_PARAMS = ("inputCols", "outputCol", "labelCol", "conditionerCol", "verbose")
+DEFAULT_OUTPUT_COL = "neighbors"
+
+
+def _to_verbose(value: Any) -> bool | int:
+    """typeConverter of ``verbose``: spark-rapids-ml's cuML levels, a bool or an int 0-6."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and 0 <= value <= 6:
+        return int(value)
+    raise TypeError(f"verbose must be a bool or an integer between 0 and 6, got {value!r}")
+
+
 # The engine's value rules (same checks and messages as the embedder's Params).
 _VALUE_RULES = {"k": IntAtLeast(1), "backend": OneOf(BACKENDS),
                 "numPartitions": IntAtLeast(0), "numQueryBlocks": IntAtLeast(0)}
 
 
-class _ApproximateNearestNeighborsParams(HasInputCol):
+class _ApproximateNearestNeighborsParams(HasInputCol, HasInputCols):
     """Params shared by :class:`ApproximateNearestNeighbors` and its model."""
 
     k: Param[int] = Param(
@@ -149,18 +169,49 @@ class _ApproximateNearestNeighborsParams(HasInputCol):
         "group)",
         typeConverter=TypeConverters.toInt)
 
+    outputCol: Param[str] = Param(
+        Params._dummy(), "outputCol",
+        "transform: column added to each query row, the k nearest items as "
+        "array<struct<value: item id, distance: float>>, nearest first",
+        typeConverter=TypeConverters.toString)
+    labelCol: Param[str] = Param(
+        Params._dummy(), "labelCol",
+        "filtered search: the items' label column (integral or string), kept with the index "
+        "at fit",
+        typeConverter=TypeConverters.toString)
+    conditionerCol: Param[str] = Param(
+        Params._dummy(), "conditionerCol",
+        "filtered search: the queries' column of allowed labels (an array of labelCol's "
+        "type); each query's neighbours are items whose label is in it",
+        typeConverter=TypeConverters.toString)
+    verbose: Param[bool | int] = Param(
+        Params._dummy(), "verbose",
+        "log level as spark-rapids-ml's (False, True or 0-6): 0 silent, 1 critical, 2 error, "
+        "3 warning, 4 or False info, 5 or True and 6 debug",
+        typeConverter=_to_verbose)
+
     def __init__(self, *args) -> None:
         super().__init__(*args)
         self._setDefault(k=5, algorithm="ivfflat", metric="euclidean", algoParams=None,
-                         backend="auto", numPartitions=0, numQueryBlocks=0)
+                         backend="auto", numPartitions=0, numQueryBlocks=0,
+                         outputCol=DEFAULT_OUTPUT_COL, verbose=False)
 
     def _set_checked(self: P, **kwargs) -> P:
         """``_set`` after validation shared by the constructor, ``setParams`` and setters;
         ``None`` leaves a Param as it is."""
         values = {k: v for k, v in kwargs.items() if v is not None}
+        if isinstance(values.get("inputCol"), (list, tuple)):  # spark-rapids-ml's spelling
+            values["inputCols"] = values.pop("inputCol")
+        if "inputCol" in values and "inputCols" in values:
+            raise ValueError("set inputCol (one vector column) or inputCols (scalar columns, "
+                             "one dimension each), not both")
         for name, value in list(values.items()):
             values[name] = self._validated(name, self.getParam(name).typeConverter(value))
         self._set(**values)
+        # One vector column or several scalar ones: setting either replaces the other.
+        for name, other in (("inputCol", "inputCols"), ("inputCols", "inputCol")):
+            if name in values and self.isSet(getattr(self, other)):
+                self.clear(getattr(self, other))
         if "algorithm" in values or "algoParams" in values:
             algorithm = self.getAlgorithm()
             if algorithm != "cagra":
@@ -179,8 +230,10 @@ class _ApproximateNearestNeighborsParams(HasInputCol):
                 raise ValueError(f"unknown metric {value!r}; expected one of: "
                                  f"{', '.join(METRICS)}")
             return value.lower()
-        if name in ("inputCol", "idCol") and not value:
+        if name in ("inputCol", "idCol", "outputCol", "labelCol", "conditionerCol") and not value:
             raise ValueError(f"{name} must be a non-empty column name")
+        if name == "inputCols" and (not value or not all(value) or len(set(value)) < len(value)):
+            raise ValueError(f"inputCols must be distinct non-empty column names, got {value!r}")
         return value
 
     def setK(self: P, value: int) -> P:
@@ -195,8 +248,24 @@ class _ApproximateNearestNeighborsParams(HasInputCol):
     def setAlgoParams(self: P, value: dict[str, Any]) -> P:
         return self._set_checked(algoParams=value)
 
-    def setInputCol(self: P, value: str) -> P:
+    def setInputCol(self: P, value: str | list[str]) -> P:
+        """One vector column; a list of scalar columns sets ``inputCols`` (as spark-rapids-ml)."""
         return self._set_checked(inputCol=value)
+
+    def setInputCols(self: P, value: list[str]) -> P:
+        return self._set_checked(inputCols=value)
+
+    def setOutputCol(self: P, value: str) -> P:
+        return self._set_checked(outputCol=value)
+
+    def setLabelCol(self: P, value: str) -> P:
+        return self._set_checked(labelCol=value)
+
+    def setConditionerCol(self: P, value: str) -> P:
+        return self._set_checked(conditionerCol=value)
+
+    def setVerbose(self: P, value: bool | int) -> P:
+        return self._set_checked(verbose=value)
 
     def setIdCol(self: P, value: str) -> P:
         return self._set_checked(idCol=value)
@@ -212,6 +281,31 @@ class _ApproximateNearestNeighborsParams(HasInputCol):
 
     def getK(self) -> int:
         return self.getOrDefault(self.k)
+
+    def getInputCol(self) -> str | list[str]:
+        """The vector column, or the list of scalar columns where ``inputCols`` is set (as
+        spark-rapids-ml's ``getInputCol``)."""
+        if self.isDefined(self.inputCols):
+            return self.getOrDefault(self.inputCols)
+        return self.getOrDefault(self.inputCol)
+
+    def getOutputCol(self) -> str:
+        return self.getOrDefault(self.outputCol)
+
+    def getLabelCol(self) -> str | None:
+        return self.getOrDefault(self.labelCol) if self.isDefined(self.labelCol) else None
+
+    def getConditionerCol(self) -> str | None:
+        return (self.getOrDefault(self.conditionerCol) if self.isDefined(self.conditionerCol)
+                else None)
+
+    def getVerbose(self) -> bool | int:
+        return self.getOrDefault(self.verbose)
+
+    def _input_name(self) -> str:
+        """The input as named in messages: the column, or the scalar columns joined by ','."""
+        value = self.getInputCol()
+        return value if isinstance(value, str) else ",".join(value)
 
     def getAlgorithm(self) -> str:
         return self.getOrDefault(self.algorithm)
@@ -234,3 +328,13 @@ class _ApproximateNearestNeighborsParams(HasInputCol):
 
     def getNumQueryBlocks(self) -> int:
         return self.getOrDefault(self.numQueryBlocks)
+
+
+def scala_readable_metadata(stage: Params) -> Params:
+    """A copy of ``stage`` for ``DefaultParamsWriter.saveMetadata`` without the defaults of
+    :data:`PYTHON_ONLY_PARAMS` (Spark's Scala reader fails on a Param its class lacks); set
+    ones stay, so Python loads them back."""
+    view = stage.copy()
+    view._defaultParamMap = {param: value for param, value in view._defaultParamMap.items()
+                             if param.name not in PYTHON_ONLY_PARAMS}
+    return view

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pyspark.sql import Column
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 _MASK = 0xFFFFFFFF
@@ -59,3 +59,14 @@ def placement_key(part: Column, partitions: int) -> Column:
     """The placement key of the partition numbers in ``part`` (0 <= part < partitions)."""
     keys = F.array(*[F.lit(key) for key in placement_keys(partitions)])
     return F.element_at(keys, part + 1)
+
+
+def by_part(index_df: DataFrame, partitions: int) -> DataFrame:
+    """The index table with index partition p in shuffle partition p (one row per task),
+    kept on disk (not on the JVM heap, which the tasks need to pass index rows to Python; the
+    OS page cache keeps hot partitions in memory anyway). Partitioned by the placement key so
+    that the miss join, on the same key, needs no index shuffle."""
+    from pyspark import StorageLevel
+
+    return index_df.repartition(partitions, placement_key(F.col("__part"), partitions)
+                                ).persist(StorageLevel.DISK_ONLY)

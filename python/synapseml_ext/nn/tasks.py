@@ -1,7 +1,9 @@
 """What runs on the executors: build one index per item partition, cut queries into blocks,
 search (block, index partition) pairs, with the executor's local copy of the partition
 (:mod:`.local_store`) or with its bytes; cut index rows into the pieces ``save()`` writes,
-and join them back at ``load()``.
+and join them back at ``load()``. With labels (filtered search), index rows carry the
+items' labels and blocks the queries' allowed labels (:mod:`.labels`), and a partition is
+searched among the allowed items only (:mod:`.filtered`).
 
 Each ``make_*`` factory runs on the driver and returns a function of plain values (nothing
 of the stage is pickled); the returned functions run inside ``mapInArrow`` tasks and import
@@ -17,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from synapseml_ext.nn import labels as labels_mod
 from synapseml_ext.nn.integrity import DIGEST, check_partition, partition_digest
 from synapseml_ext.nn.vectors import (
     ERROR_PREFIX,
@@ -28,6 +31,11 @@ from synapseml_ext.nn.vectors import (
 # Column names of the tables passed between stages (internal; users never see them).
 ID, VEC = "__id", "__vec"
 QIDS, QVECS = "__qids", "__qvecs"
+# Filtered search only (the Scala mirror's tables never have them): an item's label and a
+# query's allowed labels on the way in; a partition's labels in label order, and a block's
+# allowed labels per query.
+LABEL, COND = "__label", "__cond"
+LABELS, QCONDS = "__labels", "__qconds"
 PART, IDS, INDEX, INFO = "__part", "__ids", "__index", "__info"
 FOUND_QID, INDICES, DISTANCES = "__qid", "indices", "distances"
 # Query blocks a search task could not search (no local copy of its index partition).
@@ -53,15 +61,24 @@ def arrow_id_type(id_kind: str) -> Any:
     return pa.int64() if id_kind == "long" else pa.string()
 
 
-def index_schema(id_kind: str) -> str:
+def _labelled(column: str, label_kind: str | None, depth: int = 1) -> str:
+    """``, <column> array<...<label type>>`` for filtered search, else nothing."""
+    if label_kind is None:
+        return ""
+    return f", {column} {'array<' * depth}{spark_id_type(label_kind)}{'>' * depth}"
+
+
+def index_schema(id_kind: str, label_kind: str | None = None) -> str:
     """One row per item partition: its ids in label order, the serialised index, and what
-    was built (JSON :class:`~synapseml_ext.nn.engine.BuildInfo` plus the first id)."""
+    was built (JSON :class:`~synapseml_ext.nn.engine.BuildInfo` plus the first id); with
+    labels, the items' labels in label order too."""
     return (f"{PART} int, {IDS} array<{spark_id_type(id_kind)}>, {INDEX} binary, "
-            f"{INFO} string")
+            f"{INFO} string{_labelled(LABELS, label_kind)}")
 
 
-def block_schema(id_kind: str) -> str:
-    return f"{QIDS} array<{spark_id_type(id_kind)}>, {QVECS} binary"
+def block_schema(id_kind: str, label_kind: str | None = None) -> str:
+    return (f"{QIDS} array<{spark_id_type(id_kind)}>, {QVECS} binary"
+            f"{_labelled(QCONDS, label_kind, 2)}")
 
 
 def found_schema(query_kind: str, item_kind: str) -> str:
@@ -69,12 +86,13 @@ def found_schema(query_kind: str, item_kind: str) -> str:
             f"{DISTANCES} array<float>")
 
 
-def local_found_schema(query_kind: str, item_kind: str) -> str:
+def local_found_schema(query_kind: str, item_kind: str, label_kind: str | None = None) -> str:
     """What a search from local index copies returns: found rows (the miss columns null)
     and miss rows (the query blocks of a partition this executor holds no copy of; the
     found columns null)."""
     return (f"{found_schema(query_kind, item_kind)}, {MISS_PART} int, "
-            f"{QIDS} array<{spark_id_type(query_kind)}>, {QVECS} binary")
+            f"{QIDS} array<{spark_id_type(query_kind)}>, {QVECS} binary"
+            f"{_labelled(QCONDS, label_kind, 2)}")
 
 
 def _table(batches: Iterator[Any]):
@@ -117,6 +135,8 @@ def make_build_fn(cfg: dict[str, Any]) -> Callable:
         ids_np = ids_to_numpy(ids, cfg["id_kind"])
         _check_unique(ids_np)
         vectors = vectors_to_numpy(ids, table.column(VEC), "item", cfg["column"])
+        labels = (labels_mod.item_labels(table.column(LABEL), ids, cfg["label_kind"],
+                                         cfg["label_col"]) if cfg.get("label_kind") else None)
         context = TaskContext.get()
         part = context.partitionId() if context is not None else 0
         built = engine.build_index(vectors, cfg["algorithm"], cfg["metric"], cfg["params"],
@@ -125,20 +145,21 @@ def make_build_fn(cfg: dict[str, Any]) -> Callable:
         blob = engine.serialize(built)
         id_type = arrow_id_type(cfg["id_kind"])
         ids_row = pa.array([in_label_order.tolist()], pa.list_(id_type))
+        labels_row = None if labels is None else labels_mod.in_label_order(labels, built.order)
         info = {**built.info.to_dict(), "first_id": _plain(ids_np[0]),
-                DIGEST: partition_digest(blob, ids_row[0].values)}
+                DIGEST: partition_digest(blob, ids_row[0].values,
+                                         None if labels_row is None else labels_row[0].values)}
         record_event("nn_build", partition=part, n=built.info.n, kind=built.info.kind,
                      search=built.info.search, recall=built.info.calibration_recall,
                      seconds=built.info.seconds)
         engine.log.info("partition %d: built %s index over %d items in %.2fs (%s, calibration "
                         "recall %s)", part, built.info.kind, built.info.n, built.info.seconds,
                         built.info.search or built.info.params, built.info.calibration_recall)
-        row = pa.RecordBatch.from_arrays(
-            [pa.array([part], pa.int32()),
-             ids_row,
-             pa.array([blob.tobytes()], pa.binary()),
-             pa.array([json.dumps(info)], pa.string())],
-            [PART, IDS, INDEX, INFO])
+        columns = [pa.array([part], pa.int32()), ids_row, pa.array([blob.tobytes()], pa.binary()),
+                   pa.array([json.dumps(info)], pa.string())]
+        labelled = labels_row is not None
+        row = pa.RecordBatch.from_arrays(columns + ([labels_row] if labelled else []),
+                                         [PART, IDS, INDEX, INFO] + ([LABELS] if labelled else []))
         _keep_locally(cfg, part, row)
         yield row
 
@@ -178,11 +199,11 @@ def saved_index_options() -> dict[str, str]:
             "parquet.page.size.row.check.min": "1", "parquet.page.size.row.check.max": "1"}
 
 
-def saved_index_schema(id_kind: str) -> str:
+def saved_index_schema(id_kind: str, label_kind: str | None = None) -> str:
     """The index table as saved: pieces of each partition's index bytes, numbered by CHUNK,
-    with the ids and info on piece 0 only."""
+    with the ids, info (and labels) on piece 0 only."""
     return (f"{PART} int, {CHUNK} int, {IDS} array<{spark_id_type(id_kind)}>, {INDEX} binary, "
-            f"{INFO} string")
+            f"{INFO} string{_labelled(LABELS, label_kind)}")
 
 
 def make_save_chunks_fn(cfg: dict[str, Any]) -> Callable:
@@ -205,16 +226,24 @@ def make_save_chunks_fn(cfg: dict[str, Any]) -> Callable:
                 # The count travels in piece 0's info, so that the load can tell a missing
                 # last piece from a shorter index.
                 info = {**json.loads(first.column(INFO)[0].as_py()), PIECES: count}
+                on_first = [c for c in (IDS, LABELS) if c in batch.schema.names]
                 yield pa.RecordBatch.from_arrays(
                     [pa.array(np.full(count, batch.column(PART)[row].as_py(), np.int32)),
                      pa.array(np.arange(count, dtype=np.int32)),
-                     pa.concat_arrays([first.column(IDS),
-                                       pa.nulls(count - 1, first.column(IDS).type)]),
+                     _first_only(first, IDS, count),
                      chunks,
-                     pa.array([json.dumps(info)] + [None] * (count - 1), pa.string())],
-                    [PART, CHUNK, IDS, INDEX, INFO])
+                     pa.array([json.dumps(info)] + [None] * (count - 1), pa.string()),
+                     *[_first_only(first, c, count) for c in on_first[1:]]],
+                    [PART, CHUNK, IDS, INDEX, INFO, *on_first[1:]])
 
     return pieces
+
+
+def _first_only(first: Any, column: str, count: int) -> Any:
+    """``first``'s value of ``column`` on piece 0, nulls on the other ``count - 1`` pieces."""
+    import pyarrow as pa
+
+    return pa.concat_arrays([first.column(column), pa.nulls(count - 1, first.column(column).type)])
 
 
 def make_join_chunks_fn(cfg: dict[str, Any]) -> Callable:
@@ -262,8 +291,10 @@ def _joined(cfg: dict[str, Any], part: int, pieces: list[Any], first: Any) -> An
     # One copy of the index bytes (the join), wrapped as the binary value without another.
     blob = pa.py_buffer(b"".join(pieces))
     digests = cfg.get("digests")
+    labels = first.column(LABELS) if LABELS in first.schema.names else None
     if digests is not None or DIGEST in info:
-        actual = partition_digest(blob, first.column(IDS)[0].values)
+        actual = partition_digest(blob, first.column(IDS)[0].values,
+                                  None if labels is None else labels[0].values)
         where = f"the saved model at {cfg.get('path') or '(unknown path)'}"
         check_partition(part, actual, info.get(DIGEST), where)
         check_partition(part, actual, (digests or {}).get(str(part), actual), where)
@@ -271,8 +302,8 @@ def _joined(cfg: dict[str, Any], part: int, pieces: list[Any], first: Any) -> An
     row = pa.RecordBatch.from_arrays(
         [pa.array([part], pa.int32()), first.column(IDS),
          pa.Array.from_buffers(pa.binary(), 1, [None, offsets, blob]),
-         pa.array([json.dumps(info)], pa.string())],
-        [PART, IDS, INDEX, INFO])
+         pa.array([json.dumps(info)], pa.string())] + ([labels] if labels is not None else []),
+        [PART, IDS, INDEX, INFO] + ([LABELS] if labels is not None else []))
     pieces.clear()
     _keep_locally(cfg, part, row)
     return row
@@ -294,13 +325,18 @@ def make_block_fn(cfg: dict[str, Any]) -> Callable:
         vectors = np.ascontiguousarray(vectors, np.float32)
         id_type = arrow_id_type(cfg["id_kind"])
         flat_ids = pa.concat_arrays([c.cast(id_type) for c in ids.chunks])
+        conds = (labels_mod.query_conditions(table.column(COND), flat_ids, cfg["label_kind"],
+                                             cfg["cond_col"]) if cfg.get("label_kind") else None)
         rows = max(1, cfg.get("block_bytes", BLOCK_BYTES) // max(1, 4 * cfg["dim"]))
         for lo in range(0, len(flat_ids), rows):
             part_ids = flat_ids.slice(lo, rows)
-            yield pa.RecordBatch.from_arrays(
-                [pa.ListArray.from_arrays(pa.array([0, len(part_ids)], pa.int32()), part_ids),
-                 pa.array([vectors[lo: lo + rows].tobytes()], pa.binary())],
-                [QIDS, QVECS])
+            columns = [pa.ListArray.from_arrays(pa.array([0, len(part_ids)], pa.int32()), part_ids),
+                       pa.array([vectors[lo: lo + rows].tobytes()], pa.binary())]
+            if conds is not None:
+                part_conds = conds.slice(lo, rows)
+                columns.append(pa.ListArray.from_arrays(pa.array([0, len(part_conds)], pa.int32()),
+                                                        part_conds))
+            yield pa.RecordBatch.from_arrays(columns, [QIDS, QVECS, QCONDS][: len(columns)])
 
     return block
 
@@ -338,7 +374,8 @@ def _searcher(cfg: dict[str, Any], local: bool) -> Callable:
     def search(batches: Iterator[Any]) -> Iterator[Any]:
         _threads()
         loaded = _LoadedIndex(cfg)
-        pending: list[tuple[Any, np.ndarray]] = []  # (query ids, query vectors) per block
+        # (query ids, query vectors, allowed labels or None) per block
+        pending: list[tuple[Any, np.ndarray, Any]] = []
         for batch in batches:
             for row in range(batch.num_rows):
                 part = batch.column(PART)[row].as_py()
@@ -349,11 +386,14 @@ def _searcher(cfg: dict[str, Any], local: bool) -> Callable:
                     else:
                         loaded.load(part, batch, row)
                 qvecs = np.frombuffer(batch.column(QVECS)[row].as_buffer(), dtype=np.float32)
-                pending.append((batch.column(QIDS)[row].values, qvecs.reshape(-1, cfg["dim"])))
+                conds = (batch.column(QCONDS)[row].values if QCONDS in batch.schema.names
+                         else None)
+                pending.append((batch.column(QIDS)[row].values, qvecs.reshape(-1, cfg["dim"]),
+                                conds))
                 # Misses go back as they came, in a few large rows.
                 limit = (cfg.get("search_bytes", SEARCH_BYTES) if loaded.index is not None
                          else cfg.get("miss_bytes", MISS_BYTES))
-                if sum(q.nbytes for _, q in pending) >= limit:
+                if sum(q.nbytes for _, q, _ in pending) >= limit:
                     yield from _flush(loaded, pending, cfg, local)
         yield from _flush(loaded, pending, cfg, local)
 
@@ -370,6 +410,7 @@ class _LoadedIndex:
         self.part: int | None = None
         self.index: Any = None
         self.ids: np.ndarray | None = None
+        self.labels: np.ndarray | None = None  # the items' labels in label order, if any
 
     def load(self, part: int, batch: Any, row: int) -> None:
         """From the bytes on ``batch[row]`` (kept locally as well)."""
@@ -385,7 +426,7 @@ class _LoadedIndex:
         """From this executor's local copy; ``index`` stays None where there is none."""
         from synapseml_ext.nn import local_store
 
-        self.index = self.ids = None
+        self.index = self.ids = self.labels = None
         self.part = part
         token = self.cfg.get("token")
         stored = local_store.read(token, part) if token else None
@@ -399,7 +440,7 @@ class _LoadedIndex:
         from synapseml_ext.nn import engine
 
         started = time.perf_counter()
-        self.index = self.ids = None  # one index in memory at a time
+        self.index = self.ids = self.labels = None  # one index in memory at a time
         info = json.loads(stored.column(INFO)[0].as_py())
         info.pop("first_id", None)
         info.pop(DIGEST, None)
@@ -412,6 +453,8 @@ class _LoadedIndex:
         ids = ids_to_numpy(stored.column(IDS)[0].values, self.item_kind)
         pad = LONG_MAX if self.item_kind == "long" else None
         self.ids = np.append(ids, np.array([pad], dtype=ids.dtype))  # label -1 -> the pad
+        if LABELS in stored.schema.names and self.cfg.get("label_kind"):
+            self.labels = ids_to_numpy(stored.column(LABELS)[0].values, self.cfg["label_kind"])
         self.part = part
         record_event("nn_load", partition=part, source=source,
                      seconds=time.perf_counter() - started)
@@ -421,8 +464,8 @@ def _index_row(batch: Any, row: int) -> Any:
     """Row ``row`` of ``batch`` as a one-row batch of the columns an index copy keeps."""
     import pyarrow as pa
 
-    return pa.RecordBatch.from_arrays([batch.column(c).slice(row, 1) for c in (IDS, INDEX, INFO)],
-                                      [IDS, INDEX, INFO])
+    kept = [c for c in (IDS, INDEX, INFO, LABELS) if c in batch.schema.names]
+    return pa.RecordBatch.from_arrays([batch.column(c).slice(row, 1) for c in kept], kept)
 
 
 def _keep_locally(cfg: dict[str, Any], part: int, row: Any) -> None:
@@ -432,8 +475,8 @@ def _keep_locally(cfg: dict[str, Any], part: int, row: Any) -> None:
         local_store.write(cfg["token"], part, row, int(cfg.get("store_limit", local_store.AUTO)))
 
 
-def _flush(loaded: _LoadedIndex, pending: list[tuple[Any, np.ndarray]], cfg: dict[str, Any],
-           local: bool) -> Iterator[Any]:
+def _flush(loaded: _LoadedIndex, pending: list[tuple[Any, np.ndarray, Any]],
+           cfg: dict[str, Any], local: bool) -> Iterator[Any]:
     if not pending:
         return
     if loaded.index is not None:
@@ -442,24 +485,37 @@ def _flush(loaded: _LoadedIndex, pending: list[tuple[Any, np.ndarray]], cfg: dic
         yield _misses(loaded.part, pending, cfg)
 
 
-def _misses(part: int, pending: list[tuple[Any, np.ndarray]], cfg: dict[str, Any]) -> Any:
+def _misses(part: int, pending: list[tuple[Any, np.ndarray, Any]], cfg: dict[str, Any]) -> Any:
     """The pending blocks as one miss row of partition ``part``; empties ``pending``."""
     import pyarrow as pa
 
-    qids = pa.concat_arrays([ids for ids, _ in pending])
-    vectors = b"".join(q.tobytes() for _, q in pending)
+    qids = pa.concat_arrays([ids for ids, _, _ in pending])
+    vectors = b"".join(q.tobytes() for _, q, _ in pending)
+    conds = _pending_conditions(pending)
     pending.clear()
     query_type = arrow_id_type(cfg["query_kind"])
     item_type = arrow_id_type(cfg["item_kind"])
+    columns = [pa.nulls(1, query_type), pa.nulls(1, pa.list_(item_type)),
+               pa.nulls(1, pa.list_(pa.float32())), pa.array([part], pa.int32()),
+               pa.ListArray.from_arrays(pa.array([0, len(qids)], pa.int32()),
+                                        qids.cast(query_type)),
+               pa.array([vectors], pa.binary())]
+    if conds is not None:
+        columns.append(pa.ListArray.from_arrays(pa.array([0, len(conds)], pa.int32()), conds))
     return pa.RecordBatch.from_arrays(
-        [pa.nulls(1, query_type), pa.nulls(1, pa.list_(item_type)),
-         pa.nulls(1, pa.list_(pa.float32())), pa.array([part], pa.int32()),
-         pa.ListArray.from_arrays(pa.array([0, len(qids)], pa.int32()), qids.cast(query_type)),
-         pa.array([vectors], pa.binary())],
-        [FOUND_QID, INDICES, DISTANCES, MISS_PART, QIDS, QVECS])
+        columns, [FOUND_QID, INDICES, DISTANCES, MISS_PART, QIDS, QVECS, QCONDS][: len(columns)])
 
 
-def _search_pending(loaded: _LoadedIndex, pending: list[tuple[Any, np.ndarray]],
+def _pending_conditions(pending: list[tuple[Any, np.ndarray, Any]]) -> Any:
+    """The pending blocks' allowed labels, one list per query (None without a filter)."""
+    import pyarrow as pa
+
+    if pending[0][2] is None:
+        return None
+    return pa.concat_arrays([conds for _, _, conds in pending])
+
+
+def _search_pending(loaded: _LoadedIndex, pending: list[tuple[Any, np.ndarray, Any]],
                     cfg: dict[str, Any], local: bool = False) -> Iterator[Any]:
     """Search the pending blocks against the loaded index together, and empty ``pending``."""
     import pyarrow as pa
@@ -471,11 +527,15 @@ def _search_pending(loaded: _LoadedIndex, pending: list[tuple[Any, np.ndarray]],
         return
     started = time.perf_counter()
     k, metric = cfg["k"], cfg["metric"]
-    qids = pa.concat_arrays([ids for ids, _ in pending])
-    queries = pending[0][1] if len(pending) == 1 else np.concatenate([q for _, q in pending])
+    qids = pa.concat_arrays([ids for ids, _, _ in pending])
+    queries = pending[0][1] if len(pending) == 1 else np.concatenate([q for _, q, _ in pending])
+    conds = _pending_conditions(pending)
     pending.clear()
     queries = engine.prepare_vectors(queries, metric)
-    distances, labels = loaded.index.search(queries, k, cfg["search"])
+    if conds is None:
+        distances, labels = loaded.index.search(queries, k, cfg["search"])
+    else:
+        distances, labels = _filtered(loaded, queries, conds, cfg)
     labels = np.where(labels < 0, len(loaded.ids) - 1, labels)
     record_event("nn_search", partition=loaded.part, queries=len(queries), task=_task_name(),
                  seconds=time.perf_counter() - started)
@@ -490,7 +550,23 @@ def _search_pending(loaded: _LoadedIndex, pending: list[tuple[Any, np.ndarray]],
         columns += [pa.nulls(len(qids), pa.int32()), pa.nulls(len(qids), pa.list_(query_type)),
                     pa.nulls(len(qids), pa.binary())]
         names += [MISS_PART, QIDS, QVECS]
+        if conds is not None:
+            columns.append(pa.nulls(len(qids), pa.list_(conds.type)))
+            names.append(QCONDS)
     yield pa.RecordBatch.from_arrays(columns, names)
+
+
+def _filtered(loaded: _LoadedIndex, queries: np.ndarray, conds: Any, cfg: dict[str, Any]
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Each query's top-k among the partition's items whose label it allows."""
+    from synapseml_ext.nn import filtered
+
+    if loaded.labels is None:
+        raise RuntimeError(f"index partition {loaded.part} has no labels: the model was "
+                           "fitted without labelCol")
+    return filtered.search(loaded.index, loaded.labels, queries,
+                           labels_mod.allowed_sets(conds, cfg["label_kind"]), cfg["k"],
+                           cfg["search"])
 
 
 def _task_name() -> str | None:

@@ -1,4 +1,5 @@
-"""Arrow columns of ids and vectors -> numpy, with errors that name the offending id."""
+"""Arrow columns of ids and vectors -> numpy, with errors that name the offending id (and
+the driver-side context that turns such an executor error back into a ValueError)."""
 
 from __future__ import annotations
 
@@ -82,3 +83,21 @@ def _first_true(mask) -> int:
 def _id(ids, row: int) -> Any:
     value = ids[row].as_py()
     return repr(value) if isinstance(value, str) else value
+
+
+class DataErrors:
+    """Driver side: an executor's data error (an exception text starting with
+    ``synapseml-ext:``) becomes a ``ValueError`` with that message."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, error, tb) -> bool:
+        import re
+
+        if error is None:
+            return False
+        match = re.search(re.escape(ERROR_PREFIX) + r"[^\n]*", str(error))
+        if match and not isinstance(error, ValueError):
+            raise ValueError(match.group(0)) from error
+        return False

@@ -1,0 +1,146 @@
+"""Saving and loading a fitted model: ``metadata/`` as ``DefaultParamsWriter`` writes it
+(plus the build summary), ``data/items`` and ``data/indexes`` as parquet, the index rows in
+pieces (:data:`~synapseml_ext.nn.tasks.SAVE_CHUNK_BYTES`), joined back and checked at load.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pyspark.ml.util import DefaultParamsReader, DefaultParamsWriter, MLReader, MLWriter
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from synapseml_ext.nn import integrity, local_store, tasks
+from synapseml_ext.nn.params import scala_readable_metadata
+from synapseml_ext.nn.placement import by_part, placement_key
+from synapseml_ext.nn.plan import store_limit
+from synapseml_ext.nn.vectors import ERROR_PREFIX, DataErrors
+
+
+class EstimatorWriter(DefaultParamsWriter):
+    """The estimator's metadata without the defaults of Python-only Params (so Scala loads
+    a stage that does not set them)."""
+
+    def saveImpl(self, path: str) -> None:
+        DefaultParamsWriter.saveMetadata(scala_readable_metadata(self.instance), path, self.sc)
+
+
+class ModelWriter(MLWriter):
+    """metadata/ as DefaultParamsWriter writes it (plus the build summary), data/items and
+    data/indexes as parquet."""
+
+    def __init__(self, instance: Any) -> None:
+        super().__init__()
+        self.instance = instance
+
+    def saveImpl(self, path: str) -> None:
+        model = self.instance
+        DefaultParamsWriter.saveMetadata(scala_readable_metadata(model), path, self.sc,
+                                         extraMetadata={"summary": model._summary})
+        mode = "overwrite" if self.shouldOverwrite else "errorifexists"
+        model._item_df.write.mode(mode).parquet(f"{path}/data/items")
+        # In pieces (tasks.SAVE_CHUNK_BYTES), uncompressed: faiss' float data does not
+        # compress, and parquet 1.13's snappy reader grows its input buffer one 4 KB step at a
+        # time (PARQUET-2429), so the first read of a ~190 MB index row took 150 s per JVM
+        # (2.3 s uncompressed; docs/ann.md).
+        _save_chunks(model._index_df, model._summary["id_kind"],
+                     model._summary.get("label_kind")).write.mode(mode).options(
+            **tasks.saved_index_options()).parquet(f"{path}/data/indexes")
+
+
+class ModelReader(MLReader):
+    def __init__(self, cls: type) -> None:
+        super().__init__()
+        self.cls = cls
+
+    def load(self, path: str) -> Any:
+        where = f"the saved model at {path}"
+        with SavedDataErrors(where):
+            metadata = DefaultParamsReader.loadMetadata(path, self.sc)
+        model = self.cls()
+        model._resetUid(metadata["uid"])
+        DefaultParamsReader.getAndSetParams(model, metadata)
+        spark = SparkSession.builder.getOrCreate()
+        summary = metadata["summary"]
+        with SavedDataErrors(where):
+            indexes = read_saved(spark, f"{path}/data/indexes")
+            items = read_saved(spark, f"{path}/data/items")
+            if "parts" not in summary:  # saved before local index copies: the table's parts
+                summary["parts"] = sorted(row[0] for row in indexes.select(tasks.PART).collect())
+        # A token per load, never the saved one: a local copy made from other bytes under the
+        # same token (the model saved earlier in this application, then altered) is not used.
+        summary["token"] = local_store.new_token()
+        partitions = summary.setdefault("index_partitions", max(summary["parts"]) + 1)
+        if tasks.CHUNK in indexes.columns:
+            indexes = _joined_chunks(indexes, summary, store_limit(spark), path)
+        indexes = by_part(indexes, partitions)
+        with DataErrors(), SavedDataErrors(where):
+            # Read now, as fit builds now (the first search finds local copies); the join
+            # checked each partition's digest, the driver checks that none is missing.
+            found = [row[0] for row in indexes.select(tasks.PART).collect()]
+            integrity.check_parts(found, summary["parts"], where)
+            if "items" in summary and items.count() != summary["items"]:
+                raise ValueError(f"{ERROR_PREFIX} {where} holds {items.count()} items where "
+                                 f"{summary['items']} were saved: files of its data/items are "
+                                 "missing; restore them from a copy, or fit and save the model "
+                                 "again")
+        model._set_state(items, indexes, summary, "loaded")
+        return model
+
+
+class SavedDataErrors:
+    """A saved table Spark cannot read (a damaged parquet footer or page, a missing file)
+    as one line naming the model, instead of the reader's stack trace."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, error, tb) -> bool:
+        if error is None or isinstance(error, ValueError) or ERROR_PREFIX in str(error):
+            return False
+        text = str(error)
+        # The root cause (the last "Caused by:" of the Java trace: a checksum or decoding
+        # error), else the Java exception's own message, not py4j's "An error occurred ...".
+        causes = re.findall(r"Caused by: [\w.$]+: ([^\n]+)", text)
+        cause = re.search(r"(?:Exception|Error): ([^\n]+)", text)
+        reason = (causes[-1] if causes else cause.group(1) if cause
+                  else text.strip().splitlines()[0] if text.strip() else "")
+        raise ValueError(f"{ERROR_PREFIX} {self.where} cannot be read ({reason[:300]}): it is "
+                         "damaged or incomplete; restore it from a copy, or fit and save the "
+                         "model again") from error
+
+
+def read_saved(spark: SparkSession, path: str) -> DataFrame:
+    """A saved parquet table, its page checksums verified (parquet writes them; Spark's
+    reader skips the check unless asked, and object stores keep no ``.crc`` files)."""
+    return spark.read.option("parquet.page.verify-checksum.enabled", "true").parquet(path)
+
+
+def _save_chunks(index_df: DataFrame, id_kind: str, label_kind: str | None) -> DataFrame:
+    """The index table as saved: each index row in pieces (ids, info and labels on piece 0),
+    so that no parquet value is larger than tasks.SAVE_CHUNK_BYTES."""
+    columns = [tasks.PART, tasks.IDS, tasks.INDEX, tasks.INFO]
+    return index_df.select(*columns, *([tasks.LABELS] if label_kind else [])).mapInArrow(
+        tasks.make_save_chunks_fn({"chunk_bytes": tasks.SAVE_CHUNK_BYTES}),
+        tasks.saved_index_schema(id_kind, label_kind))
+
+
+def _joined_chunks(pieces: DataFrame, summary: dict[str, Any], limit: int, path: str
+                   ) -> DataFrame:
+    """A saved table's pieces joined back into one index row per partition, each kept in
+    the local store of the executor that joined it (as the build keeps its own)."""
+    partitions = summary["index_partitions"]
+    label_kind = summary.get("label_kind")
+    placed = (pieces.repartition(partitions, placement_key(F.col(tasks.PART), partitions))
+              .sortWithinPartitions(tasks.PART, tasks.CHUNK)
+              .select(tasks.PART, tasks.CHUNK, tasks.IDS, tasks.INDEX, tasks.INFO,
+                      *([tasks.LABELS] if label_kind else [])))
+    cfg = {"token": summary["token"], "store_limit": limit,
+           "digests": summary.get("digests"), "path": path}
+    return placed.mapInArrow(tasks.make_join_chunks_fn(cfg),
+                             tasks.index_schema(summary["id_kind"], label_kind))
