@@ -43,6 +43,7 @@ def _one_line_error(done: subprocess.CompletedProcess, *fragments: str) -> str:
     return errors[0]
 
 
+@pytest.mark.spark
 def test_quickstart_prints_the_nearest_reviews(cache_dir):
     done = _run(["quickstart", "--runtime", "onnx"], cache_dir)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -59,6 +60,7 @@ def test_quickstart_prints_the_nearest_reviews(cache_dir):
                                                            "rancid", "gross", "vile"))
 
 
+@pytest.mark.spark
 @pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
 def test_embed_writes_parquet_in_order(tmp_path, fmt, minilm_dir, cache_dir):
     texts = ["Crème brûlée, the best dessert", None, "stale, rancid crackers", "ok",
@@ -76,7 +78,9 @@ def test_embed_writes_parquet_in_order(tmp_path, fmt, minilm_dir, cache_dir):
                  str(out_dir), "--model", minilm_dir, "--runtime", "onnx"], cache_dir)
     assert done.returncode == 0, done.stderr[-3000:]
     closing = done.stdout.strip().splitlines()[-1]
-    assert closing.startswith(f"embedded {len(texts)} rows (3 null)")
+    assert closing.startswith(f"embedded {len(texts)} rows (3 null) into {out_dir} in ")
+    # Start-up (Spark, model load) apart from the embedding's own time and rates.
+    assert "s (start-up " in closing and "s, embedding " in closing
     assert "rows/s" in closing and "tokens/s" in closing and "runtime=onnx" in closing
     assert "precision=fp32" in closing
     result = pd.read_parquet(out_dir)
@@ -88,6 +92,7 @@ def test_embed_writes_parquet_in_order(tmp_path, fmt, minilm_dir, cache_dir):
     assert cosines(np.stack(present["embeddings"].to_numpy()), expected).min() >= 0.9999
 
 
+@pytest.mark.spark
 def test_embed_reports_a_missing_column(tmp_path, minilm_dir, cache_dir):
     source = tmp_path / "in.csv"
     pd.DataFrame({"text": ["a"]}).to_csv(source, index=False)
@@ -136,6 +141,7 @@ def _damaged_model(minilm_dir: str, target: Path) -> Path:
     return target
 
 
+@pytest.mark.spark
 def test_failed_run_leaves_nothing_and_retry_and_overwrite_work(tmp_path, minilm_dir,
                                                                   cache_dir):
     work = tmp_path / "work"

@@ -235,6 +235,36 @@ def _plain(*args: str):
     return lambda root: (list(args), None)
 
 
+def _table(root: Path) -> Path:
+    """A folder as `embed` writes it (a parquet part and its marker), for `search`."""
+    import pandas as pd
+
+    from synapseml_ext._spark import bundled_model_dir
+
+    table = root / "table"
+    table.mkdir()
+    pd.DataFrame({"Id": [1, 2], "Text": ["Chocolate cake", "Rancid nuts"],
+                  "embeddings": [[1.0, 0.0], [0.0, 1.0]]}).to_parquet(table / "part-00000.parquet")
+    marker = {"tool": "synapseml-ext", "command": "embed", "text_col": "Text",
+              "output_col": "embeddings", "model": bundled_model_dir(), "format": "parquet",
+              "id_col": "Id", "columns": ["Id", "Text", "embeddings"],
+              "files": ["part-00000.parquet"]}
+    (table / "_SYNAPSEML_EXT_OUTPUT").write_text(json.dumps(marker))
+    return table
+
+
+def _search(root: Path, table: Path, *extra: str) -> list[str]:
+    return ["search", "--table", str(table), "--query", "chocolate", "--cache-dir",
+            str(root / "cache"), *extra]
+
+
+def _search_foreign_output(root: Path):
+    out = root / "results"
+    out.mkdir()
+    (out / "report.xlsx").write_bytes(b"PK\x03\x04 someone's report")
+    return _search(root, _table(root), "--output", str(out), "--overwrite"), out
+
+
 CLI_CASES = [
     Case("CLI", "`--overwrite` onto the folder that holds the input (the reported data loss)",
          "refused before Spark, input and notes kept", cli_case(_issue_data_loss)),
@@ -285,6 +315,19 @@ CLI_CASES = [
                     "fp16"], r / "out"))),
     Case("CLI", "read-only `--cache-dir`", "one line: pass a writable directory",
          cli_case(_read_only_cache)),
+    Case("CLI", "embed: `--id-col` the input lacks", "one line naming the columns there are",
+         cli_case(lambda r: ([*_embed(r, _reviews(r), r / "out"), "--id-col", "id"],
+                             r / "out"))),
+    Case("CLI", "search: `--table` that does not exist", "one line before Spark starts",
+         cli_case(lambda r: (_search(r, r / "nope"), None))),
+    Case("CLI", "search: a folder without the embed marker as `--table`",
+         "one line naming the options to pass", cli_case(
+             lambda r: (_search(r, (r / "data", (r / "data").mkdir(),
+                                    _reviews(r / "data"))[0]), None))),
+    Case("CLI", "search: `--id-col` the table lacks", "one line naming the columns there are",
+         cli_case(lambda r: (_search(r, _table(r), "--id-col", "id"), None))),
+    Case("CLI", "search: `--output` a folder synapseml-ext did not write",
+         "refused: replaces only its own output", cli_case(_search_foreign_output)),
 ]
 
 

