@@ -17,7 +17,7 @@ VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' pyproject.toml)
 JAR     := target/scala-2.12/synapseml-ext_2.12-$(VERSION).jar
 JAR213  := target/scala-2.13/synapseml-ext_2.13-$(VERSION).jar
 
-.PHONY: setup quickstart test test-python test-python-spark35 test-scala test-install dist lint clean
+.PHONY: test-fast setup quickstart test test-python test-python-spark35 test-scala test-install dist lint clean
 
 setup: $(STAMP) $(STAMP35)
 
@@ -47,14 +47,19 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check python tests tools
 
 test-python: $(STAMP) $(STAMP35)  # STAMP35: tests/test_spark_lines.py loads models on the other line
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=15
+
+# The edit loop: every test that starts no Spark and is not marked slow (a few minutes);
+# `make test` still runs everything.
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not spark and not slow and not install" --durations=10
 
 # The 3.5 line: every test that touches Spark APIs (the stages, the bridge, persistence,
 # Connect, the standalone cluster, the CLI); the Spark-free engine tests run once, above.
 SPARK_TESTS := tests/test_embedder.py tests/test_cli.py tests/test_bridge_nn.py \
 	tests/test_nn_search.py tests/test_nn_errors.py tests/test_nn_integrity.py \
 	tests/test_nn_local_store.py tests/test_nn_placement.py tests/test_connect.py \
-	tests/test_standalone_cluster.py tests/test_scala_interop.py
+	tests/test_standalone_cluster.py tests/test_scala_interop.py tests/test_nn_dropin.py
 test-python-spark35: $(STAMP35)
 	$(PY35) -m pytest $(SPARK_TESTS)
 

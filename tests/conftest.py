@@ -86,3 +86,11 @@ def st_minilm(minilm_dir):
 def st_reference(st_minilm, review_texts):
     """sentence-transformers' own fp32 embeddings of the 1000 reviews."""
     return st_minilm.encode(review_texts, batch_size=32, convert_to_numpy=True)
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """Tests that use the shared Spark session are ``spark`` tests (``make test-fast`` leaves
+    them out, with the ones marked ``spark`` or ``slow`` by their module)."""
+    for item in items:
+        if "spark" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.spark)

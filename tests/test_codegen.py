@@ -10,6 +10,7 @@ from synapseml_ext.bridge.names import STAGES
 from synapseml_ext.codegen import HEADER, generate, stale_files
 from synapseml_ext.codegen.__main__ import main as codegen_main
 from synapseml_ext.codegen.model import NO_DEFAULT, read_stage, scala_literal
+from synapseml_ext.codegen.reference import MARKDOWN_HEADER
 from synapseml_ext.hf import HuggingFaceSentenceEmbedder
 
 from conftest import REPO
@@ -35,7 +36,9 @@ def test_check_fails_and_shows_the_diff_when_a_stub_was_edited(tmp_path, capsys)
 
 def test_generated_files_say_so_and_stale_ones_are_found(tmp_path):
     files = generate(tmp_path)
-    assert all(text.startswith(HEADER + "\n") for text in files.values())
+    for path, text in files.items():
+        assert text.startswith((MARKDOWN_HEADER if path.suffix == ".md" else HEADER) + "\n")
+    assert {path.suffix for path in files} == {".scala", ".md"}
     orphan = tmp_path / "scala/src/main/scala/io/github/synapsemlext/hf/Gone.scala"
     orphan.parent.mkdir(parents=True)
     orphan.write_text(HEADER + "\n")
@@ -82,3 +85,19 @@ def test_unknown_type_converters_are_refused_by_name(monkeypatch):
 ])
 def test_scala_literals(value, literal):
     assert scala_literal(value) == literal
+
+
+def test_reference_lists_every_param_and_flag():
+    from synapseml_ext.cli import _parser
+    from synapseml_ext.nn import ApproximateNearestNeighbors
+
+    text = (REPO / "docs" / "reference.md").read_text(encoding="utf-8")
+    for stage in (HuggingFaceSentenceEmbedder(), ApproximateNearestNeighbors()):
+        for param in stage.params:
+            assert f"| `{param.name}` |" in text, param.name
+    commands = _parser()._subparsers._group_actions[0].choices
+    for name, sub in commands.items():
+        assert f"### `synapseml-ext {name}`" in text
+        for action in sub._actions:
+            for flag in action.option_strings:
+                assert f"`{flag}`" in text or flag in ("-h", "--help"), (name, flag)

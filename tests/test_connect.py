@@ -17,8 +17,11 @@ import subprocess
 import sys
 
 import pyspark
+import pytest
 
 from conftest import REPO
+
+pytestmark = pytest.mark.spark  # starts a Spark Connect server
 
 # "" on Spark 4: the server's jar is among pyspark's own.
 CONNECT_PACKAGE = ("org.apache.spark:spark-connect_2.12:3.5.7"

@@ -319,6 +319,7 @@ def test_openai_format_through_our_server(minilm_dir, cache_dir, our_server):
     assert encoder.stats.tokens > len(texts)
 
 
+@pytest.mark.spark
 def test_cli_embed_through_our_server(tmp_path, minilm_dir, our_server):
     import subprocess
     import sys

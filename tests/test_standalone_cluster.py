@@ -11,12 +11,15 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from synapseml_ext.engine import EncoderSpec, SentenceEncoder
 
 from conftest import REPO
 from helpers import cosines, read_events
 from standalone import standalone_cluster
+
+pytestmark = pytest.mark.spark  # starts a standalone cluster
 
 # Every driver script starts with this: a session on the cluster whose executors run this
 # Python with the package and the event log; argv: master, python, out, PYTHONPATH, events.

@@ -1,5 +1,5 @@
 """Writes the Scala stubs of the bridged Python stages (the reverse of SynapseML's
-Scala -> Python codegen).
+Scala -> Python codegen), and docs/reference.md (every Param and CLI flag).
 
 For each generated stage in :data:`synapseml_ext.bridge.names.STAGES` it reads the Python class's Params
 (name, doc, typeConverter, default, whether unset is meaningful, value rules) and schema
@@ -14,11 +14,13 @@ from pathlib import Path
 
 from synapseml_ext.bridge.names import STAGES
 from synapseml_ext.codegen.model import read_stage
+from synapseml_ext.codegen.reference import render_reference
 from synapseml_ext.codegen.scala import HEADER, render_stage
 
 __all__ = ["HEADER", "default_root", "generate", "stale_files"]
 
 SCALA_SOURCES = Path("scala") / "src" / "main" / "scala"
+REFERENCE = Path("docs") / "reference.md"  # every Param and CLI flag, from the code
 
 
 def default_root() -> Path:
@@ -36,6 +38,7 @@ def generate(root: Path) -> dict[Path, str]:
         stage = read_stage(bridged)
         path = root / SCALA_SOURCES / Path(*bridged.scala_class.split(".")).with_suffix(".scala")
         files[path] = render_stage(stage)
+    files[root / REFERENCE] = render_reference()
     return files
 
 

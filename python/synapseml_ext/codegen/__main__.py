@@ -1,4 +1,5 @@
-"""``python -m synapseml_ext.codegen [--check] [--root DIR]``: write the Scala stubs, or with
+"""``python -m synapseml_ext.codegen [--check] [--root DIR]``: write the Scala stubs and
+docs/reference.md, or with
 ``--check`` fail (exit 1, showing the diff) when the checked-in files differ."""
 
 from __future__ import annotations
@@ -48,10 +49,10 @@ def _check(root: Path, files: dict[Path, str], stale: list[Path]) -> int:
         problems += 1
         print(f"{path.relative_to(root)}: generated file that no stage generates any more")
     if problems:
-        print(f"\n{problems} generated Scala file(s) out of date: run "
+        print(f"\n{problems} generated file(s) out of date: run "
               "`python -m synapseml_ext.codegen` and commit the result", file=sys.stderr)
         return 1
-    print(f"generated Scala files up to date ({len(files)} checked)")
+    print(f"generated files up to date ({len(files)} checked)")
     return 0
 
 

@@ -43,6 +43,7 @@ class Batcher(Generic[T]):
 
     def __init__(self, run: Callable[[list[T]], list[Any]], *, max_texts: int = 256,
                  max_requests: int = 512, max_wait_s: float = 0.005,
+                 max_busy_wait_s: float = 0.1,
                  pool: ThreadPoolExecutor | None = None,
                  on_call: Callable[[int], None] | None = None) -> None:
         self.run = run
@@ -53,6 +54,11 @@ class Batcher(Generic[T]):
         self.on_call = on_call
         self.engine_calls = 0
         self.in_flight = 0  # admitted, not yet answered (queued or computing)
+        self.max_busy_wait_s = max_busy_wait_s
+        # After a call: the texts queued then plus those it answered, whose clients are
+        # likely to send again (0 once used); and how long the call took.
+        self._expected = 0
+        self._last_seconds = 0.0
         self._queue: deque[_Job[T]] = deque()
         self._wake = asyncio.Event()
         self._closing = False
@@ -94,14 +100,28 @@ class Batcher(Generic[T]):
                     return
                 self._wake.clear()
                 await self._wake.wait()
-                await self._linger()  # the engine was idle: let concurrent requests join
-                continue
+            await self._linger()
             await self._call(self._take())
 
     async def _linger(self) -> None:
+        """Wait for more requests to join the next call, briefly.
+
+        An idle engine waits ``max_wait_s``. Right after a call it waits for the clients it
+        just answered (their next requests), up to a quarter of that call's time: without
+        this, closed-loop clients split into two cohorts that alternate in half-size calls
+        (measured: 33 texts per call and 0.55x the engine's rate under 64 single-text
+        clients), and smaller calls pad more.
+        """
+        if not self._queue:
+            return
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.max_wait_s
-        while not self._closing and self._queued_texts() < self.max_texts:
+        goal, wait = self.max_texts, self.max_wait_s
+        if self._expected:  # the queue at the last call's end, and the texts it answered
+            goal = min(self.max_texts, self._expected)
+            wait = max(wait, min(self.max_busy_wait_s, self._last_seconds / 4))
+            self._expected = 0
+        deadline = loop.time() + wait
+        while not self._closing and self._queued_texts() < goal:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return
@@ -137,6 +157,7 @@ class Batcher(Generic[T]):
         if self.on_call is not None:
             self.on_call(sum(len(job.item.texts) for job in batch))
         loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
             results = await loop.run_in_executor(self.pool, self.run, [j.item for j in batch])
         except Exception as e:  # the whole call failed: every request in it gets the error
@@ -144,6 +165,8 @@ class Batcher(Generic[T]):
         if len(results) != len(batch):
             results = [RuntimeError(f"the engine answered {len(results)} of {len(batch)} "
                                     "requests")] * len(batch)
+        self._expected = self._queued_texts() + sum(len(job.item.texts) for job in batch)
+        self._last_seconds = loop.time() - started
         for job, result in zip(batch, results, strict=True):
             self.in_flight -= 1
             if job.future.done():
