@@ -162,6 +162,7 @@ def search(spark, args: Namespace, plan: SearchPlan, started: float) -> int:
 
     from synapseml_ext.cli_formats import write_table
     from synapseml_ext.nn import ApproximateNearestNeighbors
+    from synapseml_ext.nn.transform import neighbour_rows
 
     items = _items(spark, plan)
     queries, embed_stats = _queries(spark, args, plan)
@@ -326,18 +327,6 @@ def numbered(df, name: str):
     mapping = F.create_map(*[F.lit(x) for pair in offsets.items() for x in pair])
     position = mapping[F.col(_FILE)] + F.col(_POS).bitwiseAND(F.lit(low))
     return marked.select(*[F.col(f"`{c}`") for c in df.columns], position.alias(name))
-
-
-def neighbour_rows(knn, query_col: str):
-    """``knn_df`` of ``kneighbors`` as one row per neighbour: query id, rank (1 first),
-    item id and distance; padding (fewer items than k) left out."""
-    from pyspark.sql import functions as F
-
-    return (knn.select(F.col(query_col).alias("query_id"),
-                       F.posexplode(F.arrays_zip("indices", "distances")))
-            .select("query_id", (F.col("pos") + 1).alias("rank"),
-                    F.col("col.indices").alias("id"), F.col("col.distances").alias("distance"))
-            .where(F.col("id").isNotNull() & (F.col("distance") < float("inf"))))
 
 
 def format_results(table) -> str:

@@ -11,6 +11,7 @@ from pyspark.sql import functions as F
 
 from synapseml_ext.hf import HuggingFaceSentenceEmbedder
 from synapseml_ext.nn import ApproximateNearestNeighbors
+from synapseml_ext.nn.transform import neighbour_rows
 
 QUERIES = ("desserts", "disgusting")
 
@@ -46,13 +47,7 @@ def nearest_reviews(spark: SparkSession, model: str, runtime: str = "auto", k: i
                                          idCol="id").fit(embeddings)
     _, _, knn_df = search.kneighbors(query_embeddings)
     result = (
-        knn_df.select("query_id", F.posexplode(F.arrays_zip("indices", "distances")))
-        .select(
-            "query_id",
-            (F.col("pos") + 1).alias("rank"),
-            F.col("col.indices").alias("id"),
-            F.col("col.distances").alias("distance"),
-        )
+        neighbour_rows(knn_df, "query_id")
         .join(reviews.select("id", "data"), on="id")
         .join(queries.select(F.col("id").alias("query_id"), F.col("data").alias("query")),
               on="query_id")

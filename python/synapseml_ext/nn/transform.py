@@ -78,3 +78,13 @@ def _delegate_knn(delegate: Any, tagged: DataFrame, inputs: list[str]) -> DataFr
                                           sort_knn_df_by_query_id=False)
     rows = with_id.select(F.col(GENERATED_ID).alias(f"query_{GENERATED_ID}"), ROW)
     return knn.join(rows, f"query_{GENERATED_ID}").drop(f"query_{GENERATED_ID}")
+
+
+def neighbour_rows(knn: DataFrame, query_col: str) -> DataFrame:
+    """``knn_df`` of ``kneighbors`` as one row per neighbour: query_id, rank (1 first), id
+    and distance; padding (fewer items than k) left out."""
+    return (knn.select(F.col(query_col).alias("query_id"),
+                       F.posexplode(F.arrays_zip("indices", "distances")))
+            .select("query_id", (F.col("pos") + 1).alias("rank"),
+                    F.col("col.indices").alias("id"), F.col("col.distances").alias("distance"))
+            .where(F.col("id").isNotNull() & (F.col("distance") < float("inf"))))

@@ -82,19 +82,29 @@ def start_in_thread(config: ServeConfig, *, port: int = 0, wait_ready: bool = Tr
     as the server answers. Raises if the model fails to load (the server is stopped first).
     Stop it with ``handle.stop()`` or a ``with`` block. Logging is left as the process has it.
     """
-    sock = bind_socket(config.host, port)
     app = create_app(config)
-    server = uvicorn.Server(uvicorn.Config(app, lifespan="on", loop="asyncio", log_config=None,
-                                           log_level="warning", access_log=False,
-                                           timeout_graceful_shutdown=60))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True,
-                              name=f"synapseml-ext-serve:{sock.getsockname()[1]}")
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(config.host, config.host)
-    handle = ServerHandle(server, thread, server_url(host, sock.getsockname()[1]), app)
-    thread.start()
+    server, thread, url = run_app_in_thread(app, config.host, port)
+    handle = ServerHandle(server, thread, url, app)
     try:
         handle.wait(ready=wait_ready, timeout=timeout)
     except BaseException:
         handle.stop()
         raise
     return handle
+
+
+def run_app_in_thread(app, host: str = "127.0.0.1", port: int = 0, *, lifespan: str = "on",
+                      graceful_s: float = 60) -> tuple[uvicorn.Server, threading.Thread, str]:
+    """Any ASGI ``app`` served by uvicorn in a started daemon thread on ``host:port``
+    (``port=0``: a free one): the server (set ``should_exit`` to stop it), the thread and
+    the base URL. Listening when this returns: the socket is bound here."""
+    sock = bind_socket(host, port)
+    server = uvicorn.Server(uvicorn.Config(app, lifespan=lifespan, loop="asyncio",
+                                           log_config=None, log_level="warning",
+                                           access_log=False,
+                                           timeout_graceful_shutdown=graceful_s))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True,
+                              name=f"synapseml-ext-serve:{sock.getsockname()[1]}")
+    thread.start()
+    local = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    return server, thread, server_url(local, sock.getsockname()[1])
