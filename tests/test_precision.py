@@ -73,7 +73,7 @@ def test_worker_log_names_the_choice(tmp_path, minilm_dir, caplog):
     assert "auto on CPU (CPU has" in line
 
 
-def test_precision_persists(tmp_path):
+def test_precision_persists(spark, tmp_path):  # save/load needs the session
     emb = HuggingFaceSentenceEmbedder(inputCol="t", precision="bf16", minCosine=0.9995)
     emb.save(str(tmp_path / "e"))
     loaded = HuggingFaceSentenceEmbedder.load(str(tmp_path / "e"))
