@@ -115,6 +115,26 @@ def test_generated_ids_and_string_ids(spark, small):
     assert indices == [[f"doc-{j}" for j in truth[i]] for i in order]
 
 
+def test_generated_ids_pair_each_query_with_its_own_neighbours(spark, small):
+    """idCol unset, round-robin repartitioned inputs with a column the search does not read:
+    the search and the join back read different columns, which a round-robin shuffle sorts
+    by, so ids generated per evaluation paired ~99% of the queries with other queries'
+    neighbours. Both sides now read one materialised numbering."""
+    items, queries = small
+    model = ApproximateNearestNeighbors(k=3, algorithm="exact", inputCol="v",
+                                        backend="cpu").fit(vector_df(spark, items, partitions=3))
+    query_df = vector_df(spark, queries, partitions=3)
+    truth, _ = brute_force(items, queries, 3, "euclidean")
+    expected = {(q, int(i)) for q, row in enumerate(truth) for i in row}
+    joined = model.approxSimilarityJoin(query_df).select("query_df.id", "item_df.id")
+    assert {(r[0], r[1]) for r in joined.collect()} == expected
+    item_out, query_out, knn = model.kneighbors(query_df)
+    item_ids = dict(item_out.select("unique_id", "id").collect())
+    query_ids = dict(query_out.select("unique_id", "id").collect())
+    assert {(query_ids[r.query_unique_id], item_ids[i]) for r in knn.collect()
+            for i in r.indices} == expected
+
+
 def test_vector_udt_and_double_inputs(spark, small):
     from pyspark.ml.linalg import Vectors
 

@@ -35,7 +35,7 @@ from synapseml_ext.nn import dropin, gpu, integrity, local_store, plan, tasks
 from synapseml_ext.nn.engine import breadth_knob
 from synapseml_ext.nn.persistence import EstimatorWriter, ModelReader, ModelWriter
 from synapseml_ext.nn.placement import by_part
-from synapseml_ext.nn.schema import _SchemaMixin
+from synapseml_ext.nn.schema import _SchemaMixin, materialized
 from synapseml_ext.nn.transform import add_neighbors
 from synapseml_ext.nn.vectors import ERROR_PREFIX, DataErrors
 
@@ -115,7 +115,7 @@ class ApproximateNearestNeighbors(Estimator, _SchemaMixin, BridgedParamsReadable
             return self._fit_logged(dataset)
 
     def _fit_logged(self, dataset: DataFrame) -> ApproximateNearestNeighborsModel:
-        items = self._with_id(dataset, "item")
+        items = self._with_id(dataset, "item", materialize=False)
         id_kind = self._id_kind(items.schema, "item")
         vector = self._vector_expr(items.schema, "item")
         label_kind = self._label_kind(items.schema)
@@ -124,7 +124,7 @@ class ApproximateNearestNeighbors(Estimator, _SchemaMixin, BridgedParamsReadable
         if backend == "gpu":
             return self._fit_gpu(dataset, reason)
         if self.getIdCol() is None:  # generated ids must not change between fit and use
-            items = items.persist()
+            items = materialized(items)
         return self._fit_cpu(items, id_kind, vector, label_kind, reason)
 
     # -- backend choice ------------------------------------------------------------------

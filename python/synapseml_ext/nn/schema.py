@@ -19,11 +19,29 @@ from pyspark.sql.types import (
 )
 
 from synapseml_ext.nn.params import _ApproximateNearestNeighborsParams, normalize_algo_params
+from synapseml_ext.nn.plan import is_connect
 from synapseml_ext.nn.tasks import spark_id_type
 
 log = logging.getLogger("synapseml_ext.nn")
 
 GENERATED_ID = "unique_id"  # spark-rapids-ml's name for a generated id column
+
+
+def materialized(numbered: DataFrame) -> DataFrame:
+    """``numbered`` (rows given generated ids) computed once and kept in the executors'
+    storage, released with the DataFrame.
+
+    Generated ids are only stable within one evaluation: the search reads the rows once and
+    a join back to them (``approxSimilarityJoin``, ``transform``) reads them again, and a
+    plan that prunes columns differently on the two sides numbers them differently (a
+    round-robin ``repartition`` sorts by the columns it sees), which paired queries with
+    other queries' neighbours. A checkpoint cannot be recomputed, so a lost executor fails
+    the job instead of renumbering; a Spark Connect 3.5 client, which cannot checkpoint,
+    caches instead. An upstream embedder also runs once, not twice.
+    """
+    if is_connect(numbered):
+        return numbered.persist()
+    return numbered.localCheckpoint(eager=True)
 
 
 def _column_kind(data_type: Any) -> str | None:
@@ -41,15 +59,17 @@ class _SchemaMixin(_ApproximateNearestNeighborsParams):
     def _id_col_or_default(self) -> str:
         return self.getIdCol() or GENERATED_ID
 
-    def _with_id(self, df: DataFrame, what: str) -> DataFrame:
+    def _with_id(self, df: DataFrame, what: str, materialize: bool = True) -> DataFrame:
         """``df`` with its id column: the idCol (which must exist) or a generated
-        ``unique_id`` as spark-rapids-ml adds."""
+        ``unique_id`` as spark-rapids-ml adds, computed once (see :func:`materialized`)
+        unless ``materialize`` is false."""
         id_col = self.getIdCol()
         if id_col is None:
             if GENERATED_ID in df.columns:
                 raise ValueError(f"the {what} DataFrame already has a column {GENERATED_ID!r} "
                                  "but idCol is not set; set idCol to use it as the id")
-            return df.select(F.monotonically_increasing_id().alias(GENERATED_ID), "*")
+            numbered = df.select(F.monotonically_increasing_id().alias(GENERATED_ID), "*")
+            return materialized(numbered) if materialize else numbered
         if id_col not in df.columns:
             raise ValueError(f"idCol {id_col!r} not found in the {what} DataFrame; available "
                              f"columns: {', '.join(df.columns) or '(none)'}")

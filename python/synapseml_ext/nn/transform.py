@@ -4,9 +4,8 @@ one column, as SynapseML's ``KNNModel`` adds them, so the model works as a Pipel
 The rows get a private row id, the same search plan as ``kneighbors`` runs over that id, the
 input columns (and the allowed labels when filtering), and the neighbour lists are joined
 back to the rows by it: every input row and column is kept. The tagged rows are
-materialised first (``localCheckpoint``): evaluated twice, a plan that prunes columns
-differently on the two sides can number the rows differently (a round-robin
-``repartition`` sorts by the columns it sees), and an upstream embedder would run twice.
+materialised first (:func:`~synapseml_ext.nn.schema.materialized`), so both sides see the
+same numbering.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from synapseml_ext.nn import plan, tasks
-from synapseml_ext.nn.schema import GENERATED_ID
+from synapseml_ext.nn.schema import GENERATED_ID, materialized
 
 ROW = "__synapseml_ext_row"  # the private row id the neighbour lists are joined back on
 
@@ -30,7 +29,7 @@ def add_neighbors(model: Any, dataset: DataFrame) -> DataFrame:
         if taken in dataset.columns:
             raise ValueError(f"the DataFrame already has a column {taken!r}; set outputCol to "
                              "another name")
-    tagged = _materialized(dataset.select("*", F.monotonically_increasing_id().alias(ROW)))
+    tagged = materialized(dataset.select("*", F.monotonically_increasing_id().alias(ROW)))
     if model._delegate is not None:
         knn = _delegate_knn(model._delegate, tagged, _inputs(model))
     else:
@@ -42,14 +41,6 @@ def add_neighbors(model: Any, dataset: DataFrame) -> DataFrame:
         knn = knn.withColumnRenamed(f"query_{ROW}", ROW)
     found = knn.select(ROW, _neighbors(knn).alias(out_col))
     return tagged.join(found, ROW, "left").drop(ROW)
-
-
-def _materialized(tagged: DataFrame) -> DataFrame:
-    """``tagged`` computed once and kept in the executors' storage (released with the
-    DataFrame); a Spark Connect 3.5 client, which cannot checkpoint, caches it instead."""
-    if plan.is_connect(tagged):
-        return tagged.persist()
-    return tagged.localCheckpoint(eager=True)
 
 
 def _inputs(model: Any) -> list[str]:

@@ -69,13 +69,11 @@ private[nn] object Fit extends Logging {
     AnnRules.requireJvmBackend(stage.getBackend)
     AnnRules.checkAlgoParams(stage.getAlgorithm, stage.getAlgoParams)
     val idKind = stage.checkId(dataset.schema, "item")
-    val unprepared = stage.withId(dataset.toDF(), "item")
-    val vector = stage.vectorExpr(unprepared.schema, "item")
+    val items = stage.withId(dataset.toDF(), "item")
+    val vector = stage.vectorExpr(items.schema, "item")
     if (stage.getAlgorithm == "cagra") {
       logWarning("algorithm 'cagra' runs on GPUs only; the CPU engine uses 'hnsw'")
     }
-    // Generated ids must not change between fit and use.
-    val items = if (stage.getIdCol.isEmpty) unprepared.persist() else unprepared
     val partitions = if (stage.getNumPartitions > 0) stage.getNumPartitions
       else math.max(1, items.rdd.getNumPartitions)
     val prepared = items

@@ -174,12 +174,15 @@ trait ApproximateNearestNeighborsParams extends Params {
 
   private[nn] def idColOrDefault: String = getIdCol.getOrElse(AnnRules.GeneratedId)
 
-  /** `df` with its id column: the idCol (which must exist) or a generated `unique_id`. */
+  /** `df` with its id column: the idCol (which must exist) or a generated `unique_id`,
+   *  computed once (a local checkpoint, as synapseml_ext.nn.schema.materialized): generated
+   *  ids are stable only within one evaluation, and the search and a join back to the rows
+   *  are two. */
   private[nn] def withId(df: DataFrame, what: String): DataFrame = {
     checkId(df.schema, what)
     if (getIdCol.isDefined) df
     else df.select(monotonically_increasing_id().as(AnnRules.GeneratedId) +:
-      df.columns.toSeq.map(c => df.col(s"`$c`")): _*)
+      df.columns.toSeq.map(c => df.col(s"`$c`")): _*).localCheckpoint(eager = true)
   }
 
   /** The id kind ("long" or "string") of `schema` as `withId` will give it. */

@@ -98,4 +98,17 @@ class KnnSuite extends AnyFunSuite {
     assert(joined.select("query_df.id", "item_df.id").collect()
       .map(r => (r.get(0), r.get(1))).toSet == expected)
   }
+
+  test("generated ids keep each query with its own neighbours after a round-robin repartition") {
+    spark
+    // The search reads the vectors only; the join back reads every column: unmaterialised,
+    // the two round-robin shuffles sorted different columns and numbered rows differently.
+    val model = new ApproximateNearestNeighbors().setAlgorithm("exact").setK(3)
+      .setInputCol("v").fit(frame(items).repartition(3))
+    val joined = model.approxSimilarityJoin(frame(queries).repartition(3), "dist")
+    val expected = bruteForce(items, queries, 3)
+      .flatMap(knn => knn.indices.map(i => (knn.query, i))).toSet
+    assert(joined.select("query_df.id", "item_df.id").collect()
+      .map(r => (r.get(0), r.get(1))).toSet == expected)
+  }
 }
