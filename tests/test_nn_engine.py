@@ -47,9 +47,9 @@ def test_small_partitions_are_exact_and_padded():
 
 
 def test_default_nlist_grows_with_sqrt_n():
-    assert engine.default_nlist(10_000) == 256  # 4 sqrt(n) = 400, capped at n / 39
-    assert engine.default_nlist(1_000_000) == 4000
-    assert engine.default_nlist(100) == 2  # at least 39 training points per list
+    assert engine.default_nlist(10_000) == 100
+    assert engine.default_nlist(1_000_000) == 1000
+    assert engine.default_nlist(100) == 2  # 10, capped: at least 39 training points per list
 
 
 @pytest.mark.parametrize("metric", ["euclidean", "cosine", "inner_product"])
@@ -121,3 +121,30 @@ def test_list_major_scan_pads_when_the_probed_lists_hold_fewer_than_k():
     distances, found = built.search(prepared, k, {"nprobe": 1})
     assert (found == -1).sum() == (labels == -1).sum()
     assert (distances[found == -1] == engine.worst_distance("euclidean")).all()
+
+
+@pytest.mark.parametrize(("metric", "params"), [("euclidean", {}), ("cosine", {}),
+                                                ("inner_product", {"target_recall": 0.99}),
+                                                ("euclidean", {"nprobe": 3})])
+def test_ivfflat_breadth_from_list_ranks_equals_searching_each_breadth(data, metric, params):
+    """The IVF-Flat tuning reads each nprobe's recall off the lists that hold the held-out
+    queries' true neighbours; the search-per-breadth tuning of the other kinds, run on an
+    index trained the same way, must choose the same nprobe with the same recall, and both
+    indexes must hold the same lists."""
+    items, _ = data
+    x = engine.prepare_vectors(items, metric)
+    base, probe = x[:-400], x[-400:]
+    made = [engine._new_index(base, "ivfflat", metric, {}, np.random.default_rng(3))
+            for _ in range(2)]
+    (searched, searched_info), (ranked, ranked_info) = made
+    searched.add(base)
+    engine._tune(searched, searched_info, base, probe, 10, params.get("target_recall", 0.95),
+                 params)
+    engine._add_and_tune_ivfflat(ranked, ranked_info, base, probe, 10,
+                                 params.get("target_recall", 0.95), params)
+    assert ranked_info.search == searched_info.search
+    assert ranked_info.calibration_recall == searched_info.calibration_recall
+    assert ranked.nprobe == searched.nprobe
+    for index in (searched, ranked):
+        index.nprobe = 4
+    assert (ranked.search(probe, 10)[1] == searched.search(probe, 10)[1]).all()

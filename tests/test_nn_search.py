@@ -195,7 +195,7 @@ def _without_token(summary: dict) -> dict:
 
 
 def test_recall_defaults_and_tuned_ivfflat_on_clustered_latent(spark):
-    """Defaults (nlist ~ 4 sqrt(n), nprobe tuned at fit to 0.95 recall on held-out items)
+    """Defaults (nlist ~ sqrt(n), nprobe tuned at fit to 0.95 recall on held-out items)
     and an explicit setting, against brute force on overlapping clusters."""
     data = clustered_latent(40_300)  # queries from the same distribution as the items
     items, queries = data[:-300], data[-300:]

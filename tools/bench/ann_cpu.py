@@ -8,7 +8,7 @@ Data (tools/bench/ann_data.py, cached outside the repo as .npy and as parquet fo
 
 * faiss-flat-1proc: exact search in this process (faiss IndexFlat, all cores); also the truth.
 * ours-exact: ApproximateNearestNeighbors(algorithm="exact") through Spark local[2].
-* ours-ivfflat: ApproximateNearestNeighbors defaults (ivfflat, nlist ~ 4 sqrt(n) and nprobe
+* ours-ivfflat: ApproximateNearestNeighbors defaults (ivfflat, nlist ~ sqrt(n) and nprobe
   tuned at fit to 0.95 recall per partition) through Spark.
 * "saved, loaded": ours-ivfflat saved with ``model.write().save``, loaded, and searched
   with the loaded model (fit column: save + load seconds; the save alone is printed). In

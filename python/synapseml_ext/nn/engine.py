@@ -26,9 +26,10 @@ log = logging.getLogger("synapseml_ext.nn")
 L2_METRICS = ("euclidean", "l2", "sqeuclidean")
 DEFAULT_TARGET_RECALL = 0.95
 # IVF default: nlist = NLIST_PER_SQRT_N * sqrt(n), trained on TRAIN_POINTS_PER_LIST points a
-# list (faiss warns below 39). Chosen by measurement, see docs/ann.md ("How the defaults were
-# chosen").
-NLIST_PER_SQRT_N = 4.0
+# list (faiss warns below 39). Chosen by measurement, see docs/ann.md ("Defaults and how they
+# were chosen"): from 1 to 4 sqrt(n) the search is as fast at equal recall, the build ~7x
+# slower at 4.
+NLIST_PER_SQRT_N = 1.0
 TRAIN_POINTS_PER_LIST = 96
 MIN_POINTS_PER_LIST = 39
 def calibration_k(k: int, partitions: int) -> int:
@@ -221,7 +222,7 @@ def _resort(distances: np.ndarray, labels: np.ndarray, metric: str
 
 
 def default_nlist(n: int) -> int:
-    """Inverted lists for ``n`` items: ~4 sqrt(n), at most n / 39 (faiss' minimum of training
+    """Inverted lists for ``n`` items: ~sqrt(n), at most n / 39 (faiss' minimum of training
     points per list)."""
     return int(max(1, min(round(NLIST_PER_SQRT_N * math.sqrt(n)), n // MIN_POINTS_PER_LIST)))
 
@@ -278,9 +279,12 @@ def _approximate(x: np.ndarray, algorithm: str, metric: str, params: dict[str, A
     base_rows, held_rows = order[held:], order[:held]
     base, probe = x[base_rows], x[held_rows]
     index, info = _new_index(base, algorithm, metric, params, rng)
-    index.add(base)
     target = float(params.get("target_recall", DEFAULT_TARGET_RECALL))
-    _tune(index, info, base, probe, k, target, params)
+    if algorithm == "ivfflat" and len(probe):
+        _add_and_tune_ivfflat(index, info, base, probe, k, target, params)
+    else:
+        index.add(base)
+        _tune(index, info, base, probe, k, target, params)
     index.add(probe)
     info.n = n
     # Labels follow insertion order: the base rows, then the held-out rows.
@@ -355,6 +359,39 @@ def _tune(index, info: BuildInfo, base: np.ndarray, probe: np.ndarray, k: int, t
             break
     info.search[knob] = int(chosen)
     info.calibration_recall = round(float(recall), 4)
+
+
+def _add_and_tune_ivfflat(index, info: BuildInfo, base: np.ndarray, probe: np.ndarray, k: int,
+                          target: float, params: dict[str, Any]) -> None:
+    """:func:`_tune` for IVF-Flat without searching once per breadth: IVF-Flat scores the
+    probed lists exactly, so a held-out query finds a true neighbour exactly when that
+    neighbour's list is among its ``nprobe`` nearest lists, and the recall of every nprobe
+    follows from one ranking of the lists per held-out query. The base rows' lists, needed
+    for that, are the ones ``add`` would compute, so they are computed once and passed to it.
+    Measured on 50k x 384 items: 1.4 s of searches per fit become 0.1 s."""
+    faiss = faiss_module()
+    lists = index.quantizer.assign(base, 1).ravel().astype(np.int64)
+    index.add_core(len(base), faiss.swig_ptr(base), None, faiss.swig_ptr(lists))
+    nlist = info.params["nlist"]
+    k = min(k, len(base))
+    exact = faiss.IndexFlat(base.shape[1], _faiss_metric(info.metric))
+    exact.add(base)
+    _, truth = exact.search(probe, k)
+    _, order = index.quantizer.search(probe, nlist)  # each held-out query's lists, nearest first
+    rank = np.full((len(probe), nlist), nlist, dtype=np.int64)
+    rows = np.arange(len(probe))[:, None]
+    rank[rows, np.where(order >= 0, order, 0)] = np.where(order >= 0, np.arange(nlist), nlist)
+    found_within = rank[rows, lists[np.maximum(truth, 0)]][truth >= 0]  # nprobe that finds each
+    pinned = params.get("nprobe")
+    steps = [int(pinned)] if pinned else [*(s for s in NPROBE_STEPS if s < nlist), nlist]
+    chosen, recall = steps[-1], 1.0
+    for value in steps:
+        chosen, recall = value, float(np.mean(found_within < value)) if found_within.size else 1.0
+        if recall >= target:
+            break
+    set_breadth(index, info.kind, chosen, k)
+    info.search["nprobe"] = int(chosen)
+    info.calibration_recall = round(recall, 4)
 
 
 def _recall(found: np.ndarray, truth: np.ndarray) -> float:
