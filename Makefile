@@ -17,7 +17,7 @@ VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' pyproject.toml)
 JAR     := target/scala-2.12/synapseml-ext_2.12-$(VERSION).jar
 JAR213  := target/scala-2.13/synapseml-ext_2.13-$(VERSION).jar
 
-.PHONY: test-fast setup quickstart test test-python test-python-spark35 test-scala test-install dist lint clean
+.PHONY: test-fast setup quickstart test test-python test-python-spark35 test-python-versions test-scala test-install dist lint clean
 
 setup: $(STAMP) $(STAMP35)
 
@@ -77,10 +77,33 @@ test-scala: $(STAMP) $(STAMP35) $(PYSPARK40)/.installed
 # Issue #6's install check: python -m build, a fresh venv, the bundled databricks-cpu.sh run for
 # real into a temporary prefix (with the jar test-scala built, when there is one), then the
 # quickstart from what it installed, and again from the sdist. Minutes; ~7 GB under $$TMPDIR.
+# The other Pythons the package supports (the default venv is the machine's python3, 3.11
+# here): a venv each with the package and its [test] extra (.venv-py3.X), running the
+# Spark-free tier and the stage tests on the default Spark line. An interpreter that is not
+# on the PATH fails the target with the line naming it; choose others with PYTHON_VERSIONS.
+PYTHON_VERSIONS ?= 3.10 3.12 3.13
+VERSION_SMOKE   := tests/test_embedder.py tests/test_nn_search.py
+test-python-versions: pyproject.toml
+	@for v in $(PYTHON_VERSIONS); do \
+	  command -v python$$v > /dev/null || { echo "python$$v is not on the PATH: install it, or run make test-python-versions PYTHON_VERSIONS='...' with the ones you have"; exit 2; }; \
+	done
+	for v in $(PYTHON_VERSIONS); do \
+	  venv=.venv-py$$v; \
+	  if [ ! -f $$venv/.installed ] || [ pyproject.toml -nt $$venv/.installed ]; then \
+	    test -x $$venv/bin/python || python$$v -m venv $$venv || exit 1; \
+	    $$venv/bin/python -m pip install --quiet --upgrade pip || exit 1; \
+	    $$venv/bin/python -m pip install --quiet -e '.[test,quickstart]' || exit 1; \
+	    touch $$venv/.installed; \
+	  fi; \
+	  echo "== Python $$v"; \
+	  $$venv/bin/python -m pytest -q -p no:cacheprovider -m "not spark and not slow and not install" || exit 1; \
+	  $$venv/bin/python -m pytest -q -p no:cacheprovider $(VERSION_SMOKE) || exit 1; \
+	done
+
 test-install: $(STAMP)
 	SYNAPSEML_EXT_TEST_JAR=$(wildcard $(JAR)) $(PY) -m pytest -m install -s tests/test_install.py
 
-test: lint test-python test-python-spark35 test-scala test-install
+test: lint test-python test-python-spark35 test-python-versions test-scala test-install
 
 # Release artifacts: wheel + sdist, the jar, self-contained init scripts.
 dist: $(STAMP)
@@ -90,4 +113,4 @@ dist: $(STAMP)
 	tools/init_scripts/bundle.sh dist/init_scripts
 
 clean:
-	rm -rf $(VENV) $(VENV35) build dist *.egg-info target project/target scala/examples/target
+	rm -rf $(VENV) $(VENV35) .venv-py3.* build dist *.egg-info target project/target scala/examples/target

@@ -76,7 +76,7 @@ def _describe(stage) -> dict:
 
 def nn_contract(cases_path: str) -> dict:
     """What the hand-written Scala k-NN stages must agree with."""
-    from synapseml_ext.nn import ApproximateNearestNeighbors, tasks
+    from synapseml_ext.nn import ApproximateNearestNeighbors, tables
     from synapseml_ext.nn.params import ALGO_PARAM_KEYS, PYTHON_ONLY_PARAMS
     from synapseml_ext.nn.placement import placement_keys
 
@@ -94,12 +94,12 @@ def nn_contract(cases_path: str) -> dict:
             out.append(None)
         except (ValueError, TypeError) as e:
             out.append(str(e))
-    ddl = {"index_long": tasks.index_schema("long"), "index_string": tasks.index_schema("string"),
-           "block_long": tasks.block_schema("long"), "block_string": tasks.block_schema("string"),
-           "found_string_long": tasks.found_schema("string", "long"),
-           "found_long_string": tasks.found_schema("long", "string"),
-           "local_found_string_long": tasks.local_found_schema("string", "long"),
-           "local_found_long_string": tasks.local_found_schema("long", "string")}
+    ddl = {"index_long": tables.index_schema("long"), "index_string": tables.index_schema("string"),
+           "block_long": tables.block_schema("long"), "block_string": tables.block_schema("string"),
+           "found_string_long": tables.found_schema("string", "long"),
+           "found_long_string": tables.found_schema("long", "string"),
+           "local_found_string_long": tables.local_found_schema("string", "long"),
+           "local_found_long_string": tables.local_found_schema("long", "string")}
     placement = {str(n): list(placement_keys(n)) for n in (1, 2, 3, 8, 13, 64)}
     return {"params": params, "algoParamKeys": ALGO_PARAM_KEYS, "ddl": ddl, "messages": out,
             "placement": placement}

@@ -11,7 +11,11 @@ import pyarrow.parquet as pq
 import pytest
 from pyspark.sql import functions as F
 
-from synapseml_ext.nn import ApproximateNearestNeighbors, ApproximateNearestNeighborsModel, tasks
+from synapseml_ext.nn import (
+    ApproximateNearestNeighbors,
+    ApproximateNearestNeighborsModel,
+    saved_tasks,
+)
 from synapseml_ext.nn.placement import placement_keys, spark_hash_int
 
 from nn_data import vector_df
@@ -69,7 +73,7 @@ def test_saved_index_rows_are_pieces_joined_back_at_load(spark, tmp_path, monkey
                                         algoParams={"nlist": 8, "nprobe": 8}).fit(
         vector_df(spark, items))
     expected = _search(model, queries)
-    monkeypatch.setattr(tasks, "SAVE_CHUNK_BYTES", 4096)
+    monkeypatch.setattr(saved_tasks, "SAVE_CHUNK_BYTES", 4096)
     path = tmp_path / "model"
     model.save(str(path))
     saved = spark.read.parquet(str(path / "data" / "indexes"))

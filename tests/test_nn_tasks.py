@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from synapseml_ext.nn import engine, tasks
+from synapseml_ext.nn import engine, search_tasks, tables
 
 from nn_data import brute_force, clustered_latent
 
@@ -18,18 +18,18 @@ from nn_data import brute_force, clustered_latent
 def query_batch(ids: list[int], vectors: np.ndarray) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(
         [pa.array(ids, pa.int64()), pa.array(vectors.tolist(), pa.list_(pa.float32()))],
-        [tasks.ID, tasks.VEC])
+        [tables.ID, tables.VEC])
 
 
 def test_blocks_are_cut_to_block_bytes_and_keep_every_query_in_order():
     vectors = np.random.default_rng(0).standard_normal((10, 4)).astype(np.float32)
-    block = tasks.make_block_fn({"id_kind": "long", "column": "v", "dim": 4,
+    block = search_tasks.make_block_fn({"id_kind": "long", "column": "v", "dim": 4,
                                  "block_bytes": 3 * 4 * 4})  # 3 queries a block
     rows = list(block(iter([query_batch(list(range(100, 110)), vectors)])))
-    assert [len(r.column(tasks.QIDS)[0].values) for r in rows] == [3, 3, 3, 1]
-    ids = [i for r in rows for i in r.column(tasks.QIDS)[0].values.to_pylist()]
+    assert [len(r.column(tables.QIDS)[0].values) for r in rows] == [3, 3, 3, 1]
+    ids = [i for r in rows for i in r.column(tables.QIDS)[0].values.to_pylist()]
     assert ids == list(range(100, 110))
-    got = np.vstack([np.frombuffer(r.column(tasks.QVECS)[0].as_buffer(), np.float32).reshape(-1, 4)
+    got = np.vstack([np.frombuffer(r.column(tables.QVECS)[0].as_buffer(), np.float32).reshape(-1, 4)
                      for r in rows])
     np.testing.assert_array_equal(got, vectors)
 
@@ -53,7 +53,7 @@ def pair_rows(built: engine.PartitionIndex, item_ids: np.ndarray, blocks: list[n
          pa.array([json.dumps(built.info.to_dict())] * n, pa.string()),
          pa.array(qids, pa.list_(pa.int64())),
          pa.array(qvecs, pa.binary())],
-        [tasks.PART, tasks.IDS, tasks.INDEX, tasks.INFO, tasks.QIDS, tasks.QVECS])
+        [tables.PART, tables.IDS, tables.INDEX, tables.INFO, tables.QIDS, tables.QVECS])
 
 
 @pytest.mark.parametrize("search_bytes", [1, 64 << 20])
@@ -63,15 +63,15 @@ def test_search_task_uses_the_first_rows_index_for_every_block(search_bytes):
     built = engine.build_index(items, "exact", "euclidean", {}, k=5)
     item_ids = np.arange(1000, 1000 + len(items), dtype=np.int64)
     blocks = [queries[:200], queries[200:201], queries[201:]]
-    search = tasks.make_search_fn({"item_kind": "long", "query_kind": "long",
+    search = search_tasks.make_search_fn({"item_kind": "long", "query_kind": "long",
                                    "metric": "euclidean", "k": 5, "dim": 16, "search": {},
                                    "search_bytes": search_bytes})
     out = pa.Table.from_batches(list(search(iter([pair_rows(built, item_ids, blocks, 0)]))))
-    assert out.column(tasks.FOUND_QID).to_pylist() == list(range(len(queries)))
+    assert out.column(tables.FOUND_QID).to_pylist() == list(range(len(queries)))
     truth, truth_d = brute_force(items, queries, 5, "euclidean")
-    found = np.array(out.column(tasks.INDICES).to_pylist())
+    found = np.array(out.column(tables.INDICES).to_pylist())
     np.testing.assert_array_equal(found, item_ids[truth])
-    np.testing.assert_allclose(np.array(out.column(tasks.DISTANCES).to_pylist()), truth_d,
+    np.testing.assert_allclose(np.array(out.column(tables.DISTANCES).to_pylist()), truth_d,
                                rtol=1e-4, atol=1e-5)
 
 
@@ -79,8 +79,8 @@ def test_search_task_refuses_a_partition_whose_bytes_never_came():
     x = clustered_latent(300, dim=8, clusters=5)
     built = engine.build_index(x, "exact", "euclidean", {}, k=2)
     batch = pair_rows(built, np.arange(300, dtype=np.int64), [x[:2]], 0)
-    no_bytes = batch.set_column(2, tasks.INDEX, pa.array([None], pa.binary()))
-    search = tasks.make_search_fn({"item_kind": "long", "query_kind": "long",
+    no_bytes = batch.set_column(2, tables.INDEX, pa.array([None], pa.binary()))
+    search = search_tasks.make_search_fn({"item_kind": "long", "query_kind": "long",
                                    "metric": "euclidean", "k": 2, "dim": 8, "search": {}})
     with pytest.raises(RuntimeError, match="index partition 3 reached its search task without"):
         list(search(iter([no_bytes])))

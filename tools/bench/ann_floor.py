@@ -32,11 +32,11 @@ EVENTS = Path(tempfile.gettempdir()) / "synapseml-ext-ann-floor.jsonl"
 def drop_indexes(batches: Iterator[Any]) -> Iterator[Any]:
     import pyarrow as pa
 
-    from synapseml_ext.nn import tasks
+    from synapseml_ext.nn import tables
 
     size = 0
     for batch in batches:
-        size += sum(v.as_buffer().size for v in batch.column(tasks.INDEX) if v.is_valid)
+        size += sum(v.as_buffer().size for v in batch.column(tables.INDEX) if v.is_valid)
     yield pa.RecordBatch.from_arrays([pa.array([size])], ["n"])
 
 
@@ -44,14 +44,14 @@ def load_indexes(batches: Iterator[Any]) -> Iterator[Any]:
     import numpy as np
     import pyarrow as pa
 
-    from synapseml_ext.nn import engine, tasks
+    from synapseml_ext.nn import engine, tables
 
     loaded = 0
     for batch in batches:
         for row in range(batch.num_rows):
-            info = json.loads(batch.column(tasks.INFO)[row].as_py())
+            info = json.loads(batch.column(tables.INFO)[row].as_py())
             info.pop("first_id", None)
-            blob = np.frombuffer(batch.column(tasks.INDEX)[row].as_buffer(), dtype=np.uint8)
+            blob = np.frombuffer(batch.column(tables.INDEX)[row].as_buffer(), dtype=np.uint8)
             engine.deserialize(blob, engine.BuildInfo.from_dict(info))
             loaded += 1
     yield pa.RecordBatch.from_arrays([pa.array([loaded])], ["n"])

@@ -1,6 +1,7 @@
 """Bridge ops of the k-NN stages: the Scala ``ApproximateNearestNeighbors`` does the DataFrame
 plumbing itself (repartition, cross join, top-k merge) and asks the executors' Python only
-for the ``mapInArrow`` functions the PySpark stage runs (:mod:`synapseml_ext.nn.tasks`).
+for the ``mapInArrow`` functions the PySpark stage runs (:mod:`synapseml_ext.nn.build_task`,
+:mod:`~synapseml_ext.nn.search_tasks`, :mod:`~synapseml_ext.nn.saved_tasks`).
 
 The spec is the Scala stage's metadata (rebuilt here into the Python stage, so algorithm
 aliases, ``algoParams`` normalisation and search overrides are Python's own) plus, in
@@ -38,7 +39,7 @@ _ATOMS: dict[str, DataType] = {"int": IntegerType(), "bigint": LongType(),
 def function(stage: Any, op: str, facts: dict[str, Any]) -> tuple[Callable, StructType]:
     """``(mapInArrow function, its output schema)`` for ``op`` of the rebuilt Python stage
     (the estimator for ``nn_build`` and the saved pieces' ops, the model for the search ops)."""
-    from synapseml_ext.nn import local_store, tasks
+    from synapseml_ext.nn import build_task, local_store, saved_tasks, search_tasks, tables
 
     if op not in OPS:
         raise ValueError(f"unknown k-NN bridge op {op!r}; expected one of: {', '.join(OPS)}")
@@ -49,30 +50,32 @@ def function(stage: Any, op: str, facts: dict[str, Any]) -> tuple[Callable, Stru
                "algorithm": stage._cpu_algorithm(), "metric": stage.getMetric(),
                "params": stage._cpu_algo_params(), "k": stage.getK(),
                "partitions": int(facts.get("partitions", 1)), **store}
-        return tasks.make_build_fn(cfg), struct_from_ddl(tasks.index_schema(facts["id_kind"]))
+        return (build_task.make_build_fn(cfg),
+                struct_from_ddl(tables.index_schema(facts["id_kind"])))
     if op == "nn_save_chunks":  # the index table in pieces, for save()
-        return (tasks.make_save_chunks_fn({"chunk_bytes": int(facts["chunk_bytes"])}),
-                struct_from_ddl(tasks.saved_index_schema(facts["id_kind"])))
+        return (saved_tasks.make_save_chunks_fn({"chunk_bytes": int(facts["chunk_bytes"])}),
+                struct_from_ddl(saved_tasks.saved_index_schema(facts["id_kind"])))
     if op == "nn_join_chunks":  # a saved table's pieces, joined back at load
         cfg = {**store, "digests": facts.get("digests"), "path": facts.get("path")}
-        return (tasks.make_join_chunks_fn(cfg),
-                struct_from_ddl(tasks.index_schema(facts["id_kind"])))
+        return (saved_tasks.make_join_chunks_fn(cfg),
+                struct_from_ddl(tables.index_schema(facts["id_kind"])))
     if op == "nn_block":
         cfg = {"id_kind": facts["query_kind"], "column": stage.getInputCol(),
                "dim": facts["dim"]}
-        return tasks.make_block_fn(cfg), struct_from_ddl(tasks.block_schema(facts["query_kind"]))
-    found = struct_from_ddl(tasks.found_schema(facts["query_kind"], facts["item_kind"]))
+        return (search_tasks.make_block_fn(cfg),
+                struct_from_ddl(tables.block_schema(facts["query_kind"])))
+    found = struct_from_ddl(tables.found_schema(facts["query_kind"], facts["item_kind"]))
     cfg = {"item_kind": facts["item_kind"], "query_kind": facts["query_kind"],
            "metric": stage.getMetric(), "k": stage.getK(), "dim": facts["dim"],
            "search": stage._search_overrides(), **store}
     if op == "nn_search":
-        return tasks.make_search_fn(cfg), found
-    return (tasks.make_local_search_fn(cfg),
-            struct_from_ddl(tasks.local_found_schema(facts["query_kind"], facts["item_kind"])))
+        return search_tasks.make_search_fn(cfg), found
+    return (search_tasks.make_local_search_fn(cfg),
+            struct_from_ddl(tables.local_found_schema(facts["query_kind"], facts["item_kind"])))
 
 
 def struct_from_ddl(ddl: str) -> StructType:
-    """The flat ``name type, ...`` schemas of :mod:`~synapseml_ext.nn.tasks` as a StructType.
+    """The flat ``name type, ...`` schemas of :mod:`~synapseml_ext.nn.tables` as a StructType.
 
     pyspark's own DDL parser needs a JVM, which a Python worker does not have.
     """

@@ -9,6 +9,7 @@ identity: ``target_recall`` (ours) is dropped, and settings it cannot run are re
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 log = logging.getLogger("synapseml_ext.nn")
@@ -68,3 +69,19 @@ def rapids_estimator(kwargs: dict[str, Any]):
             "install it with: pip install 'synapseml-ext[rapids]' (the cluster also needs RAPIDS "
             "cuVS and NVIDIA GPUs), or use backend='cpu'") from e
     return ApproximateNearestNeighbors(**kwargs)
+
+
+def gpu_probe(_batches: Iterator[Any]) -> Iterator[Any]:
+    """Executor: can spark-rapids-ml's ANN run here (spark_rapids_ml, cuVS, cupy and a GPU)?"""
+    import pandas as pd
+
+    try:
+        import cupy
+        import cuvs.neighbors  # noqa: F401
+        import spark_rapids_ml.knn  # noqa: F401
+
+        count = cupy.cuda.runtime.getDeviceCount()
+        ok, reason = count > 0, f"{count} GPU(s) with spark-rapids-ml and cuVS"
+    except Exception as e:  # ImportError, or CUDA errors where no driver/GPU is present
+        ok, reason = False, f"{type(e).__name__}: {e}"
+    yield pd.DataFrame({"ok": [ok], "reason": [reason[:500]]})

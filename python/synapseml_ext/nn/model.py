@@ -31,7 +31,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from synapseml_ext.bridge.persistence import BridgedParamsReadable  # loads Scala-saved too
-from synapseml_ext.nn import dropin, gpu, integrity, local_store, plan, tasks
+from synapseml_ext.nn import build_task, dropin, gpu, integrity, local_store, plan, tables
 from synapseml_ext.nn.engine import breadth_knob
 from synapseml_ext.nn.persistence import EstimatorWriter, ModelReader, ModelWriter
 from synapseml_ext.nn.placement import by_part
@@ -169,21 +169,21 @@ class ApproximateNearestNeighbors(Estimator, _SchemaMixin, BridgedParamsReadable
                  reason: str) -> ApproximateNearestNeighborsModel:
         id_col = self._id_col_or_default()
         partitions = self.getNumPartitions() or _num_partitions(items)
-        columns = [F.col(id_col).cast(tasks.spark_id_type(id_kind)).alias(tasks.ID),
-                   vector.alias(tasks.VEC)]
+        columns = [F.col(id_col).cast(tables.spark_id_type(id_kind)).alias(tables.ID),
+                   vector.alias(tables.VEC)]
         if label_kind is not None:  # kept with the index: each partition filters its own
-            columns.append(F.col(self.getLabelCol()).alias(tasks.LABEL))
-        prepared = items.select(*columns).repartition(partitions, tasks.ID)
+            columns.append(F.col(self.getLabelCol()).alias(tables.LABEL))
+        prepared = items.select(*columns).repartition(partitions, tables.ID)
         token = local_store.new_token()
         cfg = {"id_kind": id_kind, "column": self._input_name(),
                "algorithm": self._cpu_algorithm(), "metric": self.getMetric(),
                "params": self._cpu_algo_params(), "k": self.getK(), "partitions": partitions,
                "token": token, "store_limit": plan.store_limit(items.sparkSession),
                "label_kind": label_kind, "label_col": self.getLabelCol()}
-        indexes = by_part(prepared.mapInArrow(tasks.make_build_fn(cfg),
-                                              tasks.index_schema(id_kind, label_kind)), partitions)
+        indexes = by_part(prepared.mapInArrow(build_task.make_build_fn(cfg),
+                                              tables.index_schema(id_kind, label_kind)), partitions)
         with DataErrors():
-            rows = indexes.select(tasks.PART, tasks.INFO).collect()
+            rows = indexes.select(tables.PART, tables.INFO).collect()
         if not rows:
             indexes.unpersist()
             raise ValueError("the item DataFrame is empty: nothing to search")
@@ -292,9 +292,9 @@ class ApproximateNearestNeighborsModel(Model, _SchemaMixin, MLReadable, MLWritab
         item_df, queries, knn_df = self.kneighbors(query_df, sort_knn_df_by_query_id=False)
         pairs = knn_df.select(
             F.col(f"query_{id_col}").alias("__query_id"),
-            F.explode(F.arrays_zip(tasks.INDICES, tasks.DISTANCES)).alias("__pair"),
-        ).select("__query_id", F.col(f"__pair.{tasks.INDICES}").alias("__item_id"),
-                 F.col(f"__pair.{tasks.DISTANCES}").alias(distCol))
+            F.explode(F.arrays_zip(tables.INDICES, tables.DISTANCES)).alias("__pair"),
+        ).select("__query_id", F.col(f"__pair.{tables.INDICES}").alias("__item_id"),
+                 F.col(f"__pair.{tables.DISTANCES}").alias(distCol))
         items = item_df.select(F.struct("*").alias("item_df"))
         query_rows = queries.select(F.struct("*").alias("query_df"))
         joined = (items.join(pairs, F.col(f"item_df.{id_col}") == F.col("__item_id"))
@@ -350,7 +350,7 @@ def _executor_gpu_check(spark: SparkSession) -> tuple[str, str]:
     except ImportError:
         return "cpu", "spark-rapids-ml is not installed on the driver"
     row = (spark.range(1, numPartitions=1)
-           .mapInPandas(tasks.gpu_probe, "ok boolean, reason string").head())
+           .mapInPandas(gpu.gpu_probe, "ok boolean, reason string").head())
     if row is not None and row.ok:
         return "gpu", f"executors have {row.reason}"
     return "cpu", f"no GPU search on the executors ({row.reason if row else 'no answer'})"

@@ -1,6 +1,6 @@
 """Saving and loading a fitted model: ``metadata/`` as ``DefaultParamsWriter`` writes it
 (plus the build summary), ``data/items`` and ``data/indexes`` as parquet, the index rows in
-pieces (:data:`~synapseml_ext.nn.tasks.SAVE_CHUNK_BYTES`), joined back and checked at load.
+pieces (:data:`~synapseml_ext.nn.saved_tasks.SAVE_CHUNK_BYTES`), joined back and checked at load.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pyspark.ml.util import DefaultParamsReader, DefaultParamsWriter, MLReader, 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from synapseml_ext.nn import integrity, local_store, tasks
+from synapseml_ext.nn import integrity, local_store, saved_tasks, tables
 from synapseml_ext.nn.params import scala_readable_metadata
 from synapseml_ext.nn.placement import by_part, placement_key
 from synapseml_ext.nn.plan import store_limit
@@ -41,13 +41,13 @@ class ModelWriter(MLWriter):
                                          extraMetadata={"summary": model._summary})
         mode = "overwrite" if self.shouldOverwrite else "errorifexists"
         model._item_df.write.mode(mode).parquet(f"{path}/data/items")
-        # In pieces (tasks.SAVE_CHUNK_BYTES), uncompressed: faiss' float data does not
+        # In pieces (saved_tasks.SAVE_CHUNK_BYTES), uncompressed: faiss' float data does not
         # compress, and parquet 1.13's snappy reader grows its input buffer one 4 KB step at a
         # time (PARQUET-2429), so the first read of a ~190 MB index row took 150 s per JVM
         # (2.3 s uncompressed; docs/ann.md).
         _save_chunks(model._index_df, model._summary["id_kind"],
                      model._summary.get("label_kind")).write.mode(mode).options(
-            **tasks.saved_index_options()).parquet(f"{path}/data/indexes")
+            **saved_tasks.saved_index_options()).parquet(f"{path}/data/indexes")
 
 
 class ModelReader(MLReader):
@@ -68,18 +68,18 @@ class ModelReader(MLReader):
             indexes = read_saved(spark, f"{path}/data/indexes")
             items = read_saved(spark, f"{path}/data/items")
             if "parts" not in summary:  # saved before local index copies: the table's parts
-                summary["parts"] = sorted(row[0] for row in indexes.select(tasks.PART).collect())
+                summary["parts"] = sorted(row[0] for row in indexes.select(tables.PART).collect())
         # A token per load, never the saved one: a local copy made from other bytes under the
         # same token (the model saved earlier in this application, then altered) is not used.
         summary["token"] = local_store.new_token()
         partitions = summary.setdefault("index_partitions", max(summary["parts"]) + 1)
-        if tasks.CHUNK in indexes.columns:
+        if saved_tasks.CHUNK in indexes.columns:
             indexes = _joined_chunks(indexes, summary, store_limit(spark), path)
         indexes = by_part(indexes, partitions)
         with DataErrors(), SavedDataErrors(where):
             # Read now, as fit builds now (the first search finds local copies); the join
             # checked each partition's digest, the driver checks that none is missing.
-            found = [row[0] for row in indexes.select(tasks.PART).collect()]
+            found = [row[0] for row in indexes.select(tables.PART).collect()]
             integrity.check_parts(found, summary["parts"], where)
             if "items" in summary and items.count() != summary["items"]:
                 raise ValueError(f"{ERROR_PREFIX} {where} holds {items.count()} items where "
@@ -123,11 +123,11 @@ def read_saved(spark: SparkSession, path: str) -> DataFrame:
 
 def _save_chunks(index_df: DataFrame, id_kind: str, label_kind: str | None) -> DataFrame:
     """The index table as saved: each index row in pieces (ids, info and labels on piece 0),
-    so that no parquet value is larger than tasks.SAVE_CHUNK_BYTES."""
-    columns = [tasks.PART, tasks.IDS, tasks.INDEX, tasks.INFO]
-    return index_df.select(*columns, *([tasks.LABELS] if label_kind else [])).mapInArrow(
-        tasks.make_save_chunks_fn({"chunk_bytes": tasks.SAVE_CHUNK_BYTES}),
-        tasks.saved_index_schema(id_kind, label_kind))
+    so that no parquet value is larger than saved_tasks.SAVE_CHUNK_BYTES."""
+    columns = [tables.PART, tables.IDS, tables.INDEX, tables.INFO]
+    return index_df.select(*columns, *([tables.LABELS] if label_kind else [])).mapInArrow(
+        saved_tasks.make_save_chunks_fn({"chunk_bytes": saved_tasks.SAVE_CHUNK_BYTES}),
+        saved_tasks.saved_index_schema(id_kind, label_kind))
 
 
 def _joined_chunks(pieces: DataFrame, summary: dict[str, Any], limit: int, path: str
@@ -136,11 +136,11 @@ def _joined_chunks(pieces: DataFrame, summary: dict[str, Any], limit: int, path:
     the local store of the executor that joined it (as the build keeps its own)."""
     partitions = summary["index_partitions"]
     label_kind = summary.get("label_kind")
-    placed = (pieces.repartition(partitions, placement_key(F.col(tasks.PART), partitions))
-              .sortWithinPartitions(tasks.PART, tasks.CHUNK)
-              .select(tasks.PART, tasks.CHUNK, tasks.IDS, tasks.INDEX, tasks.INFO,
-                      *([tasks.LABELS] if label_kind else [])))
+    placed = (pieces.repartition(partitions, placement_key(F.col(tables.PART), partitions))
+              .sortWithinPartitions(tables.PART, saved_tasks.CHUNK)
+              .select(tables.PART, saved_tasks.CHUNK, tables.IDS, tables.INDEX, tables.INFO,
+                      *([tables.LABELS] if label_kind else [])))
     cfg = {"token": summary["token"], "store_limit": limit,
            "digests": summary.get("digests"), "path": path}
-    return placed.mapInArrow(tasks.make_join_chunks_fn(cfg),
-                             tasks.index_schema(summary["id_kind"], label_kind))
+    return placed.mapInArrow(saved_tasks.make_join_chunks_fn(cfg),
+                             tables.index_schema(summary["id_kind"], label_kind))

@@ -13,7 +13,7 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from synapseml_ext.nn import local_store, tasks
+from synapseml_ext.nn import local_store, search_tasks, tables
 from synapseml_ext.nn.placement import placement_key
 from synapseml_ext.nn.vectors import ERROR_PREFIX, DataErrors
 
@@ -28,15 +28,15 @@ def knn_frame(model: Any, queries: DataFrame, id_col: str, sort: bool) -> DataFr
     label_kind = summary.get("label_kind")
     conditions = model._conditioner_expr(queries.schema, label_kind)
     label_kind = label_kind if conditions is not None else None  # filter only when asked
-    columns = [F.col(id_col).cast(tasks.spark_id_type(query_kind)).alias(tasks.ID),
-               model._vector_expr(queries.schema, "query").alias(tasks.VEC)]
+    columns = [F.col(id_col).cast(tables.spark_id_type(query_kind)).alias(tables.ID),
+               model._vector_expr(queries.schema, "query").alias(tables.VEC)]
     if conditions is not None:
-        columns.append(conditions.alias(tasks.COND))
+        columns.append(conditions.alias(tables.COND))
     blocks = queries.select(*columns).mapInArrow(
-        tasks.make_block_fn({"id_kind": query_kind, "column": model._input_name(),
+        search_tasks.make_block_fn({"id_kind": query_kind, "column": model._input_name(),
                              "dim": summary["dim"], "label_kind": label_kind,
                              "cond_col": model.getConditionerCol()}),
-        tasks.block_schema(query_kind, label_kind))
+        tables.block_schema(query_kind, label_kind))
     # The shuffle writes the blocks once (the query plan above it is not re-run per index
     # partition) and gathers them into a few groups; never through the driver.
     spark = queries.sparkSession
@@ -53,21 +53,21 @@ def knn_frame(model: Any, queries: DataFrame, id_col: str, sort: bool) -> DataFr
     else:
         pairs = _index_meets_blocks(model._index_df, blocks.repartition(groups), summary,
                                     label_kind)
-        found = pairs.mapInArrow(tasks.make_search_fn(cfg),
-                                 tasks.found_schema(query_kind, summary["id_kind"]))
+        found = pairs.mapInArrow(search_tasks.make_search_fn(cfg),
+                                 tables.found_schema(query_kind, summary["id_kind"]))
     # Stored lists are cheap to sample: ranged by query id, they are grouped for the
     # merge and sorted for knn_df by one shuffle instead of two. (Sampling lists not yet
     # found would run their search twice.)
     ranged = sort and stored
     if ranged:
-        found = found.repartitionByRange(tasks.FOUND_QID)
+        found = found.repartitionByRange(tables.FOUND_QID)
     # Always merged, even from one partition: the merge is also where a repeated query
     # id shows (more rows than index partitions).
     found = _merge_top_k(found, model.getK(), model.getMetric() != "inner_product",
                          summary["partitions"], query_kind)
     query_col = f"query_{id_col}"
-    knn_df = found.select(F.col(tasks.FOUND_QID).alias(query_col), tasks.INDICES,
-                          tasks.DISTANCES)
+    knn_df = found.select(F.col(tables.FOUND_QID).alias(query_col), tables.INDICES,
+                          tables.DISTANCES)
     if ranged:
         return knn_df.sortWithinPartitions(query_col)
     return knn_df.sort(query_col) if sort else knn_df
@@ -116,22 +116,22 @@ def _search_local_first(spark: SparkSession, index_df: DataFrame, blocks: DataFr
     parts = summary["parts"]
     numbers = spark.range(len(parts), numPartitions=tasks_per_group).select(
         F.element_at(F.array(*[F.lit(p) for p in parts]), F.col("id").cast("int") + 1)
-        .cast("int").alias(tasks.PART))
+        .cast("int").alias(tables.PART))
     pairs = numbers.crossJoin(blocks.hint("shuffle_replicate_nl"))
     query_kind, item_kind = cfg["query_kind"], cfg["item_kind"]
-    searched = pairs.mapInArrow(tasks.make_local_search_fn(cfg),
-                                tasks.local_found_schema(query_kind, item_kind,
+    searched = pairs.mapInArrow(search_tasks.make_local_search_fn(cfg),
+                                tables.local_found_schema(query_kind, item_kind,
                                                          cfg.get("label_kind")))
     # Run now and keep the output in the executors' block managers (released with the
     # DataFrame): the driver must see which partitions missed before planning their
     # search, and any plan reading the index table would stream all of it through the JVM.
-    missing = F.col(tasks.MISS_PART).isNotNull()
+    missing = F.col(tables.MISS_PART).isNotNull()
     with DataErrors():
         searched = searched.localCheckpoint(eager=True)
         missed_parts = [row[0] for row in
-                        searched.where(missing).select(tasks.MISS_PART).distinct().collect()]
-    found = searched.where(F.col(tasks.FOUND_QID).isNotNull()).select(
-        tasks.FOUND_QID, tasks.INDICES, tasks.DISTANCES)
+                        searched.where(missing).select(tables.MISS_PART).distinct().collect()]
+    found = searched.where(F.col(tables.FOUND_QID).isNotNull()).select(
+        tables.FOUND_QID, tables.INDICES, tables.DISTANCES)
     if not missed_parts:
         return found, True
     log.info("kneighbors: no local copy of index partition(s) %s on some executors; "
@@ -141,27 +141,27 @@ def _search_local_first(spark: SparkSession, index_df: DataFrame, blocks: DataFr
     # out followed by all its misses.
     partitions = summary["index_partitions"]
     query_columns = _query_columns(cfg.get("label_kind"))
-    missed = searched.where(missing).select(tasks.MISS_PART, *query_columns)
-    with_bytes = index_df.where(F.col(tasks.PART).isin(missed_parts)).join(
+    missed = searched.where(missing).select(tables.MISS_PART, *query_columns)
+    with_bytes = index_df.where(F.col(tables.PART).isin(missed_parts)).join(
         missed.hint("shuffle_hash"),
-        placement_key(F.col(tasks.PART), partitions)
-        == placement_key(F.col(tasks.MISS_PART), partitions))
+        placement_key(F.col(tables.PART), partitions)
+        == placement_key(F.col(tables.MISS_PART), partitions))
     second = with_bytes.select(*_index_columns(summary), *query_columns
-                               ).mapInArrow(tasks.make_search_fn(cfg),
-                                            tasks.found_schema(query_kind, item_kind))
+                               ).mapInArrow(search_tasks.make_search_fn(cfg),
+                                            tables.found_schema(query_kind, item_kind))
     return found.unionByName(second), False
 
 
 def _query_columns(label_kind: str | None) -> list[str]:
     """A block's columns: ids, vectors (and allowed labels when filtering)."""
-    return [tasks.QIDS, tasks.QVECS] + ([tasks.QCONDS] if label_kind else [])
+    return [tables.QIDS, tables.QVECS] + ([tables.QCONDS] if label_kind else [])
 
 
 def _index_columns(summary: dict[str, Any]) -> list[str]:
     """An index row's columns a search reads: all of them (a labelled model's labels even
     when not filtering, since the search keeps a local copy of the row it received)."""
-    return [tasks.PART, tasks.IDS, tasks.INDEX, tasks.INFO] + (
-        [tasks.LABELS] if summary.get("label_kind") else [])
+    return [tables.PART, tables.IDS, tables.INDEX, tables.INFO] + (
+        [tables.LABELS] if summary.get("label_kind") else [])
 
 
 def _index_meets_blocks(index_df: DataFrame, blocks: DataFrame, summary: dict[str, Any],
@@ -178,21 +178,21 @@ def _index_meets_blocks(index_df: DataFrame, blocks: DataFrame, summary: dict[st
     numbered = blocks.select("*", F.monotonically_increasing_id().alias("__block"))
     pairs = index_df.crossJoin(numbered.hint("shuffle_replicate_nl"))
     first = F.col("__block").bitwiseAND((1 << 33) - 1) == 0
-    heavy = [c for c in _index_columns(summary) if c not in (tasks.PART, tasks.INFO)]
-    return pairs.select(tasks.PART, *[F.when(first, F.col(c)).alias(c) for c in heavy],
-                        tasks.INFO, *_query_columns(label_kind))
+    heavy = [c for c in _index_columns(summary) if c not in (tables.PART, tables.INFO)]
+    return pairs.select(tables.PART, *[F.when(first, F.col(c)).alias(c) for c in heavy],
+                        tables.INFO, *_query_columns(label_kind))
 
 
 def _merge_top_k(found: DataFrame, k: int, ascending: bool, index_partitions: int,
                  query_kind: str) -> DataFrame:
     """Global top-k per query from the per-partition lists (ties broken by item id); a query
     id met more than once (more than ``index_partitions`` lists) fails the job naming it."""
-    zipped = found.select(tasks.FOUND_QID, F.explode(F.arrays_zip(
-        tasks.DISTANCES, tasks.INDICES)).alias("__z"))
-    top = zipped.groupBy(tasks.FOUND_QID).agg(
+    zipped = found.select(tables.FOUND_QID, F.explode(F.arrays_zip(
+        tables.DISTANCES, tables.INDICES)).alias("__z"))
+    top = zipped.groupBy(tables.FOUND_QID).agg(
         F.slice(F.sort_array(F.collect_list("__z"), asc=ascending), 1, k).alias("__z"),
         F.count(F.lit(1)).alias("__n"))
-    shown = F.col(tasks.FOUND_QID).cast("string")
+    shown = F.col(tables.FOUND_QID).cast("string")
     if query_kind == "string":
         shown = F.concat(F.lit("'"), shown, F.lit("'"))
     repeated = F.raise_error(F.concat(
@@ -200,6 +200,6 @@ def _merge_top_k(found: DataFrame, k: int, ascending: bool, index_partitions: in
         F.lit(" occurs more than once in the query DataFrame; idCol must identify each query "
               "uniquely")))
     merged = F.when(F.col("__n") > index_partitions * k, repeated).otherwise(F.col("__z"))
-    return top.select(tasks.FOUND_QID, merged.alias("__z")).select(
-        tasks.FOUND_QID, F.col(f"__z.{tasks.INDICES}").alias(tasks.INDICES),
-        F.col(f"__z.{tasks.DISTANCES}").alias(tasks.DISTANCES))
+    return top.select(tables.FOUND_QID, merged.alias("__z")).select(
+        tables.FOUND_QID, F.col(f"__z.{tables.INDICES}").alias(tables.INDICES),
+        F.col(f"__z.{tables.DISTANCES}").alias(tables.DISTANCES))

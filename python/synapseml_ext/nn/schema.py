@@ -20,7 +20,7 @@ from pyspark.sql.types import (
 
 from synapseml_ext.nn.params import _ApproximateNearestNeighborsParams, normalize_algo_params
 from synapseml_ext.nn.plan import is_connect
-from synapseml_ext.nn.tasks import spark_id_type
+from synapseml_ext.nn.tables import spark_id_type
 
 log = logging.getLogger("synapseml_ext.nn")
 

@@ -15,7 +15,7 @@ from typing import Any
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from synapseml_ext.nn import plan, tasks
+from synapseml_ext.nn import plan, tables
 from synapseml_ext.nn.schema import GENERATED_ID, materialized
 
 ROW = "__synapseml_ext_row"  # the private row id the neighbour lists are joined back on
@@ -51,8 +51,8 @@ def _inputs(model: Any) -> list[str]:
 def _neighbors(knn: DataFrame) -> Column:
     """indices + distances -> array<struct<value, distance>>, without the padding entries
     (infinite distance) that kneighbors adds where fewer than k items exist."""
-    id_type = knn.schema[tasks.INDICES].dataType.elementType.simpleString()
-    pairs = F.arrays_zip(F.col(tasks.INDICES), F.col(tasks.DISTANCES)).cast(
+    id_type = knn.schema[tables.INDICES].dataType.elementType.simpleString()
+    pairs = F.arrays_zip(F.col(tables.INDICES), F.col(tables.DISTANCES)).cast(
         f"array<struct<value:{id_type},distance:float>>")
     return F.filter(pairs, lambda pair: F.abs(pair["distance"]) < F.lit(float("inf")))
 

@@ -418,7 +418,7 @@ object ApproximateNearestNeighborsModel extends MLReadable[ApproximateNearestNei
 }
 
 /** Column names and schemas of the tables passed between the steps
- * (synapseml_ext/nn/tasks.py; ParamsParitySuite checks they agree). */
+ * (synapseml_ext/nn/tables.py; KnnContractSuite checks they agree). */
 private[nn] object Tables {
 
   /** A saved table's pieces joined back into one index row per partition by the Python
@@ -451,7 +451,7 @@ private[nn] object Tables {
   val FoundQid = "__qid"
   val MissPart = "__miss_part"
   val Chunk = "__chunk"
-  /** Largest piece of a saved index row (synapseml_ext/nn/tasks.py SAVE_CHUNK_BYTES). */
+  /** Largest piece of a saved index row (synapseml_ext/nn/saved_tasks.py SAVE_CHUNK_BYTES). */
   val SaveChunkBytes: Int = 64 << 20
   val Indices = "indices"
   val Distances = "distances"
@@ -471,7 +471,7 @@ private[nn] object Tables {
     s"${foundDdl(queryKind, itemKind)}, $MissPart int, $Qids array<${sparkIdType(queryKind)}>, " +
       s"$Qvecs binary"
 
-  /** Uncompressed, one row group per piece (synapseml_ext/nn/tasks.py saved_index_options:
+  /** Uncompressed, one row group per piece (synapseml_ext/nn/saved_tasks.py saved_index_options:
    * parquet checks its buffered size every 100 rows by default). */
   val SavedIndexOptions: Map[String, String] = Map("compression" -> "none",
     "parquet.block.size" -> SaveChunkBytes.toString, "parquet.page.size.row.check.min" -> "1",
