@@ -13,7 +13,8 @@ SPARK35_VERSION := 3.5.9
 PY4J35_VERSION  := 0.10.9.7
 # pyspark 4.0.x for the Scala suite on Spark 4.0 (LTS runtimes): put first on PYTHONPATH.
 PYSPARK40 := $(VENV)/pyspark-4.0.1
-VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' pyproject.toml)
+# The version is written once, as synapseml_ext.__version__ (pyproject and build.sbt read it).
+VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"$$/\1/p' python/synapseml_ext/__init__.py)
 JAR     := target/scala-2.12/synapseml-ext_2.12-$(VERSION).jar
 JAR213  := target/scala-2.13/synapseml-ext_2.13-$(VERSION).jar
 
