@@ -334,31 +334,22 @@ def _tune(index, info: BuildInfo, base: np.ndarray, probe: np.ndarray, k: int, t
           params: dict[str, Any]) -> None:
     """Smallest breadth whose recall@k on the held-out rows reaches ``target`` (or the user's
     nprobe / ef_search, measured but not changed)."""
-    faiss = faiss_module()
     knob = breadth_knob(info.kind)
-    if knob == "ef_search":
-        steps = EF_STEPS
-    else:
-        nlist = info.params["nlist"]
-        steps = (*(s for s in NPROBE_STEPS if s < nlist), nlist)
+    steps = _breadth_ladder(info)
     if len(probe) == 0:
         info.search[knob] = int(params.get(knob, steps[min(len(steps) - 1, 4)]))
         return
     k = min(k, len(base))
-    exact = faiss.IndexFlat(base.shape[1], _faiss_metric(info.metric))
-    exact.add(base)
-    _, truth = exact.search(probe, k)
-    pinned = params.get(knob)
-    chosen, recall = None, 0.0
-    for value in ([int(pinned)] if pinned else steps):
+    truth = _exact_truth(base, probe, k, info.metric)
+
+    def recall_at(value: int) -> float:
         set_breadth(index, info.kind, value, k)
-        _, labels = index.search(probe, k)
-        recall = _recall(labels, truth)
-        chosen = value
-        if recall >= target:
-            break
-    info.search[knob] = int(chosen)
-    info.calibration_recall = round(float(recall), 4)
+        return _recall(index.search(probe, k)[1], truth)
+
+    pinned = params.get(knob)
+    chosen, recall = _smallest_reaching([int(pinned)] if pinned else steps, recall_at, target)
+    info.search[knob] = chosen
+    info.calibration_recall = round(recall, 4)
 
 
 def _add_and_tune_ivfflat(index, info: BuildInfo, base: np.ndarray, probe: np.ndarray, k: int,
@@ -374,24 +365,48 @@ def _add_and_tune_ivfflat(index, info: BuildInfo, base: np.ndarray, probe: np.nd
     index.add_core(len(base), faiss.swig_ptr(base), None, faiss.swig_ptr(lists))
     nlist = info.params["nlist"]
     k = min(k, len(base))
-    exact = faiss.IndexFlat(base.shape[1], _faiss_metric(info.metric))
-    exact.add(base)
-    _, truth = exact.search(probe, k)
+    truth = _exact_truth(base, probe, k, info.metric)
     _, order = index.quantizer.search(probe, nlist)  # each held-out query's lists, nearest first
     rank = np.full((len(probe), nlist), nlist, dtype=np.int64)
     rows = np.arange(len(probe))[:, None]
     rank[rows, np.where(order >= 0, order, 0)] = np.where(order >= 0, np.arange(nlist), nlist)
     found_within = rank[rows, lists[np.maximum(truth, 0)]][truth >= 0]  # nprobe that finds each
+
+    def recall_at(value: int) -> float:
+        return float(np.mean(found_within < value)) if found_within.size else 1.0
+
     pinned = params.get("nprobe")
-    steps = [int(pinned)] if pinned else [*(s for s in NPROBE_STEPS if s < nlist), nlist]
-    chosen, recall = steps[-1], 1.0
-    for value in steps:
-        chosen, recall = value, float(np.mean(found_within < value)) if found_within.size else 1.0
+    chosen, recall = _smallest_reaching([int(pinned)] if pinned else _breadth_ladder(info),
+                                        recall_at, target)
+    set_breadth(index, info.kind, chosen, k)
+    info.search["nprobe"] = chosen
+    info.calibration_recall = round(recall, 4)
+
+
+def _breadth_ladder(info: BuildInfo) -> tuple[int, ...]:
+    """The breadths calibration tries, smallest first (nprobe up to nlist, or ef_search)."""
+    if breadth_knob(info.kind) == "ef_search":
+        return EF_STEPS
+    nlist = info.params["nlist"]
+    return (*(s for s in NPROBE_STEPS if s < nlist), nlist)
+
+
+def _exact_truth(base: np.ndarray, probe: np.ndarray, k: int, metric: str) -> np.ndarray:
+    """The held-out rows' true k nearest base rows (labels), by exact search."""
+    exact = faiss_module().IndexFlat(base.shape[1], _faiss_metric(metric))
+    exact.add(base)
+    return exact.search(probe, k)[1]
+
+
+def _smallest_reaching(values: list[int] | tuple[int, ...], recall_at: Any, target: float
+                       ) -> tuple[int, float]:
+    """The first of ``values`` whose recall reaches ``target`` (else the last) and its recall."""
+    chosen, recall = values[-1], 0.0
+    for value in values:
+        chosen, recall = value, recall_at(value)
         if recall >= target:
             break
-    set_breadth(index, info.kind, chosen, k)
-    info.search["nprobe"] = int(chosen)
-    info.calibration_recall = round(recall, 4)
+    return int(chosen), float(recall)
 
 
 def _recall(found: np.ndarray, truth: np.ndarray) -> float:
