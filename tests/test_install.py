@@ -92,6 +92,8 @@ def _init_script_env(inst_root: Path, wheel: Path, jar: Path) -> dict[str, str]:
         JAR=str(jar.resolve()),  # the scripts take an https URL or an absolute path
         JAR_SHA256=hashlib.sha256(jar.read_bytes()).hexdigest(),
         TORCH_CPU_INDEX_URL=os.environ.get("SYNAPSEML_EXT_TEST_TORCH_INDEX", ""),
+        # torch's wheels are ~3 GB: no second copy in pip's cache on a CI disk that is shared.
+        PIP_NO_CACHE_DIR="1",
     )
 
 

@@ -7,6 +7,7 @@ import java.util.concurrent.TimeUnit
 
 import scala.io.Source
 
+import org.apache.spark.network.util.JavaUtils
 import org.apache.spark.sql.SparkSession
 import org.json4s._
 import org.json4s.jackson.JsonMethods
@@ -70,11 +71,17 @@ object TestEnv {
     .config("spark.executorEnv.PYTHONPATH", pythonPath)
     .getOrCreate()
 
-  def tempDir(prefix: String): Path = {
-    val dir = Files.createTempDirectory(prefix)
-    dir.toFile.deleteOnExit()
-    dir
+  // One scratch folder per test JVM, removed with everything in it when the JVM exits
+  // (File.deleteOnExit skips folders that are not empty).
+  private lazy val scratch: Path = {
+    val root = Files.createTempDirectory("synapseml-ext-scala-tests")
+    sys.addShutdownHook(JavaUtils.deleteRecursively(root.toFile))
+    root
   }
+
+  def tempDir(prefix: String): Path = Files.createTempDirectory(scratch, prefix)
+
+  def tempFile(prefix: String, suffix: String): Path = Files.createTempFile(scratch, prefix, suffix)
 
   def writeText(path: Path, text: String): Path =
     Files.write(path, text.getBytes(StandardCharsets.UTF_8))
@@ -95,7 +102,7 @@ object TestEnv {
   }
 
   def runPython(args: Seq[String], timeoutSeconds: Long = 900): String = {
-    val log = Files.createTempFile("python-side", ".log").toFile
+    val log = tempFile("python-side", ".log").toFile
     val builder = new ProcessBuilder((python +: args): _*).redirectError(log)
     builder.environment().put("PYTHONPATH", pythonPath)
     builder.environment().put("PYSPARK_PYTHON", python)

@@ -1,7 +1,5 @@
 package io.github.synapsemlext.hf
 
-import java.nio.file.Files
-
 import io.github.synapsemlext.TestEnv
 import org.apache.spark.ml.{Pipeline, PipelineModel}
 import org.apache.spark.ml.feature.SQLTransformer
@@ -82,7 +80,7 @@ class EmbedderParitySuite extends AnyFunSuite {
     val df = Seq[(Int, String)]((0, null), (1, ""), (2, "desserts"), (3, null))
       .toDF("id", "data").coalesce(1)
     val model = new Pipeline().setStages(Array(embedder)).fit(df)
-    val path = Files.createTempDirectory("pipeline").resolve("model").toString
+    val path = TestEnv.tempDir("pipeline").resolve("model").toString
     model.write.overwrite().save(path)
     val reloaded = PipelineModel.load(path)
     assert(reloaded.stages.head.isInstanceOf[HuggingFaceSentenceEmbedder])

@@ -1,7 +1,5 @@
 package io.github.synapsemlext.hf
 
-import java.nio.file.Files
-
 import scala.util.Try
 
 import io.github.synapsemlext.TestEnv
@@ -113,7 +111,7 @@ class EmbedderStubSuite extends AnyFunSuite {
       if (c.withSchema) JObject("params" -> params, "schema" -> JsonMethods.parse(schema.json))
       else JObject("params" -> params)
     })
-    val path = TestEnv.writeText(Files.createTempFile("cases", ".json"),
+    val path = TestEnv.writeText(TestEnv.tempFile("cases", ".json"),
       JsonMethods.compact(JsonMethods.render(json)))
     val python = TestEnv.pythonSide("messages", path.toString) match {
       case JArray(items) => items.map {

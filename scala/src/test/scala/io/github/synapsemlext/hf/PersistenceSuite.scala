@@ -1,7 +1,5 @@
 package io.github.synapsemlext.hf
 
-import java.nio.file.Files
-
 import io.github.synapsemlext.TestEnv
 import org.json4s._
 import org.scalatest.funsuite.AnyFunSuite
@@ -16,7 +14,7 @@ class PersistenceSuite extends AnyFunSuite {
     spark
     val s = new HuggingFaceSentenceEmbedder().setInputCol("text").setRuntime("onnx")
       .setBatchSize(32).setNormalize(true).setMinCosine(0.25).setPrompt("query: ")
-    val path = Files.createTempDirectory("embedder").resolve("stage").toString
+    val path = TestEnv.tempDir("embedder").resolve("stage").toString
     s.save(path)
     val loaded = HuggingFaceSentenceEmbedder.load(path)
     assert(loaded.uid === s.uid)
@@ -64,7 +62,7 @@ class PersistenceSuite extends AnyFunSuite {
 
   test("loading something else fails naming both classes") {
     spark
-    val path = Files.createTempDirectory("other").resolve("tok").toString
+    val path = TestEnv.tempDir("other").resolve("tok").toString
     new org.apache.spark.ml.feature.Tokenizer().save(path)
     val e = intercept[IllegalArgumentException](HuggingFaceSentenceEmbedder.load(path))
     assert(e.getMessage.contains("holds a org.apache.spark.ml.feature.Tokenizer, not a " +

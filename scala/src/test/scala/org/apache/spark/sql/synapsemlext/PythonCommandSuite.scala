@@ -18,7 +18,7 @@ class PythonCommandSuite extends AnyFunSuite {
 
   test("Python unpickles a JVM-built command into synapseml_ext.bridge's (function, type)") {
     val spec = JsonMethods.compact(JsonMethods.render(PythonBridge.bridgeSpec("probe")))
-    val path = Files.createTempFile("command", ".bin")
+    val path = TestEnv.tempFile("command", ".bin")
     Files.write(path, PythonCommand.bridgeLoad(spec))
     val answer = TestEnv.pythonSide("unpickle", path.toString)
     assert((answer \ "function") === JString("_probe"))
@@ -30,7 +30,7 @@ class PythonCommandSuite extends AnyFunSuite {
     val text = "Crème brûlée 東京 🔥 " * 2000
     val bytes = PythonCommand.call("json", "loads", JsonMethods.compact(JsonMethods.render(
       JString(text))))
-    val path = Files.createTempFile("command", ".bin")
+    val path = TestEnv.tempFile("command", ".bin")
     Files.write(path, bytes)
     val out = TestEnv.runPython(Seq("-c",
       s"import pickle,sys; v = pickle.load(open('$path', 'rb')); " +
