@@ -120,7 +120,7 @@ def test_version_is_written_once_and_the_environment_file_agrees():
         "torch": pins["TORCH_VERSION"],
         "onnxruntime": pins["ONNXRUNTIME_VERSION"],
         "faiss-cpu": pins["FAISS_CPU_VERSION"],
-        "synapseml-ext": pins["SYNAPSEML_EXT_VERSION"],
+        "synapseml-ext[cpu]": pins["SYNAPSEML_EXT_VERSION"],
     }
     assert f"--extra-index-url {pins['TORCH_CPU_INDEX_URL']}" in pip_lines
 

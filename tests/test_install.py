@@ -13,6 +13,7 @@ prefix for a look afterwards)."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -25,6 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import synapseml_ext
@@ -232,3 +234,63 @@ def test_the_sdist_installs_and_runs_the_quickstart(installed):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert f"Successfully installed synapseml-ext-{VERSION}" in done.stdout
     _quickstart(installed, "quickstart (sdist)")
+
+
+CORE_EXAMPLE = r"""
+import importlib.util, json, os, sys
+os.environ["PYSPARK_PYTHON"] = sys.executable
+import numpy as np
+from pyspark.sql import SparkSession
+from synapseml_ext.hf import HuggingFaceSentenceEmbedder
+
+spark = SparkSession.builder.master("local[2]").config("spark.ui.enabled", "false").getOrCreate()
+texts = json.loads(sys.argv[2])
+df = spark.createDataFrame([(t,) for t in texts], "data string")
+embedder = HuggingFaceSentenceEmbedder(modelName=sys.argv[1], inputCol="data",
+                                       outputCol="embeddings", runtime="auto")
+rows = embedder.transform(df).collect()
+np.save(sys.argv[3], np.array([r["embeddings"] for r in rows], dtype=np.float32))
+print(json.dumps({"torch": importlib.util.find_spec("torch") is not None,
+                  "order": [r["data"] for r in rows] == texts}))
+"""
+
+
+def test_the_core_install_embeds_on_onnx_without_torch(installed, minilm_dir, st_minilm):
+    """`pip install synapseml-ext` (no extras: an ONNX-only CPU worker) + pyspark, then the
+    README's PySpark example on a model that ships onnx/model.onnx; 3x smaller than the
+    init script's install (both with pyspark)."""
+    from tiny_models import export_model_graph
+
+    venv = installed.root / "core"
+    made = _run([getattr(sys, "_base_executable", sys.executable), "-m", "venv", str(venv)],
+                installed.seconds, "python -m venv (core)")
+    assert made.returncode == 0, made.stderr
+    import pyspark
+
+    done = _run([str(venv / "bin/python"), "-m", "pip", "install", "--disable-pip-version-check",
+                 str(installed.wheel), f"pyspark=={pyspark.__version__}"], installed.seconds,
+                "pip install wheel + pyspark (core)", env=_clean_env(), timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    model = installed.root / "minilm-onnx"
+    shutil.copytree(minilm_dir, model)
+    export_model_graph(model)
+    texts = ["great coffee, smooth and rich", "stale crackers in a crushed box", ""]
+    out = installed.root / "core.npy"
+    ran = _run([str(venv / "bin/python"), "-c", CORE_EXAMPLE, str(model), json.dumps(texts),
+                str(out)], installed.seconds, "README example (core)", env=_clean_env(),
+               cwd=installed.root, timeout=600)
+    assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
+    assert json.loads(ran.stdout.strip().splitlines()[-1]) == {"torch": False, "order": True}
+    ours, reference = np.load(out), st_minilm.encode(texts)
+    cosine = (ours * reference).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(
+        reference, axis=1)
+    assert cosine.min() >= 0.9999, cosine
+
+    core, full = _size(venv), _size(installed.prefix / "databricks/python")
+    print(f"\ncore install {core / 2**20:.0f} MiB, init script's {full / 2**20:.0f} MiB: "
+          f"{full / core:.1f}x")
+    assert full / core >= 3, (core, full)
+
+
+def _size(venv: Path) -> int:
+    return sum(p.stat().st_size for p in venv.rglob("*") if p.is_file() and not p.is_symlink())

@@ -92,3 +92,33 @@ def build_tiny_model(
     SentenceTransformer(modules=modules, device="cpu").save(str(path))
     shutil.rmtree(base)
     return str(path)
+
+
+def export_model_graph(model_dir: Path) -> Path:
+    """Write ``onnx/model.onnx`` in sentence-transformers' ONNX layout (the transformer
+    alone: ids, mask, token types in; ``last_hidden_state`` out), as hub models ship it."""
+    from transformers import AutoModel
+
+    class Transformer(torch.nn.Module):
+        def __init__(self, model) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            return self.model(input_ids=input_ids, attention_mask=attention_mask,
+                              token_type_ids=token_type_ids).last_hidden_state
+
+    model = Transformer(AutoModel.from_pretrained(model_dir, attn_implementation="eager").eval())
+    ids = torch.ones(2, 8, dtype=torch.long)
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    axes = {n: {0: "batch", 1: "sequence"} for n in [*names, "last_hidden_state"]}
+    out = Path(model_dir) / "onnx" / "model.onnx"
+    out.parent.mkdir(exist_ok=True)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's notes on shape checks
+        torch.onnx.export(model, (ids, torch.ones_like(ids), torch.zeros_like(ids)), str(out),
+                          input_names=names, output_names=["last_hidden_state"],
+                          dynamic_axes=axes, opset_version=17, dynamo=False)
+    return out

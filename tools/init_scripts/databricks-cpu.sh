@@ -13,7 +13,8 @@ source "$SX_DIR/versions.env" # @bundle-inline
 # shellcheck source=common.sh
 source "$SX_DIR/common.sh" # @bundle-inline
 
-WHEEL_EXTRAS="${WHEEL_EXTRAS:-}"
+# [cpu]: the PyTorch runtime (bf16) and the ONNX export; torch itself comes from sx_install_torch.
+WHEEL_EXTRAS="${WHEEL_EXTRAS-cpu}"
 
 sx_start "databricks-cpu.sh"
 # The jar is downloaded and checked against JAR_SHA256 before anything is installed.

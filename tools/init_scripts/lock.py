@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     v = versions_env()
-    extras = args.extras if args.extras is not None else ("" if args.kind == "cpu"
+    extras = args.extras if args.extras is not None else ("cpu" if args.kind == "cpu"
                                                           else "gpu,tensorrt")
     specs, torch_index = specs_for(args.kind, v, extras)
     if args.wheel:

@@ -16,7 +16,7 @@ import numpy as np
 
 from synapseml_ext.engine.batching import TokenBatch, iter_batches, pad_batches, plan_batches
 from synapseml_ext.engine.errors import ModelLoadError, UserInputError
-from synapseml_ext.engine.hardware import cuda_device_count, task_cpu_share
+from synapseml_ext.engine.hardware import cuda_device_count, task_cpu_share, torch_installed
 from synapseml_ext.engine.model_files import ModelFiles, cached_model_files
 from synapseml_ext.engine.probe import probe_texts
 from synapseml_ext.engine.runtimes import Backend, choose_runtime, load_backend
@@ -210,6 +210,8 @@ class SentenceEncoder:
 
 def load_model(spec: EncoderSpec) -> LoadedModel:
     """Resolve files, tokenizer, runtime and precision for ``spec`` and load the weights."""
+    if not torch_installed():  # expected on an ONNX-only worker: not worth transformers' warning
+        os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     from transformers import AutoTokenizer
 
     started = time.perf_counter()

@@ -79,6 +79,13 @@ def task_cpu_share() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def torch_installed() -> bool:
+    """Whether torch can be imported on this worker (an ONNX-only install has none)."""
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
+
+
 def cuda_device_count() -> int:
     """Visible CUDA devices, 0 where torch has no CUDA or no GPU is present."""
     try:

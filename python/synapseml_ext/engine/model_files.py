@@ -87,13 +87,23 @@ def resolve_model_dir(model_name: str, revision: str = "") -> Path:
     except ImportError as e:  # pragma: no cover - huggingface_hub is a dependency
         raise ModelLoadError("huggingface_hub is needed to download hub models") from e
     try:
-        return Path(snapshot_download(model_name, revision=revision or None))
+        return Path(snapshot_download(model_name, revision=revision or None,
+                                      ignore_patterns=_hub_files_not_needed()))
     except Exception as e:
         raise ModelLoadError(
             f"could not load model {model_name!r}: it is not a local directory and the "
             f"Hugging Face hub could not provide it ({type(e).__name__}: {e}). Pass a local "
             "directory that holds the model, or allow network access to the hub."
         ) from e
+
+
+def _hub_files_not_needed() -> list[str]:
+    """Other frameworks' weights and the ONNX variants a repository may carry (hundreds of
+    MB each); the model's own ``onnx/model.onnx`` only where it will run (no torch)."""
+    from synapseml_ext.engine.hardware import torch_installed
+
+    patterns = ["*.msgpack", "*.h5", "*.ot", "openvino/*", "onnx/model_*"]
+    return patterns + (["onnx/*"] if torch_installed() else [])
 
 
 @lru_cache(maxsize=16)

@@ -15,6 +15,7 @@ from synapseml_ext.engine.hardware import (
     cuda_device_count,
     cuda_unavailable_reason,
     tensorrt_import_error,
+    torch_installed,
 )
 from synapseml_ext.engine.model_files import ModelFiles
 from synapseml_ext.engine.paths import cache_root
@@ -84,6 +85,9 @@ def _choose_auto(precision: str, gpus: int, flags, tensorrt_error: str | None) -
                                  f"auto: {gpus} GPU(s) and TensorRT")
         return RuntimeChoice("cuda", _gpu_precision(precision),
                              f"auto: {gpus} GPU(s), no TensorRT ({trt_error})")
+    if not torch_installed():  # an ONNX-only install: the model's own graph, see load_onnx
+        return RuntimeChoice("onnx", "fp32", "auto on CPU: torch is not installed, so ONNX "
+                             "Runtime in fp32")
     prec, why = resolve_cpu_precision(precision, flags)
     chosen = "cpu" if prec == "bf16" else "onnx"
     return RuntimeChoice(chosen, prec, f"auto on CPU ({why})")

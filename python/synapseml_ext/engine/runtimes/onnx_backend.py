@@ -1,17 +1,28 @@
-"""ONNX Runtime runtime (``onnx``): the cached export, fused for ONNX Runtime."""
+"""ONNX Runtime runtime (``onnx``): our cached export, fused for ONNX Runtime, or without
+torch the model's own graph."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
+from synapseml_ext.engine import cache_trust
 from synapseml_ext.engine.batching import TokenBatch
-from synapseml_ext.engine.errors import missing_package
+from synapseml_ext.engine.errors import ModelLoadError, RuntimeUnavailableError, missing_package
+from synapseml_ext.engine.hardware import torch_installed
 from synapseml_ext.engine.model_files import ModelFiles
+from synapseml_ext.engine.numpy_head import SentenceHead
+
+log = logging.getLogger("synapseml_ext.engine")
 
 # Measured on 2-core machines (docs/benchmarks.md): ~1k-token batches are fastest on CPU.
 ORT_CPU_MAX_TOKENS = 1024
+# sentence-transformers' ONNX layout: the transformer's graph beside its files
+MODEL_GRAPH = Path("onnx") / "model.onnx"
+TOKEN_OUTPUTS = ("token_embeddings", "last_hidden_state")
 
 
 class OnnxBackend:
@@ -30,6 +41,30 @@ class OnnxBackend:
         return self.session.run(None, {k: v for k, v in feed.items() if k in self._inputs})[0]
 
 
+class ModelGraphBackend(OnnxBackend):
+    """The model's own ONNX graph (token embeddings out), then pooling and Dense layers in
+    NumPy: the onnx runtime on a worker without torch."""
+
+    def __init__(self, session, head, *, num_threads: int, device: str) -> None:
+        super().__init__(session, num_threads=num_threads, device=device)
+        self.head = head
+        outputs = {o.name: o for o in session.get_outputs()}
+        name = next((n for n in TOKEN_OUTPUTS if n in outputs), next(iter(outputs)))
+        if len(outputs[name].shape) != 3:
+            raise ModelLoadError(
+                f"the model's ONNX graph gives {name!r} of shape {outputs[name].shape}, not token "
+                "embeddings (batch, sequence, hidden): install torch on this worker to export "
+                "one (pip install 'synapseml-ext[cpu]')")
+        self._output = name
+
+    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        feed = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if "token_type_ids" in self._inputs:
+            feed["token_type_ids"] = np.zeros_like(input_ids)
+        hidden = self.session.run([self._output], feed)[0]
+        return self.head(hidden, attention_mask)
+
+
 def load_onnx(
     files: ModelFiles,
     *,
@@ -38,13 +73,53 @@ def load_onnx(
     prompt_length: int,
     probe: Sequence[TokenBatch],
 ) -> OnnxBackend:
+    """Our export of the model (checked against PyTorch, fused, cached) where torch is
+    installed; the model's own graph (:data:`MODEL_GRAPH`) on an ONNX-only install."""
     try:
         import onnxruntime as ort
     except ImportError as e:
         raise missing_package("onnxruntime", "onnx", "runtime='onnx'") from e
+    options, providers = _session_options(ort, num_threads)
+    device = "cuda" if providers[0] == "CUDAExecutionProvider" else "cpu"
+    if not torch_installed():
+        session = ort.InferenceSession(str(model_graph(files)), options, providers=providers)
+        log.info("runtime='onnx' without torch: %s's own ONNX graph, pooling in NumPy (not "
+                 "compared with PyTorch here)", files.root.name)
+        return ModelGraphBackend(session, SentenceHead(files, prompt_length),
+                                 num_threads=num_threads, device=device)
     from synapseml_ext.engine.onnx_export import ensure_onnx
 
     artifacts = ensure_onnx(files, probe, cache_dir=cache_dir, prompt_length=prompt_length)
+    try:
+        session = ort.InferenceSession(str(artifacts.for_onnxruntime), options, providers=providers)
+    except Exception:
+        # Verified bytes that still fail to load: drop the entry and export again once.
+        import shutil
+
+        shutil.rmtree(artifacts.directory, ignore_errors=True)
+        artifacts = ensure_onnx(files, probe, cache_dir=cache_dir, prompt_length=prompt_length)
+        session = ort.InferenceSession(str(artifacts.for_onnxruntime), options, providers=providers)
+    return OnnxBackend(session, num_threads=num_threads, device=device)
+
+
+def model_graph(files: ModelFiles) -> Path:
+    """The model's own ONNX graph, if it ships one that only this user can change (a graph
+    is code for ONNX Runtime, so one others could swap is refused)."""
+    path = files.transformer_dir / MODEL_GRAPH
+    if not path.is_file():
+        raise RuntimeUnavailableError(
+            f"runtime='onnx' without torch runs the model's own ONNX graph, and {path} does "
+            "not exist: use a model that ships one (sentence-transformers' ONNX layout) or "
+            "install torch on the workers to export it: pip install 'synapseml-ext[cpu]'")
+    why = cache_trust.why_untrusted(path)
+    if why:
+        raise ModelLoadError(
+            f"the model's ONNX graph {path} is not loaded: {why}; copy the model to a folder "
+            "only you can write (ONNX Runtime runs the graph as code)")
+    return path
+
+
+def _session_options(ort, num_threads: int):
     options = ort.SessionOptions()
     options.intra_op_num_threads = num_threads
     options.inter_op_num_threads = 1
@@ -56,14 +131,4 @@ def load_onnx(
 
         if cuda_device_count() > 0:  # onnxruntime-gpu on a GPU worker
             providers.insert(0, "CUDAExecutionProvider")
-    try:
-        session = ort.InferenceSession(str(artifacts.for_onnxruntime), options, providers=providers)
-    except Exception:
-        # Verified bytes that still fail to load: drop the entry and export again once.
-        import shutil
-
-        shutil.rmtree(artifacts.directory, ignore_errors=True)
-        artifacts = ensure_onnx(files, probe, cache_dir=cache_dir, prompt_length=prompt_length)
-        session = ort.InferenceSession(str(artifacts.for_onnxruntime), options, providers=providers)
-    device = "cuda" if providers[0] == "CUDAExecutionProvider" else "cpu"
-    return OnnxBackend(session, num_threads=num_threads, device=device)
+    return options, providers

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from synapseml_ext.engine.batching import TokenBatch
+from synapseml_ext.engine.errors import missing_package
 from synapseml_ext.engine.model_files import ModelFiles
 from synapseml_ext.engine.precision import ProbeVerdicts, min_cosine
 
@@ -53,7 +54,10 @@ def load_cpu(
     """Load on the CPU in ``precision`` (fp32 or bf16). bf16 must pass the probe check:
     minimum cosine to fp32 over the probe texts >= the verdicts' threshold (``minCosine``),
     else fp32 is used."""
-    import torch
+    try:
+        import torch
+    except ImportError as e:
+        raise missing_package("torch", "cpu", "runtime='cpu'") from e
 
     from synapseml_ext.engine.modules import build_sentence_module
 

@@ -1,0 +1,122 @@
+"""An ONNX-only worker (the core install, no torch): runtime 'onnx' and 'auto' run the model's
+own ONNX graph (sentence-transformers' layout) with pooling and Dense layers in NumPy.
+
+Each worker here is a child process in which ``import torch`` fails, as on a machine where
+torch is not installed; the references come from sentence-transformers in this process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from synapseml_ext.engine import modules, numpy_head
+
+from tiny_models import build_tiny_model, export_model_graph
+
+REPO = Path(__file__).resolve().parents[1]
+
+WORKER = r"""
+import json, sys
+sys.modules["torch"] = None  # import torch fails, find_spec('torch') is None: no torch here
+sys.modules["sentence_transformers"] = None
+import numpy as np
+from synapseml_ext.engine.encoder import get_encoder
+from synapseml_ext.engine.errors import user_message
+from synapseml_ext.engine.spec import EncoderSpec
+
+model, runtime, texts, out = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4]
+try:
+    encoder = get_encoder(EncoderSpec(model=model, runtime=runtime))
+    np.save(out, encoder.encode(texts))
+    print(json.dumps({"runtime": encoder.runtime, "precision": encoder.precision,
+                      "torch_loaded": sys.modules.get("torch") is not None}))
+except Exception as e:
+    print(json.dumps({"error": user_message(e) or f"{type(e).__name__}: {e}"}))
+"""
+
+
+def without_torch(model: str | Path, texts: list[str], out: Path, runtime: str = "auto") -> dict:
+    env = {**os.environ, "PYTHONPATH": str(REPO / "python")}
+    done = subprocess.run([sys.executable, "-c", WORKER, str(model), runtime, json.dumps(texts),
+                           str(out)], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+@pytest.fixture(scope="module")
+def minilm_with_graph(tmp_path_factory, minilm_dir) -> Path:
+    model = tmp_path_factory.mktemp("onnx-only") / "minilm"
+    shutil.copytree(minilm_dir, model)
+    export_model_graph(model)
+    return model
+
+
+def test_minilm_without_torch_gives_sentence_transformers_vectors(
+        minilm_with_graph, review_texts, st_reference, tmp_path):
+    texts = [*review_texts[:64], ""]
+    ran = without_torch(minilm_with_graph, texts, tmp_path / "v.npy")
+    assert ran == {"runtime": "onnx", "precision": "fp32", "torch_loaded": False}
+    reference = np.vstack([st_reference[:64], _st_encode(minilm_with_graph, [""])])
+    assert cosines(np.load(tmp_path / "v.npy"), reference).min() >= 0.9999
+
+
+def test_dense_layer_and_max_pooling_without_torch(tmp_path, minilm_dir):
+    model = Path(build_tiny_model(tmp_path / "tiny", minilm_dir, pooling="max", dense=True,
+                                  normalize=False))
+    export_model_graph(model / "0_Transformer" if (model / "0_Transformer").is_dir() else model)
+    texts = ["great coffee, smooth and rich", "stale crackers", "a", "das wetter ist sonnig"]
+    ran = without_torch(model, texts, tmp_path / "v.npy", runtime="onnx")
+    assert ran["runtime"] == "onnx", ran
+    assert cosines(np.load(tmp_path / "v.npy"), _st_encode(model, texts)).min() >= 0.9999
+
+
+def test_a_model_without_a_graph_names_the_extra_that_exports_one(tmp_path, minilm_dir):
+    ran = without_torch(minilm_dir, ["x"], tmp_path / "v.npy")
+    assert "onnx/model.onnx does not exist" in ran["error"]
+    assert "pip install 'synapseml-ext[cpu]'" in ran["error"]
+
+
+def test_runtime_cpu_without_torch_names_the_extra(tmp_path, minilm_with_graph):
+    ran = without_torch(minilm_with_graph, ["x"], tmp_path / "v.npy", runtime="cpu")
+    assert "needs the Python package 'torch'" in ran["error"]
+    assert "pip install 'synapseml-ext[cpu]'" in ran["error"]
+
+
+def test_a_graph_others_can_change_is_not_run(tmp_path, minilm_with_graph):
+    model = tmp_path / "shared-model"
+    shutil.copytree(minilm_with_graph, model)
+    graph = model / "onnx" / "model.onnx"
+    graph.chmod(0o666)
+    ran = without_torch(model, ["x"], tmp_path / "v.npy")
+    assert f"the model's ONNX graph {graph} is not loaded" in ran["error"], ran
+
+
+@pytest.mark.parametrize("modes", [("mean",), ("cls",), ("max",), ("mean_sqrt_len_tokens",),
+                                   ("weightedmean",), ("lasttoken",), ("cls", "mean", "max")])
+@pytest.mark.parametrize("prompt_length", [0, 2])
+def test_numpy_pooling_is_the_torch_pooling(modes, prompt_length):
+    rng = np.random.default_rng(0)
+    hidden = rng.standard_normal((3, 7, 16)).astype(np.float32)
+    mask = np.array([[1] * 7, [1] * 4 + [0] * 3, [1] * 3 + [0] * 4], dtype=np.int64)
+    ours = numpy_head.pool(hidden, mask, modes, prompt_length)
+    theirs = modules.pool(torch.from_numpy(hidden), torch.from_numpy(mask), modes, prompt_length)
+    np.testing.assert_allclose(ours, theirs.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def _st_encode(model: Path, texts: list[str]) -> np.ndarray:
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(model), device="cpu").encode(texts, convert_to_numpy=True)
