@@ -108,9 +108,10 @@ def model_graph(files: ModelFiles) -> Path:
     path = files.transformer_dir / MODEL_GRAPH
     if not path.is_file():
         raise RuntimeUnavailableError(
-            f"runtime='onnx' without torch runs the model's own ONNX graph, and {path} does "
-            "not exist: use a model that ships one (sentence-transformers' ONNX layout) or "
-            "install torch on the workers to export it: pip install 'synapseml-ext[cpu]'")
+            f"without torch, runtime 'onnx' (which 'auto' then picks) runs the model's own "
+            f"ONNX graph, and {path} does not exist: use a model that ships one "
+            "(sentence-transformers' ONNX layout) or install torch on the workers to export "
+            "it: pip install 'synapseml-ext[cpu]'")
     why = cache_trust.why_untrusted(path)
     if why:
         raise ModelLoadError(
