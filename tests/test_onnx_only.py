@@ -19,15 +19,16 @@ import pytest
 import torch
 
 from synapseml_ext.engine import modules, numpy_head
+from synapseml_ext.engine.errors import RuntimeUnavailableError
 
 from tiny_models import build_tiny_model, export_model_graph
 
 REPO = Path(__file__).resolve().parents[1]
 
 WORKER = r"""
-import json, sys
-sys.modules["torch"] = None  # import torch fails, find_spec('torch') is None: no torch here
-sys.modules["sentence_transformers"] = None
+import json, os, sys
+for name in os.environ["BLOCKED"].split(","):  # import fails, find_spec is None: not installed
+    sys.modules[name] = None
 import numpy as np
 from synapseml_ext.engine.encoder import get_encoder
 from synapseml_ext.engine.errors import user_message
@@ -38,14 +39,16 @@ try:
     encoder = get_encoder(EncoderSpec(model=model, runtime=runtime))
     np.save(out, encoder.encode(texts))
     print(json.dumps({"runtime": encoder.runtime, "precision": encoder.precision,
-                      "torch_loaded": sys.modules.get("torch") is not None}))
+                      "torch_loaded": sys.modules.get("torch") is not None,
+                      "backend": type(encoder.model.backend).__name__}))
 except Exception as e:
     print(json.dumps({"error": user_message(e) or f"{type(e).__name__}: {e}"}))
 """
 
 
-def without_torch(model: str | Path, texts: list[str], out: Path, runtime: str = "auto") -> dict:
-    env = {**os.environ, "PYTHONPATH": str(REPO / "python")}
+def without_torch(model: str | Path, texts: list[str], out: Path, runtime: str = "auto",
+                  blocked: str = "torch,sentence_transformers") -> dict:
+    env = {**os.environ, "PYTHONPATH": str(REPO / "python"), "BLOCKED": blocked}
     done = subprocess.run([sys.executable, "-c", WORKER, str(model), runtime, json.dumps(texts),
                            str(out)], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -68,7 +71,8 @@ def test_minilm_without_torch_gives_sentence_transformers_vectors(
         minilm_with_graph, review_texts, st_reference, tmp_path):
     texts = [*review_texts[:64], ""]
     ran = without_torch(minilm_with_graph, texts, tmp_path / "v.npy")
-    assert ran == {"runtime": "onnx", "precision": "fp32", "torch_loaded": False}
+    assert ran == {"runtime": "onnx", "precision": "fp32", "torch_loaded": False,
+                   "backend": "ModelGraphBackend"}
     reference = np.vstack([st_reference[:64], _st_encode(minilm_with_graph, [""])])
     assert cosines(np.load(tmp_path / "v.npy"), reference).min() >= 0.9999
 
@@ -81,6 +85,34 @@ def test_dense_layer_and_max_pooling_without_torch(tmp_path, minilm_dir):
     ran = without_torch(model, texts, tmp_path / "v.npy", runtime="onnx")
     assert ran["runtime"] == "onnx", ran
     assert cosines(np.load(tmp_path / "v.npy"), _st_encode(model, texts)).min() >= 0.9999
+
+
+def test_torch_without_onnx_runs_the_model_graph_too(tmp_path, minilm_with_graph):
+    """torch alone (e.g. an image's own) cannot export: the model's graph, not a traceback."""
+    ran = without_torch(minilm_with_graph, ["x"], tmp_path / "v.npy", runtime="onnx",
+                        blocked="onnx")
+    assert ran["backend"] == "ModelGraphBackend", ran
+
+
+def test_auto_bf16_without_torch_names_the_extra(monkeypatch):
+    from synapseml_ext.engine import runtimes
+
+    monkeypatch.setattr(runtimes, "torch_installed", lambda: False)
+    assert runtimes.choose_runtime("auto", "auto", gpus=0).runtime == "onnx"
+    with pytest.raises(RuntimeUnavailableError, match=r"precision='bf16' on a CPU needs .*'torch'"
+                       r".*synapseml-ext\[cpu\]"):
+        runtimes.choose_runtime("auto", "bf16", gpus=0)
+
+
+def test_bf16_dense_weights_are_read_without_torch(tmp_path):
+    from safetensors.torch import save_file
+
+    weight = torch.randn(4, 6).to(torch.bfloat16)
+    save_file({"linear.weight": weight, "linear.bias": torch.ones(4, dtype=torch.bfloat16)},
+              str(tmp_path / "model.safetensors"))
+    read = numpy_head._read_safetensors(tmp_path)
+    np.testing.assert_array_equal(read["linear.weight"], weight.float().numpy())
+    assert read["linear.bias"].dtype == np.float32 and (read["linear.bias"] == 1).all()
 
 
 def test_a_model_without_a_graph_names_the_extra_that_exports_one(tmp_path, minilm_dir):

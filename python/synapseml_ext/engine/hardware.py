@@ -86,6 +86,13 @@ def torch_installed() -> bool:
     return importlib.util.find_spec("torch") is not None
 
 
+def onnx_exporter_installed() -> bool:
+    """Whether our ONNX export can run here: torch and the onnx package ([cpu] has both)."""
+    import importlib.util
+
+    return torch_installed() and importlib.util.find_spec("onnx") is not None
+
+
 def cuda_device_count() -> int:
     """Visible CUDA devices, 0 where torch has no CUDA or no GPU is present."""
     try:

@@ -100,10 +100,10 @@ def resolve_model_dir(model_name: str, revision: str = "") -> Path:
 def _hub_files_not_needed() -> list[str]:
     """Other frameworks' weights and the ONNX variants a repository may carry (hundreds of
     MB each); the model's own ``onnx/model.onnx`` only where it will run (no torch)."""
-    from synapseml_ext.engine.hardware import torch_installed
+    from synapseml_ext.engine.hardware import onnx_exporter_installed
 
     patterns = ["*.msgpack", "*.h5", "*.ot", "openvino/*", "onnx/model_*"]
-    return patterns + (["onnx/*"] if torch_installed() else [])
+    return patterns + (["onnx/*"] if onnx_exporter_installed() else [])
 
 
 @lru_cache(maxsize=16)

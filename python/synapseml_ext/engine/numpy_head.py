@@ -9,6 +9,7 @@ Normalisation stays with the encoder, as for every runtime.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import numpy as np
 from synapseml_ext.engine.errors import ModelLoadError
 from synapseml_ext.engine.model_files import DenseSpec, ModelFiles
 
+_SAFETENSORS_DTYPES = {"F32": "<f4", "F16": "<f2", "F64": "<f8", "BF16": "<u2"}
 _ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "Identity": lambda x: x,
     "Tanh": np.tanh,
@@ -83,8 +85,8 @@ class SentenceHead:
         if files.library_modules:
             raise ModelLoadError(
                 f"model {files.root.name}: modules {list(files.library_modules)} run in "
-                "sentence-transformers, which needs torch on this worker; install it with: "
-                "pip install 'synapseml-ext[cpu]'")
+                "sentence-transformers, which needs torch on this worker; install them with: "
+                "pip install 'synapseml-ext[cpu,modules]'")
         self.modes = files.pooling_modes
         self.prompt_length = 0 if files.include_prompt else prompt_length
         self.dense = [DenseLayer(d) for d in files.dense]
@@ -97,11 +99,28 @@ class SentenceHead:
 
 
 def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
+    """The tensors of ``path/model.safetensors`` as float32. Read here, not with
+    ``safetensors.numpy``: NumPy has no bfloat16, which Dense layers may be stored in."""
     file = path / "model.safetensors"
     if not file.exists():
         raise ModelLoadError(
             f"Dense module {path} has no model.safetensors (a pytorch_model.bin needs torch "
             "on this worker; install it with: pip install 'synapseml-ext[cpu]')")
-    from safetensors.numpy import load_file
-
-    return load_file(str(file))
+    data = file.read_bytes()
+    try:
+        size = int.from_bytes(data[:8], "little")
+        header = json.loads(data[8:8 + size])
+        body = memoryview(data)[8 + size:]
+        tensors = {}
+        for name, info in header.items():
+            if name == "__metadata__":
+                continue
+            start, end = info["data_offsets"]
+            raw = np.frombuffer(body[start:end], dtype=_SAFETENSORS_DTYPES[info["dtype"]])
+            if info["dtype"] == "BF16":  # the high half of a float32
+                raw = (raw.astype(np.uint32) << 16).view(np.float32)
+            tensors[name] = raw.astype(np.float32).reshape(info["shape"])
+        return tensors
+    except (KeyError, ValueError, TypeError) as e:
+        raise ModelLoadError(f"{file} is not a safetensors file this worker can read without "
+                             f"torch ({e}); install torch: pip install 'synapseml-ext[cpu]'") from e

@@ -54,9 +54,12 @@ def faiss_module():
     try:
         import faiss
     except ImportError as e:  # pragma: no cover - faiss-cpu is a dependency
-        from synapseml_ext.engine.errors import missing_package
+        from synapseml_ext.engine.errors import RuntimeUnavailableError
 
-        raise missing_package("faiss-cpu", "cpu", "the CPU nearest-neighbour engine") from e
+        raise RuntimeUnavailableError(
+            "the CPU nearest-neighbour engine needs the Python package 'faiss-cpu' (a "
+            "dependency of synapseml-ext), which is not installed on this worker; install it "
+            "with: pip install faiss-cpu") from e
     return faiss
 
 

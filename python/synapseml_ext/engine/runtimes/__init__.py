@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from synapseml_ext.engine.batching import TokenBatch
-from synapseml_ext.engine.errors import EngineError, RuntimeUnavailableError
+from synapseml_ext.engine.errors import EngineError, RuntimeUnavailableError, missing_package
 from synapseml_ext.engine.hardware import (
     cuda_device_count,
     cuda_unavailable_reason,
@@ -85,9 +85,12 @@ def _choose_auto(precision: str, gpus: int, flags, tensorrt_error: str | None) -
                                  f"auto: {gpus} GPU(s) and TensorRT")
         return RuntimeChoice("cuda", _gpu_precision(precision),
                              f"auto: {gpus} GPU(s), no TensorRT ({trt_error})")
-    if not torch_installed():  # an ONNX-only install: the model's own graph, see load_onnx
+    if not torch_installed() and precision in ("auto", "fp32"):
+        # an ONNX-only install: the model's own graph, see load_onnx
         return RuntimeChoice("onnx", "fp32", "auto on CPU: torch is not installed, so ONNX "
                              "Runtime in fp32")
+    if not torch_installed() and precision == "bf16":
+        raise missing_package("torch", "cpu", "precision='bf16' on a CPU")
     prec, why = resolve_cpu_precision(precision, flags)
     chosen = "cpu" if prec == "bf16" else "onnx"
     return RuntimeChoice(chosen, prec, f"auto on CPU ({why})")

@@ -4,6 +4,7 @@ torch the model's own graph."""
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import numpy as np
 from synapseml_ext.engine import cache_trust
 from synapseml_ext.engine.batching import TokenBatch
 from synapseml_ext.engine.errors import ModelLoadError, RuntimeUnavailableError, missing_package
-from synapseml_ext.engine.hardware import torch_installed
+from synapseml_ext.engine.hardware import onnx_exporter_installed
 from synapseml_ext.engine.model_files import ModelFiles
 from synapseml_ext.engine.numpy_head import SentenceHead
 
@@ -23,6 +24,7 @@ ORT_CPU_MAX_TOKENS = 1024
 # sentence-transformers' ONNX layout: the transformer's graph beside its files
 MODEL_GRAPH = Path("onnx") / "model.onnx"
 TOKEN_OUTPUTS = ("token_embeddings", "last_hidden_state")
+FED_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 class OnnxBackend:
@@ -48,6 +50,12 @@ class ModelGraphBackend(OnnxBackend):
     def __init__(self, session, head, *, num_threads: int, device: str) -> None:
         super().__init__(session, num_threads=num_threads, device=device)
         self.head = head
+        unknown = [i.name for i in session.get_inputs() if i.name not in FED_INPUTS]
+        if unknown:
+            raise ModelLoadError(
+                f"the model's ONNX graph needs inputs {unknown} besides {list(FED_INPUTS)}: "
+                "install torch on this worker to export one (pip install 'synapseml-ext[cpu]')")
+        self._int32 = {i.name for i in session.get_inputs() if i.type == "tensor(int32)"}
         outputs = {o.name: o for o in session.get_outputs()}
         name = next((n for n in TOKEN_OUTPUTS if n in outputs), next(iter(outputs)))
         if len(outputs[name].shape) != 3:
@@ -58,9 +66,10 @@ class ModelGraphBackend(OnnxBackend):
         self._output = name
 
     def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        feed = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if "token_type_ids" in self._inputs:
-            feed["token_type_ids"] = np.zeros_like(input_ids)
+        given = {"input_ids": input_ids, "attention_mask": attention_mask,
+                 "token_type_ids": np.zeros_like(input_ids)}
+        feed = {k: v.astype(np.int32) if k in self._int32 else v
+                for k, v in given.items() if k in self._inputs}
         hidden = self.session.run([self._output], feed)[0]
         return self.head(hidden, attention_mask)
 
@@ -74,16 +83,17 @@ def load_onnx(
     probe: Sequence[TokenBatch],
 ) -> OnnxBackend:
     """Our export of the model (checked against PyTorch, fused, cached) where torch is
-    installed; the model's own graph (:data:`MODEL_GRAPH`) on an ONNX-only install."""
+    and onnx are installed; the model's own graph (:data:`MODEL_GRAPH`) otherwise (an
+    ONNX-only install)."""
     try:
         import onnxruntime as ort
     except ImportError as e:
         raise missing_package("onnxruntime", "onnx", "runtime='onnx'") from e
     options, providers = _session_options(ort, num_threads)
     device = "cuda" if providers[0] == "CUDAExecutionProvider" else "cpu"
-    if not torch_installed():
+    if not onnx_exporter_installed():
         session = ort.InferenceSession(str(model_graph(files)), options, providers=providers)
-        log.info("runtime='onnx' without torch: %s's own ONNX graph, pooling in NumPy (not "
+        log.info("runtime='onnx' without our exporter (torch, onnx): %s's own ONNX graph, pooling in NumPy (not "
                  "compared with PyTorch here)", files.root.name)
         return ModelGraphBackend(session, SentenceHead(files, prompt_length),
                                  num_threads=num_threads, device=device)
@@ -108,15 +118,17 @@ def model_graph(files: ModelFiles) -> Path:
     path = files.transformer_dir / MODEL_GRAPH
     if not path.is_file():
         raise RuntimeUnavailableError(
-            f"without torch, runtime 'onnx' (which 'auto' then picks) runs the model's own "
-            f"ONNX graph, and {path} does not exist: use a model that ships one "
-            "(sentence-transformers' ONNX layout) or install torch on the workers to export "
-            "it: pip install 'synapseml-ext[cpu]'")
-    why = cache_trust.why_untrusted(path)
-    if why:
-        raise ModelLoadError(
-            f"the model's ONNX graph {path} is not loaded: {why}; copy the model to a folder "
-            "only you can write (ONNX Runtime runs the graph as code)")
+            f"runtime 'onnx' without torch ('auto' picks it there) runs the model's own ONNX "
+            f"graph, and {path} does not exist: use a model that ships one "
+            "(sentence-transformers' ONNX layout) or install torch and onnx on the workers to "
+            "export it: pip install 'synapseml-ext[cpu]'")
+    for part in (path, path.with_name(path.name + "_data")):  # the graph, its external data
+        why = cache_trust.why_untrusted(part) if os.path.lexists(part) else ""
+        if why:
+            raise ModelLoadError(
+                f"the model's ONNX graph {part} is not loaded: {why}; ONNX Runtime runs a graph "
+                "as code, so copy the model to a folder only you can write, or install torch "
+                "on the workers to export a private one (pip install 'synapseml-ext[cpu]')")
     return path
 
 
