@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import time
@@ -66,3 +67,13 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def save_results(name: str, text: str, data: dict) -> None:
+    """``results/NAME.md`` (the table the docs quote) and ``results/NAME.json`` (every figure)."""
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.md").write_text(text)
+    (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=2))

@@ -22,12 +22,18 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEFAULT_REVIEWS, cpu_facts, markdown_table, matmul_gflops, seed_texts_from_csv
+from common import (
+    DEFAULT_REVIEWS,
+    cpu_facts,
+    markdown_table,
+    matmul_gflops,
+    save_results,
+    seed_texts_from_csv,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 LINES = {"4.2": REPO / ".venv/bin/python", "3.5": REPO / ".venv-spark35/bin/python"}
 RUNTIMES = (("cpu", "fp32"), ("onnx", "auto"), ("auto", "auto"))
-RESULTS = REPO / "tools/bench/results"
 
 
 def worker(csv: Path, cache_dir: str) -> None:
@@ -100,11 +106,9 @@ def main() -> None:
             f"same-run matmul fp32 {fp32:.0f}, bf16 {bf16:.0f} GFLOP/s (2 threads); "
             f"{facts['cpu']}.\n")
     print(text)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "embed_spark_lines.md").write_text(text)
-    (RESULTS / "embed_spark_lines.json").write_text(json.dumps(
+    save_results("embed_spark_lines", text,
         {"versions": versions, "runs": runs, "matmul": {"fp32": fp32, "bf16": bf16},
-         "cpu": facts}, indent=2))
+         "cpu": facts})
 
 
 if __name__ == "__main__":

@@ -26,9 +26,8 @@ sys.path.insert(0, str(REPO / "tests"))
 from tiny_models import export_model_graph  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import markdown_table  # noqa: E402
+from common import markdown_table, save_results  # noqa: E402
 
-RESULTS = REPO / "tools/bench/results"
 TEXTS = ["great coffee, smooth and rich", "stale crackers in a crushed box", ""]
 SMOKE = r"""
 import json, sys
@@ -105,12 +104,9 @@ def main() -> None:
             f"{ran['runtime']}, torch installed: {ran['torch']}, minimum cosine to "
             f"sentence-transformers {cosine:.6f}.\n")
     print(text)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "install_size.md").write_text(text)
-    (RESULTS / "install_size.json").write_text(json.dumps(
-        {"rows": [{k: v for k, v in r.items() if k != "venv"} | {"name": r["venv"].name}
-                  for r in rows], "ratio": ratio, "smoke": ran, "min_cosine": cosine},
-        indent=2))
+    save_results("install_size", text, {
+        "rows": [{k: v for k, v in r.items() if k != "venv"} | {"name": r["venv"].name}
+                 for r in rows], "ratio": ratio, "smoke": ran, "min_cosine": cosine})
 
 
 if __name__ == "__main__":

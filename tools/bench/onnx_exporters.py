@@ -42,11 +42,11 @@ from common import (
     cpu_facts,
     markdown_table,
     matmul_gflops,
+    save_results,
     seed_texts_from_csv,
 )
 
 REPO = Path(__file__).resolve().parents[2]
-RESULTS = REPO / "tools/bench/results"
 THREADS = 2
 
 
@@ -140,11 +140,9 @@ def main() -> None:
     text = (f"{table}\n\n{len(texts)} reviews, MiniLM, 256-token cap; same-run fp32 matmul "
             f"{fp32:.0f} GFLOP/s; {facts['cpu']}.\n")
     print(text)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "onnx_exporters.md").write_text(text)
-    (RESULTS / "onnx_exporters.json").write_text(json.dumps(
-        {name: {"rows_per_s": r, "min_cosine": float(cosines(v, reference).min())}
-         for name, (r, v) in results.items()} | {"matmul_fp32": fp32}, indent=2))
+    save_results("onnx_exporters", text, {
+        name: {"rows_per_s": r, "min_cosine": float(cosines(v, reference).min())}
+        for name, (r, v) in results.items()} | {"matmul_fp32": fp32})
 
 
 if __name__ == "__main__":
