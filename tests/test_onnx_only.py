@@ -21,6 +21,7 @@ import torch
 from synapseml_ext.engine import modules, numpy_head
 from synapseml_ext.engine.errors import RuntimeUnavailableError
 
+from helpers import cosines
 from tiny_models import build_tiny_model, export_model_graph
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,10 +54,6 @@ def without_torch(model: str | Path, texts: list[str], out: Path, runtime: str =
                            str(out)], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
 
 
 @pytest.fixture(scope="module")

@@ -67,8 +67,8 @@ class DenseLayer:
                 f"Dense module {spec.path}: activation {spec.activation!r} needs torch on this "
                 "worker; install it with: pip install 'synapseml-ext[cpu]'")
         state = _read_safetensors(spec.path)
-        self.weight = state["linear.weight"].astype(np.float32)
-        self.bias = state["linear.bias"].astype(np.float32) if spec.bias else None
+        self.weight = state["linear.weight"]  # float32, as _read_safetensors returns them
+        self.bias = state["linear.bias"] if spec.bias else None
         self.activation = activation
 
     def __call__(self, x: np.ndarray) -> np.ndarray:

@@ -66,10 +66,11 @@ class ModelGraphBackend(OnnxBackend):
         self._output = name
 
     def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        given = {"input_ids": input_ids, "attention_mask": attention_mask,
-                 "token_type_ids": np.zeros_like(input_ids)}
+        feed = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if "token_type_ids" in self._inputs:  # allocated only for graphs that take it
+            feed["token_type_ids"] = np.zeros_like(input_ids)
         feed = {k: v.astype(np.int32) if k in self._int32 else v
-                for k, v in given.items() if k in self._inputs}
+                for k, v in feed.items() if k in self._inputs}
         hidden = self.session.run([self._output], feed)[0]
         return self.head(hidden, attention_mask)
 
