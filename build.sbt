@@ -163,7 +163,10 @@ lazy val root = (project in file("."))
     Test / fork := true,
     Test / parallelExecution := false,
     Test / javaOptions ++= Seq("-Xmx3g", "-XX:+IgnoreUnrecognizedVMOptions") ++ javaModuleOpens,
-    Test / envVars ++= sys.env.filter { case (k, _) => k == "PYSPARK_PYTHON" || k == "PYTHONPATH" },
+    // The driver-side Python the k-NN stages start imports synapseml_ext from this checkout.
+    Test / envVars ++= sys.env.filter { case (k, _) => k == "PYSPARK_PYTHON" } + ("PYTHONPATH" ->
+      (((ThisBuild / baseDirectory).value / "python").getPath +: sys.env.get("PYTHONPATH").toSeq)
+        .mkString(java.io.File.pathSeparator)),
     Test / testOptions += Tests.Argument(TestFrameworks.ScalaTest, "-oD"),
     // With testSparkLine set to another line, the classes built against `sparkVersion` run on
     // that line's Spark (resolved by sparkRuntime): what a user's cluster does with the jar.

@@ -6,7 +6,7 @@ stage. Not a pytest module; each command prints one JSON document on stdout.
     unpickle COMMAND.bin              what Spark's worker gets from a JVM-built command
     reference IN.parquet OUT.parquet PARAMS.json   the PySpark stage's output
     persistence SCALA_SAVED PY_SAVE_TO PARAMS.json  load a Scala-saved stage, save a Python one
-    nn_contract CASES.json            the k-NN Params, algoParams keys, table schemas, messages
+    nn_contract CASES.json            the k-NN setters' messages
     nn_reference ITEMS QUERIES OUT PARAMS.json      the PySpark k-NN stage's knn_df
     nn_persistence SCALA_MODEL QUERIES OUT PY_SAVE_TO PARAMS.json   search with a Scala-saved
                                       model; fit and save a Python one on the same items
@@ -75,18 +75,9 @@ def _describe(stage) -> dict:
 
 
 def nn_contract(cases_path: str) -> dict:
-    """What the hand-written Scala k-NN stages must agree with."""
-    from synapseml_ext.nn import ApproximateNearestNeighbors, tables
-    from synapseml_ext.nn.params import ALGO_PARAM_KEYS, PYTHON_ONLY_PARAMS
-    from synapseml_ext.nn.placement import placement_keys
+    """The Python setters' message for each case (None where it is valid)."""
+    from synapseml_ext.nn import ApproximateNearestNeighbors
 
-    stage = ApproximateNearestNeighbors()
-    # The mirrored Params: the Python-only ones (transform, filtered search, spark-rapids-ml's
-    # inputCols / verbose) are saved only when set, so a stage without them loads in Scala.
-    params = {p.name: {"doc": p.doc,
-                       "default": stage.getOrDefault(p) if stage.hasDefault(p) else None,
-                       "hasDefault": stage.hasDefault(p)} for p in stage.params
-              if p.name not in PYTHON_ONLY_PARAMS}
     out = []
     for case in json.loads(Path(cases_path).read_text()):
         try:
@@ -94,15 +85,7 @@ def nn_contract(cases_path: str) -> dict:
             out.append(None)
         except (ValueError, TypeError) as e:
             out.append(str(e))
-    ddl = {"index_long": tables.index_schema("long"), "index_string": tables.index_schema("string"),
-           "block_long": tables.block_schema("long"), "block_string": tables.block_schema("string"),
-           "found_string_long": tables.found_schema("string", "long"),
-           "found_long_string": tables.found_schema("long", "string"),
-           "local_found_string_long": tables.local_found_schema("string", "long"),
-           "local_found_long_string": tables.local_found_schema("long", "string")}
-    placement = {str(n): list(placement_keys(n)) for n in (1, 2, 3, 8, 13, 64)}
-    return {"params": params, "algoParamKeys": ALGO_PARAM_KEYS, "ddl": ddl, "messages": out,
-            "placement": placement}
+    return {"messages": out}
 
 
 def _knn_rows(knn) -> list:

@@ -16,7 +16,6 @@ from pyspark.sql import functions as F
 
 from synapseml_ext.nn import ApproximateNearestNeighbors, ApproximateNearestNeighborsModel
 from synapseml_ext.nn import model as nn_model
-from synapseml_ext.nn.params import PYTHON_ONLY_PARAMS
 
 from nn_data import brute_force, knn_arrays, review_embeddings, vector_df
 
@@ -143,17 +142,14 @@ def test_list_input_columns_search_as_one_vector(spark, small, tmp_path):
             scalar_frame(items, 0).withColumn("name", F.lit("x")))
     with pytest.raises(ValueError, match="inputCols column 'f9' not found in the query"):
         model.copy().setInputCols(["f0", "f9"]).kneighbors(scalar_frame(queries, 0))
-    # Persisted as a Param; the Scala-readable metadata omits unset Python-only defaults.
+    # Persisted as a Param (the generated Scala stages have every Param too).
     model.save(str(tmp_path / "model"))
     loaded = ApproximateNearestNeighborsModel.load(str(tmp_path / "model"))
     assert loaded.getInputCol() == ["f0", "f1", "f2", "f3"]
     assert knn_arrays(loaded.kneighbors(scalar_frame(queries, 1000))[2])[1] == indices
     exact().save(str(tmp_path / "estimator"))
-    metadata = _metadata(tmp_path / "estimator")
-    assert not set(metadata["defaultParamMap"]) & set(PYTHON_ONLY_PARAMS)
-    assert not set(metadata["paramMap"]) & set(PYTHON_ONLY_PARAMS)
-    assert set(_metadata(tmp_path / "model")["paramMap"]) & set(PYTHON_ONLY_PARAMS) == {
-        "inputCols"}
+    assert _metadata(tmp_path / "estimator")["defaultParamMap"]["outputCol"] == "neighbors"
+    assert _metadata(tmp_path / "model")["paramMap"]["inputCols"] == ["f0", "f1", "f2", "f3"]
     assert ApproximateNearestNeighbors.load(str(tmp_path / "estimator")).getOutputCol() == \
         "neighbors"
 

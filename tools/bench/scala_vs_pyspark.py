@@ -1,6 +1,11 @@
-"""Rows/s of the embedder called from a Scala job vs from PySpark, in one run, on local[2].
+"""Rows/s of a stage called from a Scala job vs from PySpark, in one run, on local[2].
 
     flock /tmp/bench.lock .venv/bin/python tools/bench/scala_vs_pyspark.py [--runtime auto]
+    flock /tmp/bench.lock .venv/bin/python tools/bench/scala_vs_pyspark.py --stage knn
+
+--stage knn: fit + kneighbors of ApproximateNearestNeighbors (ivfflat, k=10) on --items
+random clustered 64-dim vectors and --queries queries; the Scala stage runs the PySpark stage
+in a driver-side Python process, which its cold run starts (the table shows that start-up).
 
 Both sides embed the same parquet input (the 1000 fine-food reviews as "Title: ...;
 Content: ...", repartitioned to 2 partitions by id and cached) with the same Params, in a
@@ -33,6 +38,7 @@ from common import (
 )
 
 SCALA_MAIN = "io.github.synapsemlext.bench.EmbedThroughput"
+SCALA_KNN_MAIN = "io.github.synapsemlext.bench.KnnThroughput"
 
 
 def pyspark_side(args: argparse.Namespace) -> None:
@@ -58,6 +64,28 @@ def pyspark_side(args: argparse.Namespace) -> None:
     spark.stop()
 
 
+def pyspark_knn_side(args: argparse.Namespace) -> None:
+    """The PySpark half of --stage knn (mirror of KnnThroughput)."""
+    from pyspark.sql import SparkSession
+
+    from synapseml_ext.nn import ApproximateNearestNeighbors
+
+    spark = SparkSession.builder.appName("scala_vs_pyspark knn (PySpark)").getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
+    items = spark.read.parquet(args.input).repartition(args.partitions).cache()
+    queries = spark.read.parquet(args.queries_input).cache()
+    rows = items.count() + queries.count()
+    ann = ApproximateNearestNeighbors(k=10, inputCol="v", idCol="id", algorithm="ivfflat",
+                                      numPartitions=args.partitions)
+    seconds = []
+    for _ in range(args.warm + 1):
+        started = time.perf_counter()
+        ann.fit(items).kneighbors(queries)[2].write.format("noop").mode("overwrite").save()
+        seconds.append(time.perf_counter() - started)
+    print(json.dumps({"side": "pyspark", "rows": rows, "seconds": seconds}))
+    spark.stop()
+
+
 def spark_submit(args: argparse.Namespace, side: str, jars: dict[str, Path]) -> dict:
     import pyspark
 
@@ -71,7 +99,14 @@ def spark_submit(args: argparse.Namespace, side: str, jars: dict[str, Path]) -> 
                "--conf", f"spark.pyspark.python={sys.executable}",
                "--conf", f"spark.executorEnv.PYTHONPATH={python_path}",
                "--conf", "spark.executorEnv.SYNAPSEML_EXT_LOG_LEVEL=WARNING"]
-    if side == "scala":
+    if side == "scala" and args.stage == "knn":
+        command += ["--jars", str(jars["main"]), "--class", SCALA_KNN_MAIN, str(jars["bench"]),
+                    args.input, args.queries_input, "10", str(args.warm), str(args.partitions)]
+    elif side == "pyspark" and args.stage == "knn":
+        command += [__file__, "--side", "pyspark", "--stage", "knn", "--input", args.input,
+                    "--queries-input", args.queries_input, "--warm", str(args.warm),
+                    "--partitions", str(args.partitions)]
+    elif side == "scala":
         command += ["--jars", str(jars["main"]), "--class", SCALA_MAIN, str(jars["bench"]),
                     args.input, args.model, args.runtime, args.cache_dir, str(args.warm),
                     str(args.partitions)]
@@ -104,12 +139,16 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2,
                         help="rounds of (PySpark, Scala, Scala, PySpark) processes")
+    parser.add_argument("--stage", choices=["embed", "knn"], default="embed")
+    parser.add_argument("--items", type=int, default=100_000, help="--stage knn: item vectors")
+    parser.add_argument("--queries", type=int, default=5_000, help="--stage knn: queries")
     parser.add_argument("--side", choices=["pyspark"], help=argparse.SUPPRESS)
     parser.add_argument("--input", help=argparse.SUPPRESS)
+    parser.add_argument("--queries-input", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side == "pyspark":
-        pyspark_side(args)
+        (pyspark_knn_side if args.stage == "knn" else pyspark_side)(args)
         return
 
     import pandas as pd
@@ -121,11 +160,15 @@ def main() -> None:
     print(f"CPU: {facts['cpu']} ({facts['cores']} cores)\nflags: {facts['flags']}")
     print(f"same-run torch matmul, 2 threads: fp32 {gemm:.0f} GFLOP/s")
     jars = build_jars()
-    texts = seed_texts_from_csv(args.csv)
-    args.model = bundled_model_dir()
-    args.input = str(Path(args.cache_dir) / "scala_vs_pyspark_input.parquet")
     Path(args.cache_dir).mkdir(parents=True, exist_ok=True)
-    pd.DataFrame({"id": range(len(texts)), "data": texts}).to_parquet(args.input, index=False)
+    if args.stage == "knn":
+        write_knn_input(args)
+    else:
+        texts = seed_texts_from_csv(args.csv)
+        args.model = bundled_model_dir()
+        args.input = str(Path(args.cache_dir) / "scala_vs_pyspark_input.parquet")
+        pd.DataFrame({"id": range(len(texts)), "data": texts}).to_parquet(args.input,
+                                                                          index=False)
 
     runs: dict[str, list[dict]] = {"pyspark": [], "scala": []}
     for side in ("pyspark", "scala", "scala", "pyspark") * args.rounds:
@@ -150,8 +193,25 @@ def main() -> None:
     print()
     print(markdown_table(["caller", "rows", "rows/s (median warm)", "median warm run",
                           "fastest / slowest warm", "median cold run", "vs PySpark"], table))
-    print(f"\nScala/PySpark = {ratio:.3f} (target >= 0.95); runtime={args.runtime}, "
+    what = (f"k-NN fit + kneighbors, {args.items} items, {args.queries} queries"
+            if args.stage == "knn" else f"runtime={args.runtime}")
+    print(f"\nScala/PySpark = {ratio:.3f} (target >= 0.95); {what}, "
           f"{args.partitions} partitions, {2 * args.rounds * args.warm} warm runs per side")
+
+
+def write_knn_input(args: argparse.Namespace) -> None:
+    """Clustered random vectors (64 dims, 100 clusters) as parquet: items and queries."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(100, 64)).astype(np.float32)
+    for name, n, first in (("items", args.items, 0), ("queries", args.queries, 10**9)):
+        vectors = centres[rng.integers(0, 100, n)] + 0.3 * rng.normal(size=(n, 64))
+        path = Path(args.cache_dir) / f"scala_vs_pyspark_knn_{name}.parquet"
+        pd.DataFrame({"id": np.arange(first, first + n),
+                      "v": list(vectors.astype(np.float32))}).to_parquet(path, index=False)
+        setattr(args, "input" if name == "items" else "queries_input", str(path))
 
 
 if __name__ == "__main__":

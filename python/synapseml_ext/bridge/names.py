@@ -16,9 +16,12 @@ __all__ = ["STAGES", "BridgedStage", "by_any_name", "scala_name"]
 class BridgedStage:
     python_class: str  # module path as pyspark's DefaultParamsWriter writes it
     scala_class: str   # the Scala stage
-    # Written by synapseml_ext.codegen; False: hand-written Scala (the k-NN stages do their
-    # DataFrame plumbing in Scala) whose Params a Scala test checks against the Python class.
-    generated: bool = True
+    # How the generated Scala stage runs the Python one: "executor" sends only the stage's
+    # Params to the executors' Python (a column transform, no Python on the driver);
+    # "driver" calls the PySpark stage in a driver-side Python process (synapseml_ext.bridge.
+    # driver), which plans the whole job as it does for a PySpark caller.
+    runs: str = "executor"
+    model_class: str = ""  # an estimator's fitted model (its scala_class)
 
     @property
     def names(self) -> tuple[str, str]:
@@ -29,9 +32,10 @@ STAGES: tuple[BridgedStage, ...] = (
     BridgedStage("synapseml_ext.hf.embedder.HuggingFaceSentenceEmbedder",
                  "io.github.synapsemlext.hf.HuggingFaceSentenceEmbedder"),
     BridgedStage("synapseml_ext.nn.model.ApproximateNearestNeighbors",
-                 "io.github.synapsemlext.nn.ApproximateNearestNeighbors", generated=False),
+                 "io.github.synapsemlext.nn.ApproximateNearestNeighbors", runs="driver",
+                 model_class="io.github.synapsemlext.nn.ApproximateNearestNeighborsModel"),
     BridgedStage("synapseml_ext.nn.model.ApproximateNearestNeighborsModel",
-                 "io.github.synapsemlext.nn.ApproximateNearestNeighborsModel", generated=False),
+                 "io.github.synapsemlext.nn.ApproximateNearestNeighborsModel", runs="driver"),
 )
 
 

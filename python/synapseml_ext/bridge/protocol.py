@@ -25,7 +25,6 @@ from collections.abc import Callable, Iterator
 from pyspark.sql.types import DataType, StringType
 
 import synapseml_ext
-from synapseml_ext.bridge import nn
 from synapseml_ext.bridge.names import by_any_name
 from synapseml_ext.bridge.persistence import instance_from_metadata
 
@@ -48,10 +47,7 @@ def load(spec_json: str) -> tuple[Callable, DataType]:
     op = bridge.get("op")
     if op == "probe":
         return _probe, StringType()
-    stage = stage_from_spec(spec)
-    if op in nn.OPS:
-        return nn.function(stage, op, bridge.get("facts") or {})
-    return stage._bridge_function(op)
+    return stage_from_spec(spec)._bridge_function(op)
 
 
 def stage_from_spec(spec: dict):

@@ -16,6 +16,7 @@ from synapseml_ext.bridge.names import STAGES
 from synapseml_ext.codegen.model import read_stage
 from synapseml_ext.codegen.reference import render_reference
 from synapseml_ext.codegen.scala import HEADER, render_stage
+from synapseml_ext.codegen.scala_driver import render_driver_stage
 
 __all__ = ["HEADER", "default_root", "generate", "stale_files"]
 
@@ -34,10 +35,11 @@ def default_root() -> Path:
 def generate(root: Path) -> dict[Path, str]:
     """Every generated file: path under ``root`` -> its text."""
     files = {}
-    for bridged in (s for s in STAGES if s.generated):
+    for bridged in STAGES:
         stage = read_stage(bridged)
         path = root / SCALA_SOURCES / Path(*bridged.scala_class.split(".")).with_suffix(".scala")
-        files[path] = render_stage(stage)
+        files[path] = (render_driver_stage(stage, bridged) if bridged.runs == "driver"
+                       else render_stage(stage))
     files[root / REFERENCE] = render_reference()
     return files
 

@@ -17,6 +17,7 @@ from pyspark.ml.param import Param, TypeConverters
 
 from synapseml_ext.bridge.contract import ColumnTransform
 from synapseml_ext.bridge.names import BridgedStage
+from synapseml_ext.nn import params as nn_params
 
 __all__ = ["ParamModel", "ScalaType", "StageModel", "read_stage"]
 
@@ -46,6 +47,9 @@ _SCALA_TYPES = {
     TypeConverters.toListInt: ScalaType("Array[Int]", "IntArrayParam", "new IntArrayParam"),
     TypeConverters.toListFloat: ScalaType("Array[Double]", "DoubleArrayParam",
                                           "new DoubleArrayParam"),
+    # JSON-valued Params (io.github.synapsemlext.util.JsonParams); Python checks the values.
+    nn_params._to_algo_params: ScalaType("Map[String, Any]", "JsonMapParam", "new JsonMapParam"),
+    nn_params._to_verbose: ScalaType("Any", "JsonValueParam", "new JsonValueParam"),
 }
 
 
@@ -73,7 +77,7 @@ class StageModel:
     scala_class: str
     summary: str
     params: tuple[ParamModel, ...]
-    contract: ColumnTransform
+    contract: ColumnTransform | None
 
     @property
     def scala_package(self) -> str:
@@ -89,7 +93,7 @@ def read_stage(bridged: BridgedStage) -> StageModel:
     cls = getattr(importlib.import_module(module_name), class_name)
     stage = cls()
     contract = getattr(cls, "_CONTRACT", None)
-    if not isinstance(contract, ColumnTransform):
+    if bridged.runs == "executor" and not isinstance(contract, ColumnTransform):
         raise TypeError(f"{bridged.python_class} declares no _CONTRACT that codegen knows "
                         "(bridge.contract.ColumnTransform)")
     rules = cls._value_rules() if hasattr(cls, "_value_rules") else {}
@@ -110,6 +114,8 @@ def _read_param(stage, param: Param, rule) -> ParamModel:
                         f"{getattr(param.typeConverter, '__name__', param.typeConverter)!r}; "
                         "add one to synapseml_ext/codegen/model.py")
     default = stage._defaultParamMap.get(param, NO_DEFAULT)
+    if default is None:  # a None default is Python's "unset": an optional Param in Scala
+        return ParamModel(param.name, param.doc.strip(), scala, NO_DEFAULT, True, rule)
     return ParamModel(param.name, param.doc.strip(), scala, default,
                       _unset_is_meaningful(stage, param), rule)
 

@@ -33,13 +33,10 @@ def _stage_section(python_class: str) -> list[str]:
     stage = getattr(importlib.import_module(module), name)()
     lines = [f"## `{name}`", "", f"`{python_class}`", "", "| Param | Default | Meaning |",
              "|---|---|---|"]
-    # Params the hand-written Scala mirror lacks are listed beside the stage's Params.
-    params_module = importlib.import_module(module.rsplit(".", 1)[0] + ".params")
-    python_only = getattr(params_module, "PYTHON_ONLY_PARAMS", ())
     for param in sorted(stage.params, key=lambda p: p.name):
         default = (f"`{stage.getOrDefault(param)!r}`" if stage.hasDefault(param)
                    else "unset")
-        doc = ("*Python only.* " if param.name in python_only else "") + _cell(param.doc)
+        doc = _cell(param.doc)
         lines.append(f"| `{param.name}` | {default} | {doc} |")
     return [*lines, ""]
 

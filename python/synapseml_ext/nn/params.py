@@ -6,9 +6,7 @@ changes the import; ``backend``, ``numPartitions`` and ``numQueryBlocks`` are ou
 ``outputCol`` (``transform``), ``labelCol`` / ``conditionerCol`` (filtered search) follow
 SynapseML's ``KNN`` / ``ConditionalKNN``.
 
-The hand-written Scala mirror has the Params before :data:`PYTHON_ONLY_PARAMS`; those are
-written to saved metadata only when set (see :func:`scala_readable_metadata`), so a stage that
-does not use them still loads in Scala.
+The Scala stages are generated from these Params (``python -m synapseml_ext.codegen``).
 """
 
 from __future__ import annotations
@@ -101,8 +99,6 @@ def normalize_algo_params(algorithm: str, algo_params: dict | None) -> dict[str,
     return out
 
 
-# Params the Scala mirror does not have (it is not to be changed here): saved only when set.
-PYTHON_ONLY_PARAMS = ("inputCols", "outputCol", "labelCol", "conditionerCol", "verbose")
 DEFAULT_OUTPUT_COL = "neighbors"
 
 
@@ -328,13 +324,3 @@ class _ApproximateNearestNeighborsParams(HasInputCol, HasInputCols):
 
     def getNumQueryBlocks(self) -> int:
         return self.getOrDefault(self.numQueryBlocks)
-
-
-def scala_readable_metadata(stage: Params) -> Params:
-    """A copy of ``stage`` for ``DefaultParamsWriter.saveMetadata`` without the defaults of
-    :data:`PYTHON_ONLY_PARAMS` (Spark's Scala reader fails on a Param its class lacks); set
-    ones stay, so Python loads them back."""
-    view = stage.copy()
-    view._defaultParamMap = {param: value for param, value in view._defaultParamMap.items()
-                             if param.name not in PYTHON_ONLY_PARAMS}
-    return view

@@ -12,32 +12,32 @@ from pyspark.ml.util import DefaultParamsReader, DefaultParamsWriter, MLReader, 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from synapseml_ext.bridge.persistence import instance_from_metadata
 from synapseml_ext.nn import integrity, local_store, saved_tasks, tables
-from synapseml_ext.nn.params import scala_readable_metadata
 from synapseml_ext.nn.placement import by_part, placement_key
 from synapseml_ext.nn.plan import store_limit
 from synapseml_ext.nn.vectors import ERROR_PREFIX, DataErrors
 
 
 class EstimatorWriter(DefaultParamsWriter):
-    """The estimator's metadata without the defaults of Python-only Params (so Scala loads
-    a stage that does not set them)."""
+    """The estimator's metadata, as DefaultParamsWriter writes it."""
 
     def saveImpl(self, path: str) -> None:
-        DefaultParamsWriter.saveMetadata(scala_readable_metadata(self.instance), path, self.sc)
+        DefaultParamsWriter.saveMetadata(self.instance, path, self.sc)
 
 
 class ModelWriter(MLWriter):
     """metadata/ as DefaultParamsWriter writes it (plus the build summary), data/items and
     data/indexes as parquet."""
 
-    def __init__(self, instance: Any) -> None:
+    def __init__(self, instance: Any, class_name: str | None = None) -> None:
         super().__init__()
         self.instance = instance
+        self.class_name = class_name  # a Scala caller's class, for Spark's Scala readers
 
     def saveImpl(self, path: str) -> None:
         model = self.instance
-        DefaultParamsWriter.saveMetadata(scala_readable_metadata(model), path, self.sc,
+        DefaultParamsWriter.saveMetadata(_named(model, self.class_name), path, self.sc,
                                          extraMetadata={"summary": model._summary})
         mode = "overwrite" if self.shouldOverwrite else "errorifexists"
         model._item_df.write.mode(mode).parquet(f"{path}/data/items")
@@ -59,9 +59,7 @@ class ModelReader(MLReader):
         where = f"the saved model at {path}"
         with SavedDataErrors(where):
             metadata = DefaultParamsReader.loadMetadata(path, self.sc)
-        model = self.cls()
-        model._resetUid(metadata["uid"])
-        DefaultParamsReader.getAndSetParams(model, metadata)
+        model = instance_from_metadata(self.cls, metadata, path)
         spark = SparkSession.builder.getOrCreate()
         summary = metadata["summary"]
         with SavedDataErrors(where):
@@ -88,6 +86,18 @@ class ModelReader(MLReader):
                                  "again")
         model._set_state(items, indexes, summary, "loaded")
         return model
+
+
+def _named(model: Any, class_name: str | None) -> Any:
+    """``model``, or a copy that metadata records under ``class_name`` (module.Class): a
+    model a Scala job saves names the Scala class, so Spark's Scala readers (PipelineModel)
+    can instantiate it."""
+    if not class_name:
+        return model
+    module, _, name = class_name.rpartition(".")
+    view = model.copy()
+    view.__class__ = type(name, (type(model),), {"__module__": module})
+    return view
 
 
 class SavedDataErrors:

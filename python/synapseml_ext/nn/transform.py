@@ -14,6 +14,14 @@ from typing import Any
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql.types import (
+    ArrayType,
+    FloatType,
+    LongType,
+    StringType,
+    StructField,
+    StructType,
+)
 
 from synapseml_ext.nn import plan, tables
 from synapseml_ext.nn.schema import GENERATED_ID, materialized
@@ -41,6 +49,18 @@ def add_neighbors(model: Any, dataset: DataFrame) -> DataFrame:
         knn = knn.withColumnRenamed(f"query_{ROW}", ROW)
     found = knn.select(ROW, _neighbors(knn).alias(out_col))
     return tagged.join(found, ROW, "left").drop(ROW)
+
+
+def output_schema(model: Any, schema: StructType) -> StructType:
+    """The schema ``add_neighbors`` gives a DataFrame of ``schema`` (Scala's transformSchema)."""
+    out_col = model.getOutputCol()
+    for taken in (out_col, ROW):
+        if taken in schema.fieldNames():
+            raise ValueError(f"the DataFrame already has a column {taken!r}; set outputCol to "
+                             "another name")
+    id_type = LongType() if model._summary.get("id_kind") == "long" else StringType()
+    pair = StructType([StructField("value", id_type), StructField("distance", FloatType())])
+    return StructType([*schema.fields, StructField(out_col, ArrayType(pair))])
 
 
 def _inputs(model: Any) -> list[str]:

@@ -29,11 +29,4 @@ object SparkCompat {
       catch { case _: LinkageError | _: UnsupportedOperationException => false }
     if (!classic) throw ConnectSessions.notSupported(stageName)
   }
-
-  /** `df.mapInArrow` with a map-Arrow-iterator UDF (eval type 207) over all columns, as
-   * PySpark's `DataFrame.mapInArrow` builds it (3.5: `Dataset.pythonMapInArrow(PythonUDF)`). */
-  def mapInArrow(df: DataFrame, udf: UserDefinedPythonFunction): DataFrame = {
-    val call = udf(df.columns.map(name => df.col(s"`$name`")): _*).expr.asInstanceOf[PythonUDF]
-    df.pythonMapInArrow(call, isBarrier = false)
-  }
 }

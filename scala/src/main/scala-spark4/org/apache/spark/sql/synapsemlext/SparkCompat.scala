@@ -27,11 +27,4 @@ object SparkCompat {
     case _: org.apache.spark.sql.classic.Dataset[_] =>
     case _ => throw ConnectSessions.notSupported(stageName)
   }
-
-  /** `df.mapInArrow` with a map-Arrow-iterator UDF (eval type 207) over all columns, as
-   * PySpark's `DataFrame.mapInArrow` builds it (4.x: `classic.Dataset.mapInArrow(Column)`). */
-  def mapInArrow(df: DataFrame, udf: UserDefinedPythonFunction): DataFrame = {
-    val call = udf(df.columns.map(name => df.col(s"`$name`")).toSeq: _*)
-    df.asInstanceOf[org.apache.spark.sql.classic.Dataset[_]].mapInArrow(call, false, null)
-  }
 }

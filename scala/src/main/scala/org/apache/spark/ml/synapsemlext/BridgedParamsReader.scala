@@ -37,25 +37,3 @@ object StageMetadata {
   def json(stage: Params, sc: SparkContext, extra: JObject): String =
     DefaultParamsWriter.getMetadataToSave(stage, sc, Some(extra))
 }
-
-/** Metadata of a model with state beside its Params (the k-NN model's build summary), in the
- * layout pyspark's `DefaultParamsWriter.saveMetadata(..., extraMetadata=...)` writes. */
-object ModelMetadata {
-
-  /** What `metadata/` holds: the writer's class, the uid, the whole JSON (extra keys too). */
-  final class Saved private[ml] (metadata: DefaultParamsReader.Metadata) {
-    val className: String = metadata.className
-    val uid: String = metadata.uid
-    val json: JValue = metadata.metadata
-
-    /** Sets `stage`'s Params and defaults as saved. */
-    def setParams(stage: Params): Unit = metadata.getAndSetParams(stage)
-  }
-
-  def save(stage: Params, path: String, sc: SparkContext, extra: JObject): Unit =
-    DefaultParamsWriter.saveMetadata(stage, path, sc, Some(extra))
-
-  def load(path: String, sc: SparkContext): Saved = {
-    new Saved(DefaultParamsReader.loadMetadata(path, sc))
-  }
-}

@@ -32,21 +32,6 @@ object PythonBridge {
     dataset.toDF().withColumn(outputCol, udf(col(inputCol)))
   }
 
-  /** `dataset.mapInArrow(f, schema)` where `f` is the function the Python stage's `op`
-   * returns (synapseml_ext/bridge/nn.py) for `stage`'s Params plus `facts` (what only the
-   * driver knows, e.g. the id kinds); every column of `dataset` crosses to Python. */
-  def mapInArrow(stage: Params, dataset: DataFrame, op: String, facts: JObject,
-      schema: StructType): DataFrame = {
-    SparkLine.require()
-    SparkCompat.requireClassic(dataset, stage.getClass.getSimpleName)
-    val session = dataset.sparkSession
-    val python = PythonEnvironment.forSession(session)
-    val spec = StageMetadata.json(stage, session.sparkContext, bridgeSpec(op, facts))
-    val udf = python.udf(s"${stage.getClass.getSimpleName}.$op", PythonCommand.bridgeLoad(spec),
-      schema, PythonEnvironment.MapArrowIterUdf)
-    SparkCompat.mapInArrow(dataset, udf)
-  }
-
   def bridgeSpec(op: String, facts: JObject = JObject()): JObject = {
     val base = List[(String, JValue)]("protocol" -> JInt(PythonEnvironment.Protocol),
       "op" -> JString(op), "jarVersion" -> JString(BuildInfo.version))

@@ -52,8 +52,6 @@ object PythonEnvironment extends Logging {
   val Protocol = 1
   /** PythonEvalType.SQL_SCALAR_PANDAS_ITER_UDF. */
   val ScalarPandasIterUdf = 204
-  /** PythonEvalType.SQL_MAP_ARROW_ITER_UDF (DataFrame.mapInArrow). */
-  val MapArrowIterUdf = 207
 
   private val driverVersions = new ConcurrentHashMap[String, String]()
   private val checkedExecutors = new ConcurrentHashMap[(String, PythonSettings), Seq[ExecutorPython]]()

@@ -3,15 +3,16 @@ package io.github.synapsemlext.nn
 import io.github.synapsemlext.TestEnv
 import org.apache.spark.SparkException
 import org.apache.spark.ml.param.ParamMap
-import org.apache.spark.sql.functions.{col, lit, spark_partition_id}
+import org.apache.spark.sql.functions.{col, lit}
+import org.apache.spark.sql.synapsemlext.PythonDriver
 import org.json4s._
 import org.json4s.jackson.JsonMethods
 import org.scalatest.funsuite.AnyFunSuite
 
-/** The hand-written Scala stages against the Python class: Params (names, docs, defaults),
- * algoParams keys, the tables' schemas and the setters' messages; then the driver-side and
- * executor-side errors of fit and kneighbors. */
-class KnnContractSuite extends AnyFunSuite {
+/** The generated Scala stages run the PySpark stage in a driver-side Python process: Params
+ * and schemas are checked there with its messages, data errors come back as on PySpark, and
+ * the process is started once, and again after it died. */
+class KnnDriverSuite extends AnyFunSuite {
 
   import KnnData._
 
@@ -33,26 +34,30 @@ class KnnContractSuite extends AnyFunSuite {
     """{"algoParams": {"nlist": 4}, "algorithm": "hnsw"}""")
 
   private def applyCase(json: String): Option[String] = {
-    val stage = new ApproximateNearestNeighbors()
+    val stage = new ApproximateNearestNeighbors().setInputCol("v").setIdCol("id")
+    JsonMethods.parse(json).asInstanceOf[JObject].obj.foreach {
+      case ("k", JInt(v)) => stage.setK(v.toInt)
+      case ("algorithm", JString(v)) => stage.setAlgorithm(v)
+      case ("metric", JString(v)) => stage.setMetric(v)
+      case ("backend", JString(v)) => stage.setBackend(v)
+      case ("numPartitions", JInt(v)) => stage.setNumPartitions(v.toInt)
+      case ("numQueryBlocks", JInt(v)) => stage.setNumQueryBlocks(v.toInt)
+      case ("idCol", JString(v)) => stage.setIdCol(v)
+      case ("inputCol", JString(v)) => stage.setInputCol(v)
+      case ("algoParams", v) =>
+        stage.setAlgoParams(io.github.synapsemlext.util.JsonValues.fromJson(v)
+          .asInstanceOf[Map[String, Any]])
+      case other => sys.error(s"no setter for $other")
+    }
     try {
-      JsonMethods.parse(json).asInstanceOf[JObject].obj.foreach {
-        case ("k", JInt(v)) => stage.setK(v.toInt)
-        case ("algorithm", JString(v)) => stage.setAlgorithm(v)
-        case ("metric", JString(v)) => stage.setMetric(v)
-        case ("backend", JString(v)) => stage.setBackend(v)
-        case ("numPartitions", JInt(v)) => stage.setNumPartitions(v.toInt)
-        case ("numQueryBlocks", JInt(v)) => stage.setNumQueryBlocks(v.toInt)
-        case ("idCol", JString(v)) => stage.setIdCol(v)
-        case ("inputCol", JString(v)) => stage.setInputCol(v)
-        case ("algoParams", v) =>
-          stage.setAlgoParams(AlgoParamsParam.fromJson(v).asInstanceOf[Map[String, Any]])
-        case other => sys.error(s"no setter for $other")
-      }
+      stage.fit(tiny)
       None
     } catch {
       case e: IllegalArgumentException => Some(e.getMessage)
     }
   }
+
+  private lazy val tiny = frame(clustered(20, 4, 2, seed = 5))
 
   private lazy val contract: JValue = {
     val dir = TestEnv.tempDir("knn-contract")
@@ -60,57 +65,8 @@ class KnnContractSuite extends AnyFunSuite {
     TestEnv.pythonSide("nn_contract", path.toString)
   }
 
-  test("Params: same names, docs and defaults as the Python class") {
-    val python = (contract \ "params").asInstanceOf[JObject].obj.toMap
-    val stage = new ApproximateNearestNeighbors()
-    assert(stage.params.map(_.name).toSet == python.keySet)
-    stage.params.foreach { param =>
-      val p = param.asInstanceOf[org.apache.spark.ml.param.Param[Any]]
-      val py = python(p.name)
-      assert(JString(p.doc) == (py \ "doc"), s"doc of ${p.name}")
-      val pyDefault = py \ "default"
-      if (pyDefault == JNull) assert(!stage.hasDefault(p), s"${p.name} has no default in Python")
-      else {
-        val scalaDefault = JsonMethods.parse(p.jsonEncode(stage.getDefault(p).get))
-        assert(scalaDefault == pyDefault, s"default of ${p.name}")
-      }
-    }
-  }
-
-  test("algoParams keys and the tables' schemas agree with Python") {
-    val keys = (contract \ "algoParamKeys").asInstanceOf[JObject].obj.map {
-      case (algorithm, JNull) => algorithm -> None
-      case (algorithm, JObject(fields)) =>
-        algorithm -> Some(fields.map { case (k, JString(v)) => k -> v; case o => sys.error(s"$o") }.toMap)
-      case other => sys.error(s"$other")
-    }.toMap
-    assert(keys == AnnRules.AlgoParamKeys)
-    val ddl = contract \ "ddl"
-    assert((ddl \ "index_long") == JString(Tables.indexDdl("long")))
-    assert((ddl \ "index_string") == JString(Tables.indexDdl("string")))
-    assert((ddl \ "block_long") == JString(Tables.blockDdl("long")))
-    assert((ddl \ "block_string") == JString(Tables.blockDdl("string")))
-    assert((ddl \ "found_string_long") == JString(Tables.foundDdl("string", "long")))
-    assert((ddl \ "found_long_string") == JString(Tables.foundDdl("long", "string")))
-    assert((ddl \ "local_found_string_long") == JString(Tables.localFoundDdl("string", "long")))
-    assert((ddl \ "local_found_long_string") == JString(Tables.localFoundDdl("long", "string")))
-  }
-
-  test("placement keys agree with Python and put index partition p in shuffle partition p") {
-    val python = (contract \ "placement").asInstanceOf[JObject].obj
-    assert(python.nonEmpty)
-    python.foreach { case (n, JArray(keys)) =>
-      assert(Placement.keys(n.toInt) == keys.map { case JInt(k) => k.toInt; case o => sys.error(s"$o") })
-    case other => sys.error(s"$other")
-    }
-    val table = LocalStore.byPart(spark.range(0, 8).select(col("id").cast("int").as(Tables.Part)), 8)
-    val placed = table.select(col(Tables.Part), spark_partition_id()).collect()
-      .map(r => r.getInt(0) -> r.getInt(1)).toMap
-    assert(placed == (0 until 8).map(p => p -> p).toMap)
-    table.unpersist()
-  }
-
-  test("setters accept and refuse what Python does, with its messages") {
+  test("Params are checked by the Python stage at fit, with its messages") {
+    spark
     val python = (contract \ "messages") match {
       case JArray(items) => items.map {
         case JString(s) => Some(s)
@@ -119,11 +75,26 @@ class KnnContractSuite extends AnyFunSuite {
       case other => sys.error(s"$other")
     }
     assert(python.count(_.isEmpty) == 5, python)  // the five valid cases
-    cases.zip(python).foreach { case (json, expected) =>
+    cases.zip(python).filter(_._2.nonEmpty).foreach { case (json, expected) =>
       assert(applyCase(json) == expected, json)
     }
-    val stage = new ApproximateNearestNeighbors().setAlgorithm("BRUTE").setMetric("L2")
-    assert(stage.getAlgorithm == "exact" && stage.getMetric == "l2")
+  }
+
+  test("the driver-side Python starts once, and again after it died") {
+    spark
+    val ann = new ApproximateNearestNeighbors().setInputCol("v").setIdCol("id").setAlgorithm("exact")
+    ann.fit(tiny)
+    val first = PythonDriver.processId
+    assert(first.isDefined)
+    ann.fit(tiny).kneighbors(tiny)
+    assert(PythonDriver.processId == first)
+    assert(new ProcessBuilder("kill", "-9", first.get.toString).start().waitFor() == 0)
+    val deadline = System.nanoTime() + 30e9.toLong
+    while (PythonDriver.processId.isDefined && System.nanoTime() < deadline) Thread.sleep(50)
+    assert(PythonDriver.processId.isEmpty)
+    val model = ann.fit(tiny)
+    assert(PythonDriver.processId.exists(_ != first.get))
+    assert(model.kneighbors(tiny)._3.count() == 20)
   }
 
   test("bad schemas fail on the driver with the Python stage's messages") {
@@ -145,14 +116,20 @@ class KnnContractSuite extends AnyFunSuite {
     val model = ann.setAlgorithm("exact").fit(items)
     assert(message(model.kneighbors(items.withColumn("v", lit("x")))) ==
       "inputCol 'v' of the query DataFrame must be array<float>, array<double> or a Vector " +
-      "column, got string")
+      "column (or a list of numeric columns), got string")
     assert(message(ann.fit(items.limit(0))) == "the item DataFrame is empty: nothing to search")
-    intercept[UnsupportedOperationException](model.transform(items))
+    // transform (SynapseML KNNModel's shape) and the schema it promises
+    val found = model.transform(items)
+    assert(found.schema == model.transformSchema(items.schema))
+    assert(found.count() == 20)
+    assert(message(model.transform(found)) == "the DataFrame already has a column " +
+      "'neighbors'; set outputCol to another name")
   }
 
   test("backend gpu is PySpark only; auto is the CPU engine") {
     spark
-    val gpu = intercept[IllegalArgumentException](new ApproximateNearestNeighbors().setBackend("gpu"))
+    val gpu = intercept[IllegalArgumentException](new ApproximateNearestNeighbors()
+      .setInputCol("v").setIdCol("id").setBackend("gpu").fit(frame(clustered(10, 4, 2, seed = 1))))
     assert(gpu.getMessage.startsWith("backend 'gpu' is not available from Scala: the GPU " +
       "search delegates to spark-rapids-ml, whose k-NN runs only from PySpark"))
     // e.g. an estimator saved from PySpark with backend='gpu'

@@ -1,0 +1,178 @@
+"""Renders a stage that runs through the driver-side Python (``BridgedStage.runs ==
+"driver"``): the Params as the Python class declares them, and methods that hand the JVM
+Datasets to the PySpark stage (``org.apache.spark.sql.synapsemlext.PythonDriver``).
+
+An estimator gets ``fit``; a model gets ``transform``, ``transformSchema``, save/load and
+each DataFrame method of :data:`MODEL_METHODS` that the Python model has. The Python stage
+checks the Params and the schema when it runs, so the messages are PySpark's.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+
+from synapseml_ext.bridge.names import BridgedStage
+from synapseml_ext.codegen.model import StageModel, scala_string
+from synapseml_ext.codegen.scala import HEADER, _class_doc, _param_block
+
+__all__ = ["MODEL_METHODS", "render_driver_stage"]
+
+# Python model method -> its Scala methods (the Python method's docstring documents them).
+MODEL_METHODS = {
+    "kneighbors": [
+        "  def kneighbors(queryDf: Dataset[_], sortKnnDfByQueryId: Boolean)"
+        ": (DataFrame, DataFrame, DataFrame) = {",
+        "    val (_, frames) = state.call(this, \"kneighbors\", Seq(queryDf), "
+        "queryDf.sparkSession,",
+        "      \"sort\" -> JBool(sortKnnDfByQueryId))",
+        "    (frames(0), frames(1), frames(2))",
+        "  }",
+        "",
+        "  def kneighbors(queryDf: Dataset[_]): (DataFrame, DataFrame, DataFrame) =",
+        "    kneighbors(queryDf, sortKnnDfByQueryId = true)",
+    ],
+    "approxSimilarityJoin": [
+        "  def approxSimilarityJoin(queryDf: Dataset[_], distCol: String = \"distCol\")"
+        ": DataFrame =",
+        "    state.call(this, \"approxSimilarityJoin\", Seq(queryDf), queryDf.sparkSession,",
+        "      \"distCol\" -> JString(distCol))._2.head",
+    ],
+}
+
+
+def render_driver_stage(stage: StageModel, bridged: BridgedStage) -> str:
+    name = stage.scala_name
+    short_package = stage.scala_package.rpartition(".")[2]
+    is_model = not bridged.model_class
+    lines = [
+        HEADER,
+        f"// Source: the Python stage {stage.python_class}.",
+        "// Regenerate with `python -m synapseml_ext.codegen`; CI runs it with --check.",
+        "",
+        f"package {stage.scala_package}",
+        "",
+        "import io.github.synapsemlext.util._",
+        "import org.apache.spark.ml.param._",
+        "import org.apache.spark.ml.synapsemlext._",
+        "import org.apache.spark.ml.util._",
+        "import org.apache.spark.sql.{DataFrame, Dataset}",
+        "import org.apache.spark.sql.types.{DataType, StructType}",
+        "import org.json4s.{JBool, JString}",
+        "import org.json4s.jackson.JsonMethods",
+        "",
+        f"/** Params of [[{name}]], as the Python stage declares them. */",
+        f"private[{short_package}] trait {name}Params extends Params {{",
+    ]
+    for p in stage.params:
+        lines += _param_block(name, p)
+    defaults = [p for p in stage.params if p.has_default]
+    lines += ["", "  setDefault("]
+    lines += [f"    {p.name} -> {p.scala.literal(p.default)}{',' if i < len(defaults) - 1 else ''}"
+              for i, p in enumerate(defaults)]
+    lines += ["  )", "}", "", *_class_doc(stage.summary), " *",
+              f" * Runs the PySpark stage `{stage.python_class}` in a driver-side Python",
+              " * process attached to this JVM's session (started on the first call; the",
+              " * driver and the executors need the pip package `synapseml-ext`, see",
+              " * docs/scala.md). Saved stages load on either side.", " */"]
+    if is_model:
+        lines += _model_class(name, stage)
+    else:
+        model = bridged.model_class.rpartition(".")[2]
+        lines += [
+            f"class {name}(override val uid: String) extends CheckedEstimator[{model}]",
+            f"    with {name}Params with DefaultParamsWritable {{",
+            "",
+            f"  def this() = this(Identifiable.randomUID({scala_string(name)}))",
+            *_setters(stage),
+            "",
+            "  /** The Python stage checks the schema when it fits. */",
+            "  override def transformSchema(schema: StructType): StructType = schema",
+            "",
+            f"  override def fit(dataset: Dataset[_]): {model} = {{",
+            f"    copyValues(new {model}(uid, DriverState.fit(this, dataset)).setParent(this))",
+            "  }",
+            "",
+            f"  override def copy(extra: ParamMap): {name} = defaultCopy(extra)",
+            "}",
+            "",
+            f"object {name} extends MLReadable[{name}] {{",
+            "",
+            "  /** The Python stage this one runs; saved metadata may name either class. */",
+            f"  val PythonClassName: String = {scala_string(stage.python_class)}",
+            "",
+            f"  override def read: MLReader[{name}] = {{",
+            "    SparkLine.require()  // before any Scala-library call (see CheckedTransformer)",
+            f"    new BridgedParamsReader(classOf[{name}], Seq(classOf[{name}].getName, "
+            "PythonClassName))",
+            "  }",
+            "",
+            f"  override def load(path: String): {name} = super.load(path)",
+            "}",
+            "",
+        ]
+    return "\n".join(lines).replace("SparkLine.require()", "org.apache.spark.sql.synapsemlext."
+                                    "SparkLine.require()")
+
+
+def _setters(stage: StageModel) -> list[str]:
+    lines = []
+    for p in stage.params:
+        lines += ["", "  /** @group setParam */",
+                  f"  def set{p.capitalized}(value: {p.scala.value}): this.type = "
+                  f"set({p.name}, value)"]
+    return lines
+
+
+def _model_class(name: str, stage: StageModel) -> list[str]:
+    module_name, _, class_name = stage.python_class.rpartition(".")
+    python_cls = getattr(importlib.import_module(module_name), class_name)
+    lines = [
+        f"class {name} private[{stage.scala_package.rpartition('.')[2]}] "
+        "(override val uid: String,",
+        "    private[synapsemlext] val state: DriverState)",
+        f"    extends CheckedModel[{name}] with {name}Params with MLWritable {{",
+        *_setters(stage),
+        "",
+        "  /** Where this model searches: the JVM stages run the CPU engine. */",
+        "  def backendUsed: String = \"cpu\"",
+        "",
+        "  /** What the fit built, as JSON (the Python model's buildSummary). */",
+        "  def buildSummary: String = state.summary",
+    ]
+    for method, body in MODEL_METHODS.items():
+        if hasattr(python_cls, method):
+            doc = (inspect.getdoc(getattr(python_cls, method)) or "").split("\n\n")[0]
+            lines += ["", *[f"  {line}" for line in _class_doc(doc.replace("\n", " "))],
+                      "   */", *body]
+    lines += [
+        "",
+        "  override def transform(dataset: Dataset[_]): DataFrame =",
+        "    state.call(this, \"transform\", Seq(dataset), dataset.sparkSession)._2.head",
+        "",
+        "  override def transformSchema(schema: StructType): StructType = {",
+        "    val (text, _) = state.call(this, \"transformSchema\", Nil, "
+        "state.frames.head.sparkSession,",
+        "      \"schema\" -> JsonMethods.parse(schema.json))",
+        "    DataType.fromJson(text).asInstanceOf[StructType]",
+        "  }",
+        "",
+        f"  override def copy(extra: ParamMap): {name} =",
+        f"    copyValues(new {name}(uid, state), extra).setParent(parent)",
+        "",
+        "  override def write: MLWriter = new DriverModelWriter(this, state)",
+        "}",
+        "",
+        f"object {name} extends MLReadable[{name}] {{",
+        "",
+        f"  override def read: MLReader[{name}] = {{",
+        "    SparkLine.require()  // before any Scala-library call (see CheckedTransformer)",
+        f"    new DriverModelReader[{name}](new {name}(_, _), new {name}(\"reader\", "
+        "new DriverState(\"{}\", Nil)))",
+        "  }",
+        "",
+        f"  override def load(path: String): {name} = super.load(path)",
+        "}",
+        "",
+    ]
+    return lines
