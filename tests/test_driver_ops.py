@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from synapseml_ext.bridge.driver_ops import GPU_FROM_SCALA, run
-from synapseml_ext.nn import ApproximateNearestNeighbors
 
 SCALA_ESTIMATOR = "io.github.synapsemlext.nn.ApproximateNearestNeighbors"
 SCALA_MODEL = "io.github.synapsemlext.nn.ApproximateNearestNeighborsModel"

@@ -3,9 +3,10 @@
     flock /tmp/bench.lock .venv/bin/python tools/bench/scala_vs_pyspark.py [--runtime auto]
     flock /tmp/bench.lock .venv/bin/python tools/bench/scala_vs_pyspark.py --stage knn
 
---stage knn: fit + kneighbors of ApproximateNearestNeighbors (ivfflat, k=10) on --items
-random clustered 64-dim vectors and --queries queries; the Scala stage runs the PySpark stage
-in a driver-side Python process, which its cold run starts (the table shows that start-up).
+--stage knn: fit + kneighbors of ApproximateNearestNeighbors (ivfflat, k=10, backend cpu:
+"auto" probes the executors for a GPU at each PySpark fit, and is the CPU engine from Scala)
+on --items random clustered 64-dim vectors and --queries queries; the Scala stage runs the
+PySpark stage in a driver-side Python process, which its cold run starts.
 
 Both sides embed the same parquet input (the 1000 fine-food reviews as "Title: ...;
 Content: ...", repartitioned to 2 partitions by id and cached) with the same Params, in a
@@ -76,7 +77,7 @@ def pyspark_knn_side(args: argparse.Namespace) -> None:
     queries = spark.read.parquet(args.queries_input).cache()
     rows = items.count() + queries.count()
     ann = ApproximateNearestNeighbors(k=10, inputCol="v", idCol="id", algorithm="ivfflat",
-                                      numPartitions=args.partitions)
+                                      backend="cpu", numPartitions=args.partitions)
     seconds = []
     for _ in range(args.warm + 1):
         started = time.perf_counter()

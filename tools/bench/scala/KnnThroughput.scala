@@ -19,7 +19,7 @@ object KnnThroughput {
     val queries = spark.read.parquet(queriesPath).cache()
     val rows = items.count() + queries.count()
     val ann = new ApproximateNearestNeighbors().setK(k.toInt).setInputCol("v").setIdCol("id")
-      .setAlgorithm("ivfflat").setNumPartitions(partitions.toInt)
+      .setAlgorithm("ivfflat").setBackend("cpu").setNumPartitions(partitions.toInt)
     val seconds = (0 to warmRuns.toInt).map { _ =>
       val started = System.nanoTime()
       ann.fit(items).kneighbors(queries)._3.write.format("noop").mode("overwrite").save()

@@ -6,8 +6,10 @@ import java.util.concurrent.{CountDownLatch, TimeUnit}
 
 import scala.collection.JavaConverters._
 
+import org.apache.spark.SparkContext
 import org.apache.spark.api.python.{Py4JServer, PythonUtils}
 import org.apache.spark.internal.Logging
+import org.apache.spark.scheduler.{SparkListener, SparkListenerApplicationEnd}
 import org.apache.spark.ml.param.Params
 import org.apache.spark.ml.synapsemlext.StageMetadata
 import org.apache.spark.sql.{DataFrame, Dataset, SparkSession}
@@ -31,7 +33,9 @@ object PythonDriver extends Logging {
   val StartTimeoutConf = "spark.synapsemlext.driverPythonStartTimeout"
 
   private var server: Py4JServer = _
+  private var hooked = false
   private var process: Process = _
+  private var context: SparkContext = _  // the SparkContext the process is attached to
   private var pid = 0L
   @volatile private var calls: DriverCalls = _
   @volatile private var attached = new CountDownLatch(1)
@@ -64,22 +68,35 @@ object PythonDriver extends Logging {
   }
 
   private def ensureStarted(session: SparkSession): DriverCalls = synchronized {
-    if (process != null && process.isAlive && calls != null) return calls
-    if (process != null) {
+    val current = session.sparkContext
+    if (process != null && process.isAlive && calls != null && (context eq current)) return calls
+    if (process != null && process.isAlive) {
+      logInfo("synapseml-ext: the SparkContext changed; restarting the driver-side Python")
+      process.destroy()
+      process.waitFor(10, TimeUnit.SECONDS)
+    } else if (process != null) {
       logWarning(s"synapseml-ext: the driver-side Python process${if (pid > 0) s" (pid $pid)" else ""} " +
         s"exited with code ${process.exitValue()}; starting a new one")
     }
     start(session)
+    context = current
     calls
   }
 
   private def start(session: SparkSession): Unit = {
     // A gateway per process: py4j numbers each process's objects from p0, and a proxy of a
     // dead process, when the JVM collects it, would release the new process's object.
-    if (server == null) sys.addShutdownHook(stop())
-    else server.shutdown()
+    if (!hooked) {
+      sys.addShutdownHook(stop())
+      hooked = true
+    }
+    if (server != null) server.shutdown()
     server = new Py4JServer(session.sparkContext.getConf)
     server.start()
+    // The gateway's threads would keep a finished job's JVM alive: stop with the context.
+    session.sparkContext.addSparkListener(new SparkListener {
+      override def onApplicationEnd(end: SparkListenerApplicationEnd): Unit = stop()
+    })
     calls = null
     pid = 0L
     recentOutput.clear()
@@ -134,11 +151,14 @@ object PythonDriver extends Logging {
     thread
   }
 
-  /** Stops the Python process (it would also exit when this JVM does). */
+  /** Stops the Python process and the gateway (when the SparkContext stops, or the JVM). */
   def stop(): Unit = synchronized {
     if (process != null) process.destroy()
+    if (server != null) server.shutdown()
     process = null
+    server = null
     calls = null
+    context = null
   }
 
   /** The Python process's id, or None before it started (for tests and logs). */
