@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import threading
 import traceback
@@ -40,10 +41,11 @@ class DriverCalls:
             text, results = driver_ops.run(op, json.loads(spec_json), list(frames),
                                            json.loads(args_json), self._sc)
             items = ["ok", text, *(frame._jdf for frame in results)]
-        except Exception as error:  # every failure goes back to the JVM as one line
+        except (ValueError, TypeError) as error:  # the user's mistake: IllegalArgumentException
+            items = ["ValueError", _one_line(error)]
+        except Exception as error:  # unexpected: one line back, the trace to the log
             items = [type(error).__name__, _one_line(error)]
-            if not isinstance(error, (ValueError, TypeError, KeyError)):
-                traceback.print_exc(file=sys.stderr)  # unexpected: the trace goes to the log
+            traceback.print_exc(file=sys.stderr)
         out = self._gateway.jvm.java.util.ArrayList()
         for item in items:
             out.add(item)
@@ -61,12 +63,18 @@ def _one_line(error: BaseException) -> str:
 def main() -> None:
     from pyspark import SparkConf, SparkContext
     from pyspark.java_gateway import ensure_callback_server_started, launch_gateway
+    from pyspark.sql import SparkSession
 
     gateway = launch_gateway()  # attaches to the JVM named by PYSPARK_GATEWAY_PORT
     jvm = gateway.jvm
     jsc = jvm.org.apache.spark.api.java.JavaSparkContext(
         jvm.org.apache.spark.SparkContext.getOrCreate())
     sc = SparkContext(gateway=gateway, jsc=jsc, conf=SparkConf(_jvm=jvm, _jconf=jsc.getConf()))
+    # The first Python SparkSession sets the JVM's default session: adopt the job's own now,
+    # before a call on another session could replace it.
+    SparkSession(sc)
+    # Ctrl-C in a Scala shell reaches this process too (one process group); the JVM cancels.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     ensure_callback_server_started(gateway)
     jvm.org.apache.spark.sql.synapsemlext.PythonDriver.register(DriverCalls(gateway, sc),
                                                                 os.getpid())

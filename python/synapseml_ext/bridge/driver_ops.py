@@ -41,6 +41,10 @@ def run(op: str, spec: dict[str, Any], frames: list[Any], args: dict[str, Any],
     dfs = [DataFrame(frame, session) for frame in frames]
     if op == "fit":
         return _fit(stage, dfs[0])
+    if op == "transformSchema" and not hasattr(stage, "_set_state"):  # the estimator's
+        schema = StructType.fromJson(args["schema"])
+        id_kind = stage._id_kind(schema, "item") if stage.getIdCol() is not None else "long"
+        return json.dumps(output_schema(stage, schema, id_kind).jsonValue()), []
     model = _with_state(stage, dfs[0], dfs[1], args["state"])
     if op == "kneighbors":
         return "{}", list(model.kneighbors(dfs[2], bool(args.get("sort", True))))
@@ -50,7 +54,8 @@ def run(op: str, spec: dict[str, Any], frames: list[Any], args: dict[str, Any],
         return "{}", [model.transform(dfs[2])]
     if op == "transformSchema":
         schema = StructType.fromJson(args["schema"])
-        return json.dumps(output_schema(model, schema).jsonValue()), []
+        return json.dumps(output_schema(model, schema, model._summary.get("id_kind", "long"))
+                          .jsonValue()), []
     # "save": MLWriter.save on the JVM has checked and cleared the path
     ModelWriter(model, args.get("className")).save(args["path"])
     return "{}", []

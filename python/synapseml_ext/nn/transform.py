@@ -51,14 +51,15 @@ def add_neighbors(model: Any, dataset: DataFrame) -> DataFrame:
     return tagged.join(found, ROW, "left").drop(ROW)
 
 
-def output_schema(model: Any, schema: StructType) -> StructType:
-    """The schema ``add_neighbors`` gives a DataFrame of ``schema`` (Scala's transformSchema)."""
-    out_col = model.getOutputCol()
+def output_schema(stage: Any, schema: StructType, id_kind: str) -> StructType:
+    """The schema ``add_neighbors`` gives a DataFrame of ``schema`` for items with ids of
+    ``id_kind`` (Scala's transformSchema, of the estimator and of the model)."""
+    out_col = stage.getOutputCol()
     for taken in (out_col, ROW):
         if taken in schema.fieldNames():
             raise ValueError(f"the DataFrame already has a column {taken!r}; set outputCol to "
                              "another name")
-    id_type = LongType() if model._summary.get("id_kind") == "long" else StringType()
+    id_type = LongType() if id_kind == "long" else StringType()
     pair = StructType([StructField("value", id_type), StructField("distance", FloatType())])
     return StructType([*schema.fields, StructField(out_col, ArrayType(pair))])
 

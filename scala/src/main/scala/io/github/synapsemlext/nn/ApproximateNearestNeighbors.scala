@@ -237,8 +237,9 @@ class ApproximateNearestNeighbors(override val uid: String) extends CheckedEstim
   /** @group setParam */
   def setVerbose(value: Any): this.type = set(verbose, value)
 
-  /** The Python stage checks the schema when it fits. */
-  override def transformSchema(schema: StructType): StructType = schema
+  /** `schema` plus the model's `outputCol`, checked by the Python stage. */
+  override def transformSchema(schema: StructType): StructType =
+    DriverState.transformSchema(this, schema)
 
   override def fit(dataset: Dataset[_]): ApproximateNearestNeighborsModel = {
     copyValues(new ApproximateNearestNeighborsModel(uid, DriverState.fit(this, dataset)).setParent(this))

@@ -132,7 +132,7 @@ class KnnDriverSuite extends AnyFunSuite {
       .setInputCol("v").setIdCol("id").setBackend("gpu").fit(frame(clustered(10, 4, 2, seed = 1))))
     assert(gpu.getMessage.startsWith("backend 'gpu' is not available from Scala: the GPU " +
       "search delegates to spark-rapids-ml, whose k-NN runs only from PySpark"))
-    // e.g. an estimator saved from PySpark with backend='gpu'
+    // a stage whose backend came in with a copy (or a load), not through the setter
     val ann = new ApproximateNearestNeighbors().setInputCol("v").setIdCol("id")
     val loaded = ann.copy(ParamMap(ann.backend -> "gpu"))
     val e = intercept[IllegalArgumentException](loaded.fit(frame(clustered(10, 4, 2, seed = 1))))

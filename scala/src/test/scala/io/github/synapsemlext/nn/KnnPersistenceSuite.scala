@@ -152,6 +152,13 @@ class KnnPersistenceSuite extends AnyFunSuite {
     val model = loaded.stages.head.asInstanceOf[ApproximateNearestNeighborsModel]
     assert(model.uid == ann.uid && model.getK == 3)
     assertSame(collect(model.kneighbors(frame(queries))._3), bruteForce(items, queries, 3), 1e-5)
+    // A stage after the k-NN model reads its neighbors column: Pipeline.fit checks the
+    // schema through both stages first (the estimator's transformSchema).
+    val counted = new org.apache.spark.ml.Pipeline().setStages(Array(ann,
+      new org.apache.spark.ml.feature.SQLTransformer()
+        .setStatement("SELECT id, size(neighbors) AS found FROM __THIS__")))
+      .fit(frame(items)).transform(frame(queries))
+    assert(counted.collect().map(_.getInt(1)).toSet == Set(3))
   }
 
   test("loading something else fails naming both classes") {

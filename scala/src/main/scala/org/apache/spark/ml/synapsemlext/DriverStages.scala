@@ -4,6 +4,7 @@ import org.apache.spark.ml.param.Params
 import org.apache.spark.ml.util.{DefaultParamsReader, MLReader, MLWriter}
 import org.apache.spark.sql.{DataFrame, Dataset, SparkSession}
 import org.apache.spark.sql.synapsemlext.PythonDriver
+import org.apache.spark.sql.types.{DataType, StructType}
 import org.json4s._
 import org.json4s.jackson.JsonMethods
 
@@ -31,6 +32,14 @@ final class DriverState(val json: String, val frames: Seq[DataFrame]) {
 }
 
 object DriverState {
+
+  /** The schema the model that `stage` fits gives `schema` (checked by the Python stage). */
+  def transformSchema(stage: Params, schema: StructType): StructType = {
+    val args = JsonMethods.compact(JsonMethods.render(
+      JObject("schema" -> JsonMethods.parse(schema.json))))
+    val (text, _) = PythonDriver.call(stage, "transformSchema", Nil, args, SparkSession.active)
+    DataType.fromJson(text).asInstanceOf[StructType]
+  }
 
   /** The state of the model `fit` of the Python estimator rebuilt from `stage` makes. */
   def fit(stage: Params, dataset: Dataset[_]): DriverState = {

@@ -34,6 +34,7 @@ object PythonDriver extends Logging {
 
   private var server: Py4JServer = _
   private var hooked = false
+  private var listened: SparkContext = _  // the SparkContext whose end stops the process
   private var process: Process = _
   private var context: SparkContext = _  // the SparkContext the process is attached to
   private var pid = 0L
@@ -57,12 +58,17 @@ object PythonDriver extends Logging {
     frames.headOption.foreach(f => SparkCompat.requireClassic(f, stage.getClass.getSimpleName))
     val entry = ensureStarted(session)
     val spec = StageMetadata.json(stage, session.sparkContext, org.json4s.JObject())
-    val out = entry.call(op, spec, frames.map(_.toDF().asInstanceOf[Object]).asJava, args).asScala
+    val out = try entry.call(op, spec, frames.map(_.toDF().asInstanceOf[Object]).asJava, args).asScala
+    catch {
+      case e: py4j.Py4JException if processId.isEmpty =>
+        throw new PythonBridgeException("the driver-side Python process died during " +
+          s"$op (${e.getMessage.split("\n").head}); the next call starts a new one", e)
+    }
     val status = String.valueOf(out.head)
     val text = String.valueOf(out(1))
     status match {
       case "ok" => (text, out.drop(2).map(_.asInstanceOf[DataFrame]).toSeq)
-      case "ValueError" | "TypeError" | "KeyError" => throw new IllegalArgumentException(text)
+      case "ValueError" => throw new IllegalArgumentException(text)
       case other => throw new PythonBridgeException(s"$other: $text")
     }
   }
@@ -84,55 +90,78 @@ object PythonDriver extends Logging {
   }
 
   private def start(session: SparkSession): Unit = {
-    // A gateway per process: py4j numbers each process's objects from p0, and a proxy of a
-    // dead process, when the JVM collects it, would release the new process's object.
     if (!hooked) {
       sys.addShutdownHook(stop())
       hooked = true
     }
-    if (server != null) server.shutdown()
-    server = new Py4JServer(session.sparkContext.getConf)
-    server.start()
-    // The gateway's threads would keep a finished job's JVM alive: stop with the context.
-    session.sparkContext.addSparkListener(new SparkListener {
-      override def onApplicationEnd(end: SparkListenerApplicationEnd): Unit = stop()
-    })
     calls = null
     pid = 0L
     recentOutput.clear()
     attached = new CountDownLatch(1)
     val conf = session.sparkContext.getConf
+    val timeout = session.conf.getOption(StartTimeoutConf).map { text =>
+      scala.util.Try(text.trim.toLong).toOption.filter(_ > 0).getOrElse(throw new PythonBridgeException(
+        s"$StartTimeoutConf must be a whole number of seconds, got '$text'"))
+    }.getOrElse(120L)
+    val workers = conf.getOption("spark.pyspark.python").orElse(sys.env.get("PYSPARK_PYTHON"))
+      .filter(_.nonEmpty).getOrElse("python3")
     val python = conf.getOption("spark.pyspark.driver.python")
-      .orElse(sys.env.get("PYSPARK_DRIVER_PYTHON")).filter(_.nonEmpty)
-      .getOrElse(PythonEnvironment.settings(session).pythonExec)
+      .orElse(sys.env.get("PYSPARK_DRIVER_PYTHON")).filter(_.nonEmpty).getOrElse(workers)
+    val advice = s"the driver needs a Python with pyspark ${PythonDriver.sparkLine} and " +
+      "synapseml-ext installed: set spark.pyspark.driver.python (or PYSPARK_DRIVER_PYTHON) to it"
+    // A gateway per process: py4j numbers each process's objects from p0, and a proxy of a
+    // dead process, when the JVM collects it, would release the new process's object.
+    if (server != null) server.shutdown()
+    server = daemonGateway(session)
     val builder = new ProcessBuilder(python, "-m", "synapseml_ext.bridge.driver")
     val env = builder.environment()
     env.put("PYSPARK_GATEWAY_PORT", server.getListeningPort.toString)
     env.put("PYSPARK_GATEWAY_SECRET", server.secret)
-    env.put("PYSPARK_PYTHON", PythonEnvironment.settings(session).pythonExec)
+    env.put("PYSPARK_PYTHON", workers)
     env.put("PYTHONPATH", PythonUtils.mergePythonPaths(
       PythonUtils.sparkPythonPath, sys.env.getOrElse("PYTHONPATH", "")))
     env.put("PYTHONUNBUFFERED", "1")
     builder.redirectErrorStream(true)
     val started = System.nanoTime()
-    process = builder.start()
+    process = try builder.start() catch {
+      case e: java.io.IOException =>
+        stop()
+        throw new PythonBridgeException(s"cannot run the driver-side Python '$python' " +
+          s"(${e.getMessage}); $advice", e)
+    }
     val output = echo(process)
-    val timeout = session.conf.getOption(StartTimeoutConf).map(_.toLong).getOrElse(120L)
     while (!attached.await(200, TimeUnit.MILLISECONDS)) {
       val waited = (System.nanoTime() - started) / 1e9
       if (!process.isAlive || waited > timeout) {
-        process.destroy()
+        val why = if (waited > timeout) s"no answer in $timeout s" else s"exit code ${process.exitValue()}"
+        stop()
         output.join(5000)
-        val said = recentOutput.asScala.mkString("\n")
-        throw new PythonBridgeException(s"the driver-side Python '$python' did not start " +
-          s"(${if (waited > timeout) s"no answer in $timeout s" else s"exit code ${process.exitValue()}"}): " +
-          s"it needs pyspark ${org.apache.spark.SPARK_VERSION.split('.').take(2).mkString(".")} " +
-          "and synapseml-ext installed; set spark.pyspark.driver.python (or " +
-          s"PYSPARK_DRIVER_PYTHON) to a Python that has them. It said:\n$said")
+        val said = recentOutput.asScala.filter(_.trim.nonEmpty).lastOption.getOrElse("nothing")
+        throw new PythonBridgeException(s"the driver-side Python '$python' did not start ($why; " +
+          s"its last line: $said): $advice")
       }
     }
     logInfo(f"synapseml-ext: driver-side Python $python (pid $pid) attached in " +
       f"${(System.nanoTime() - started) / 1e9}%.1f s")
+  }
+
+  private def sparkLine: String = org.apache.spark.SPARK_VERSION.split('.').take(2).mkString(".")
+
+  /** Spark's gateway, its threads daemons (started from a daemon thread, whose status they
+   * inherit), so it never keeps a finished job's JVM alive; stopped with the SparkContext. */
+  private def daemonGateway(session: SparkSession): Py4JServer = {
+    val gateway = new Py4JServer(session.sparkContext.getConf)
+    val starter = new Thread(() => gateway.start(), "synapseml-ext gateway start")
+    starter.setDaemon(true)
+    starter.start()
+    starter.join()
+    if (!(listened eq session.sparkContext)) {
+      session.sparkContext.addSparkListener(new SparkListener {
+        override def onApplicationEnd(end: SparkListenerApplicationEnd): Unit = stop()
+      })
+      listened = session.sparkContext
+    }
+    gateway
   }
 
   /** Copies the process's output to this JVM's stderr, keeping the last lines for errors. */
