@@ -46,8 +46,10 @@ def jars() -> tuple[Path, Path]:
 
 
 def spark_submit(jars: tuple[Path, Path], *app_args: str, master: str = "local[2]",
-                 conf: dict[str, str] | None = None, app: str = SCALA_APP) -> str:
-    """Runs the Scala job with pyspark's spark-submit; returns its stdout."""
+                 conf: dict[str, str] | None = None, app: str = SCALA_APP,
+                 expect_failure: bool = False) -> str:
+    """Runs the Scala job with pyspark's spark-submit; returns its stdout (its stderr when
+    ``expect_failure``)."""
     main, app_jar = jars
     python_path = os.pathsep.join(filter(None, [str(REPO / "python"),
                                                 os.environ.get("PYTHONPATH")]))
@@ -61,6 +63,9 @@ def spark_submit(jars: tuple[Path, Path], *app_args: str, master: str = "local[2
     done = subprocess.run(command, capture_output=True, text=True, timeout=1200,
                           env={**os.environ, "PYSPARK_PYTHON": sys.executable,
                                "SPARK_LOCAL_IP": "127.0.0.1"})
+    if expect_failure:
+        assert done.returncode != 0, done.stdout
+        return done.stderr
     assert done.returncode == 0, f"spark-submit failed:\n{done.stdout}\n{done.stderr[-6000:]}"
     return done.stdout
 
@@ -211,3 +216,20 @@ def test_scala_job_embeds_and_finds_nearest_reviews(spark, jars, reviews, minilm
     again = model.kneighbors(spark.read.parquet(str(out / "embedded")))[2].toPandas()
     assert again["query_id"].tolist() == knn["query_id"].tolist()
     assert [list(x) for x in again["indices"]] == [list(x) for x in knn["indices"]]
+
+
+def test_scala_knn_with_a_missing_driver_python_fails_in_one_line(jars, reviews, minilm_dir,
+                                                                 cache_dir, tmp_path):
+    """The k-NN stages start a Python on the driver: one that does not exist is named, with
+    the setting that fixes it, and the job ends instead of hanging."""
+    csv = tmp_path / "reviews.csv"
+    reviews.head(20).to_csv(csv, index=False)
+    stderr = spark_submit(jars, "--input", str(csv), "--output", str(tmp_path / "out"),
+                          "--model", minilm_dir, "--runtime", "onnx", "--cache-dir", cache_dir,
+                          "--algorithm", "exact", conf={
+                              "spark.pyspark.driver.python": "/nonexistent/python3"},
+                          app="io.github.synapsemlext.examples.NearestReviews",
+                          expect_failure=True)
+    line = next(x for x in stderr.splitlines() if "cannot run the driver-side Python" in x)
+    assert "'/nonexistent/python3'" in line
+    assert "set spark.pyspark.driver.python (or PYSPARK_DRIVER_PYTHON)" in line
