@@ -57,7 +57,7 @@ test-fast: $(STAMP)
 
 # The 3.5 line: every test that touches Spark APIs (the stages, the bridge, persistence,
 # Connect, the standalone cluster, the CLI); the Spark-free engine tests run once, above.
-SPARK_TESTS := tests/test_embedder.py tests/test_cli.py tests/test_bridge_nn.py \
+SPARK_TESTS := tests/test_embedder.py tests/test_cli.py tests/test_driver_ops.py \
 	tests/test_nn_search.py tests/test_nn_errors.py tests/test_nn_integrity.py \
 	tests/test_nn_local_store.py tests/test_nn_placement.py tests/test_connect.py \
 	tests/test_standalone_cluster.py tests/test_scala_interop.py tests/test_nn_dropin.py
