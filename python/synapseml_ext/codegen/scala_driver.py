@@ -12,9 +12,9 @@ from __future__ import annotations
 import importlib
 import inspect
 
-from synapseml_ext.bridge.names import BridgedStage
-from synapseml_ext.codegen.model import StageModel, scala_string
-from synapseml_ext.codegen.scala import HEADER, _class_doc, _param_block
+from synapseml_ext.bridge.names import STAGES, BridgedStage
+from synapseml_ext.codegen.model import StageModel, read_stage, scala_string
+from synapseml_ext.codegen.scala import HEADER, _class_doc, params_members
 
 __all__ = ["MODEL_METHODS", "render_driver_stage"]
 
@@ -61,22 +61,20 @@ def render_driver_stage(stage: StageModel, bridged: BridgedStage) -> str:
         "import org.json4s.{JBool, JString}",
         "import org.json4s.jackson.JsonMethods",
         "",
-        f"/** Params of [[{name}]], as the Python stage declares them. */",
-        f"private[{short_package}] trait {name}Params extends Params {{",
     ]
-    for p in stage.params:
-        lines += _param_block(name, p)
-    defaults = [p for p in stage.params if p.has_default]
-    lines += ["", "  setDefault("]
-    lines += [f"    {p.name} -> {p.scala.literal(p.default)}{',' if i < len(defaults) - 1 else ''}"
-              for i, p in enumerate(defaults)]
-    lines += ["  )", "}", "", *_class_doc(stage.summary), " *",
+    # A model whose Params are its estimator's mixes in the estimator's trait (one copy).
+    shared = _estimator_params(stage, bridged) if is_model else None
+    if shared is None:
+        lines += [f"/** Params of [[{name}]], as the Python stage declares them. */",
+                  f"private[{short_package}] trait {name}Params extends Params {{",
+                  *params_members(name, stage.params), "}", ""]
+    lines += [*_class_doc(stage.summary), " *",
               f" * Runs the PySpark stage `{stage.python_class}` in a driver-side Python",
               " * process attached to this JVM's session (started on the first call; the",
               " * driver and the executors need the pip package `synapseml-ext`, see",
               " * docs/scala.md). Saved stages load on either side.", " */"]
     if is_model:
-        lines += _model_class(name, stage)
+        lines += _model_class(name, stage, shared or f"{name}Params")
     else:
         model = bridged.model_class.rpartition(".")[2]
         lines += [
@@ -125,14 +123,23 @@ def _setters(stage: StageModel) -> list[str]:
     return lines
 
 
-def _model_class(name: str, stage: StageModel) -> list[str]:
+def _estimator_params(model: StageModel, bridged: BridgedStage) -> str | None:
+    """``<Estimator>Params`` when the estimator that fits this model declares the same
+    Params, else None."""
+    estimator = next((s for s in STAGES if s.model_class == bridged.scala_class), None)
+    if estimator is None or read_stage(estimator).params != model.params:
+        return None
+    return estimator.scala_class.rpartition(".")[2] + "Params"
+
+
+def _model_class(name: str, stage: StageModel, params_trait: str) -> list[str]:
     module_name, _, class_name = stage.python_class.rpartition(".")
     python_cls = getattr(importlib.import_module(module_name), class_name)
     lines = [
         f"class {name} private[{stage.scala_package.rpartition('.')[2]}] "
         "(override val uid: String,",
         "    private[synapsemlext] val state: DriverState)",
-        f"    extends CheckedModel[{name}] with {name}Params with MLWritable {{",
+        f"    extends CheckedModel[{name}] with {params_trait} with MLWritable {{",
         *_setters(stage),
         "",
         "  /** Where this model searches: the JVM stages run the CPU engine. */",
