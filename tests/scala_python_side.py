@@ -3,7 +3,6 @@ the executors' Python ($PYSPARK_PYTHON) to compare the Scala stubs against the r
 stage. Not a pytest module; each command prints one JSON document on stdout.
 
     messages CASES.json               Python's error message for each case (no Spark)
-    unpickle COMMAND.bin              what Spark's worker gets from a JVM-built command
     reference IN.parquet OUT.parquet PARAMS.json   the PySpark stage's output
     persistence SCALA_SAVED PY_SAVE_TO PARAMS.json  load a Scala-saved stage, save a Python one
     nn_contract CASES.json            the k-NN setters' messages
@@ -15,7 +14,6 @@ stage. Not a pytest module; each command prints one JSON document on stdout.
 from __future__ import annotations
 
 import json
-import pickle
 import sys
 from pathlib import Path
 
@@ -38,13 +36,6 @@ def messages(cases_path: str) -> list:
         except (ValueError, TypeError) as e:
             out.append(str(e))
     return out
-
-
-def unpickle(command_path: str) -> dict:
-    function, return_type = pickle.loads(Path(command_path).read_bytes())
-    return {"function": getattr(function, "__qualname__", repr(function)),
-            "module": getattr(function, "__module__", None),
-            "returnType": return_type.json()}
 
 
 def _spark():
@@ -124,7 +115,7 @@ def nn_persistence(scala_model: str, queries_path: str, out_path: str, python_sa
                       "knn": _knn_rows(model.kneighbors(queries)[2])}}
 
 
-COMMANDS = {"messages": messages, "unpickle": unpickle, "reference": reference,
+COMMANDS = {"messages": messages, "reference": reference,
             "persistence": persistence, "nn_contract": nn_contract, "nn_reference": nn_reference,
             "nn_persistence": nn_persistence}
 

@@ -86,3 +86,35 @@ def test_a_model_saved_under_the_scala_class_loads_on_both_sides(spark, frames, 
 
     model = ApproximateNearestNeighborsModel.load(path)
     assert model.kneighbors(queries)[2].count() == 7
+
+
+SCALA_EMBEDDER = "io.github.synapsemlext.hf.HuggingFaceSentenceEmbedder"
+
+
+def test_the_embedder_runs_as_the_pyspark_stage(spark, minilm_dir, cache_dir, st_minilm):
+    params = {"modelName": minilm_dir, "inputCol": "text", "outputCol": "vec", "runtime": "cpu",
+              "precision": "fp32", "cacheDir": cache_dir}
+    texts = spark.createDataFrame([(1, "desserts"), (2, None), (3, "disgusting")],
+                                  "id int, text string")
+    schema_text, _ = run("transformSchema", _spec(SCALA_EMBEDDER, params),
+                         [], {"schema": texts.schema.jsonValue()}, spark.sparkContext)
+    _, (out,) = run("transform", _spec(SCALA_EMBEDDER, params), [texts._jdf], {},
+                    spark.sparkContext)
+    assert json.loads(schema_text) == out.schema.jsonValue()
+    rows = out.orderBy("id").collect()
+    assert rows[1]["vec"] is None  # a null text, a null embedding
+    want = st_minilm.encode(["desserts", "disgusting"], normalize_embeddings=True)
+    got = np.array([rows[0]["vec"], rows[2]["vec"]])
+    cosine = (got * want).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)
+    assert cosine.min() >= 0.9999
+
+
+def test_the_embedder_params_are_checked_before_a_save_and_keys_not_echoed(spark):
+    assert run("check", _spec(SCALA_EMBEDDER, {"apiKeyEnv": "TEI_API_KEY"}), [], {},
+               spark.sparkContext) == ("{}", [])
+    with pytest.raises(ValueError, match=r"^apiKeyEnv must be the NAME") as e:
+        run("check", _spec(SCALA_EMBEDDER, {"apiKeyEnv": "sk-live-123"}), [], {},
+            spark.sparkContext)
+    assert "sk-live-123" not in str(e.value)
+    with pytest.raises(ValueError, match="HuggingFaceSentenceEmbedder has no driver op 'fit'"):
+        run("fit", _spec(SCALA_EMBEDDER, {}), [], {}, spark.sparkContext)

@@ -5,9 +5,11 @@ Python package; results compared with the PySpark stage on the same rows."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -47,9 +49,9 @@ def jars() -> tuple[Path, Path]:
 
 def spark_submit(jars: tuple[Path, Path], *app_args: str, master: str = "local[2]",
                  conf: dict[str, str] | None = None, app: str = SCALA_APP,
-                 expect_failure: bool = False) -> str:
+                 expect_failure: bool = False, both: bool = False) -> str | tuple[str, str]:
     """Runs the Scala job with pyspark's spark-submit; returns its stdout (its stderr when
-    ``expect_failure``)."""
+    ``expect_failure``, both when ``both``)."""
     main, app_jar = jars
     python_path = os.pathsep.join(filter(None, [str(REPO / "python"),
                                                 os.environ.get("PYTHONPATH")]))
@@ -67,7 +69,7 @@ def spark_submit(jars: tuple[Path, Path], *app_args: str, master: str = "local[2
         assert done.returncode != 0, done.stdout
         return done.stderr
     assert done.returncode == 0, f"spark-submit failed:\n{done.stdout}\n{done.stderr[-6000:]}"
-    return done.stdout
+    return (done.stdout, done.stderr) if both else done.stdout
 
 
 def test_scala_job_embeds_the_reviews_like_the_pyspark_stage(spark, jars, reviews, minilm_dir,
@@ -75,9 +77,14 @@ def test_scala_job_embeds_the_reviews_like_the_pyspark_stage(spark, jars, review
     csv = tmp_path / "reviews.csv"
     reviews.to_csv(csv, index=False)
     out = tmp_path / "scala.parquet"
-    stdout = spark_submit(jars, "--input", str(csv), "--output", str(out), "--model", minilm_dir,
-                          "--runtime", "onnx", "--cache-dir", cache_dir)
+    stdout, stderr = spark_submit(jars, "--input", str(csv), "--output", str(out), "--model",
+                                  minilm_dir, "--runtime", "onnx", "--cache-dir", cache_dir,
+                                  both=True)
     assert "EmbedReviews: 1000 rows" in stdout
+    # The stage ran in one driver-side Python, which ended with the job's JVM.
+    started = re.findall(r"synapseml-ext: driver-side Python \S+ \(pid (\d+)\) attached", stderr)
+    assert len(started) == 1, stderr[-3000:]
+    assert _gone(int(started[0]))
 
     scala = spark.read.parquet(str(out)).toPandas()
     # Same rows in the same order, every input column kept, the seed's text built in Scala.
@@ -95,6 +102,17 @@ def test_scala_job_embeds_the_reviews_like_the_pyspark_stage(spark, jars, review
     want = np.stack(pyspark_rows["embeddings"].to_numpy())
     assert got.shape == want.shape == (1000, 384)
     assert cosines(got, want).min() >= 0.9999
+
+
+def _gone(pid: int, wait_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False
 
 
 def test_stage_saved_by_pyspark_runs_in_scala_and_scala_saves_it_back(spark, jars, reviews,

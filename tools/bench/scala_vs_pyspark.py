@@ -10,9 +10,10 @@ PySpark stage in a driver-side Python process, which its cold run starts.
 
 Both sides embed the same parquet input (the 1000 fine-food reviews as "Title: ...;
 Content: ...", repartitioned to 2 partitions by id and cached) with the same Params, in a
-fresh spark-submit JVM each, through the same executor function (hf.embedder.embed_batches)
-under a scalar-iterator pandas UDF. Each process runs once cold (Python workers start, the
-model loads) and then --warm times, writing every column to Spark's no-op sink. The sides
+fresh spark-submit JVM each; the Scala stage runs the PySpark stage (the same pandas UDF plan)
+in a driver-side Python process, which its cold run starts. Each process runs once cold
+(Python workers start, the model loads) and then --warm times, writing every column to
+Spark's no-op sink. The sides
 alternate (PySpark, Scala, Scala, PySpark) x --rounds to cancel drift; the table takes the
 median warm run per side. Target: Scala/PySpark >= 0.95.
 """

@@ -9,21 +9,24 @@ call, so a restarted Python process serves the same model.
 
 from __future__ import annotations
 
+import importlib
 import json
 from typing import Any
 
+from pyspark.ml import Estimator, Model
 from pyspark.ml.util import DefaultParamsReader
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import StructType
 
-from synapseml_ext.bridge.protocol import stage_from_spec
+from synapseml_ext.contract.names import by_any_name
+from synapseml_ext.contract.persistence import instance_from_metadata
 from synapseml_ext.nn.persistence import ModelWriter
 from synapseml_ext.nn.transform import output_schema
 
-__all__ = ["OPS", "run"]
+__all__ = ["OPS", "run", "stage_from_spec"]
 
-OPS = ("fit", "kneighbors", "approxSimilarityJoin", "transform", "transformSchema", "save",
-       "load")
+OPS = ("check", "fit", "kneighbors", "approxSimilarityJoin", "transform", "transformSchema",
+       "save", "load")
 GPU_FROM_SCALA = ("backend 'gpu' is not available from Scala: the GPU search delegates to "
                   "spark-rapids-ml, whose k-NN runs only from PySpark (its model is a Python "
                   "object); fit it from PySpark, or use backend 'cpu' or 'auto' (the CPU "
@@ -37,15 +40,52 @@ def run(op: str, spec: dict[str, Any], frames: list[Any], args: dict[str, Any],
     if op == "load":
         return _load(args["path"], sc)
     stage = _checked(stage_from_spec(spec))
+    if op == "check":  # before the JVM saves the Params: nothing invalid is written
+        return "{}", []
     session = SparkSession(sc, jsparkSession=frames[0].sparkSession()) if frames else None
     dfs = [DataFrame(frame, session) for frame in frames]
-    if op == "fit":
+    if isinstance(stage, Model):
+        return _model_op(op, stage, dfs, args)
+    if op == "transformSchema":
+        return json.dumps(_schema_of(stage, StructType.fromJson(args["schema"])).jsonValue()), []
+    if op == "fit" and isinstance(stage, Estimator):
         return _fit(stage, dfs[0])
-    if op == "transformSchema" and not hasattr(stage, "_set_state"):  # the estimator's
-        schema = StructType.fromJson(args["schema"])
+    if op == "transform" and not isinstance(stage, Estimator):
+        return "{}", [stage.transform(dfs[0])]
+    raise ValueError(f"{type(stage).__name__} has no driver op {op!r}")
+
+
+def stage_from_spec(spec: dict[str, Any]) -> Any:
+    """The Python stage the spec's metadata describes (Scala or Python class name)."""
+    bridged = by_any_name(spec["class"])
+    if bridged is None:
+        raise ValueError(f"no Python stage is bridged for class {spec['class']!r}")
+    module_name, _, class_name = bridged.python_class.rpartition(".")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    return instance_from_metadata(cls, spec, "the Scala stage's metadata")
+
+
+def _checked(stage: Any) -> Any:
+    """The stage with each explicitly set Param passed through its Python setter's checks,
+    so a Scala caller gets the PySpark messages (e.g. an unknown algorithm)."""
+    values = {param.name: value for param, value in stage._paramMap.items()}
+    if values and hasattr(stage, "_set_checked"):
+        stage._set_checked(**values)
+    if stage.hasParam("backend") and stage.getOrDefault("backend") == "gpu":
+        raise ValueError(GPU_FROM_SCALA)
+    return stage
+
+
+def _schema_of(stage: Any, schema: StructType) -> StructType:
+    if isinstance(stage, Estimator):  # the schema the fitted model's transform gives
         id_kind = stage._id_kind(schema, "item") if stage.getIdCol() is not None else "long"
-        return json.dumps(output_schema(stage, schema, id_kind).jsonValue()), []
-    model = _with_state(stage, dfs[0], dfs[1], args["state"])
+        return output_schema(stage, schema, id_kind)
+    return stage.transformSchema(schema)
+
+
+def _model_op(op: str, model: Any, dfs: list[DataFrame],
+              args: dict[str, Any]) -> tuple[str, list[DataFrame]]:
+    model._set_state(dfs[0], dfs[1], args["state"]["summary"], args["state"].get("reason", ""))
     if op == "kneighbors":
         return "{}", list(model.kneighbors(dfs[2], bool(args.get("sort", True))))
     if op == "approxSimilarityJoin":
@@ -56,20 +96,10 @@ def run(op: str, spec: dict[str, Any], frames: list[Any], args: dict[str, Any],
         schema = StructType.fromJson(args["schema"])
         return json.dumps(output_schema(model, schema, model._summary.get("id_kind", "long"))
                           .jsonValue()), []
-    # "save": MLWriter.save on the JVM has checked and cleared the path
-    ModelWriter(model, args.get("className")).save(args["path"])
-    return "{}", []
-
-
-def _checked(stage: Any) -> Any:
-    """The stage with each explicitly set Param passed through its Python setter's checks,
-    so a Scala caller gets the PySpark messages (e.g. an unknown algorithm)."""
-    values = {param.name: value for param, value in stage._paramMap.items()}
-    if values and hasattr(stage, "_set_checked"):
-        stage._set_checked(**values)
-    if stage.getOrDefault("backend") == "gpu":
-        raise ValueError(GPU_FROM_SCALA)
-    return stage
+    if op == "save":  # MLWriter.save on the JVM has checked and cleared the path
+        ModelWriter(model, args.get("className")).save(args["path"])
+        return "{}", []
+    raise ValueError(f"{type(model).__name__} has no driver op {op!r}")
 
 
 def _fit(estimator: Any, items: DataFrame) -> tuple[str, list[DataFrame]]:
@@ -84,19 +114,12 @@ def _state(model: Any) -> str:
     return json.dumps({"summary": model._summary, "reason": model._backend_reason})
 
 
-def _with_state(model: Any, items: DataFrame, indexes: DataFrame, state: dict[str, Any]) -> Any:
-    if not hasattr(model, "_set_state"):
-        raise ValueError(f"{type(model).__name__} is not a fitted model")
-    model._set_state(items, indexes, state["summary"], state.get("reason", ""))
-    return model
-
-
 def _load(path: str, sc: Any) -> tuple[str, list[DataFrame]]:
     from synapseml_ext.nn.model import ApproximateNearestNeighborsModel
 
     SparkSession(sc, jsparkSession=sc._jvm.org.apache.spark.sql.SparkSession.active())
-    model = ApproximateNearestNeighborsModel.load(path)
     metadata = DefaultParamsReader.loadMetadata(path, sc)
+    model = ApproximateNearestNeighborsModel.load(path)
     state = json.loads(_state(model))
     state["metadata"] = {key: metadata[key] for key in
                          ("class", "uid", "paramMap", "defaultParamMap", "sparkVersion")

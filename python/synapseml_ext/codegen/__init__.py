@@ -1,9 +1,8 @@
 """Writes the Scala stubs of the bridged Python stages (the reverse of SynapseML's
 Scala -> Python codegen), and docs/reference.md (every Param and CLI flag).
 
-For each generated stage in :data:`synapseml_ext.bridge.names.STAGES` it reads the Python class's Params
-(name, doc, typeConverter, default, whether unset is meaningful, value rules) and schema
-contract, and writes ``scala/src/main/scala/<package>/<Stage>.scala``. Generated files say so
+For each generated stage in :data:`synapseml_ext.contract.names.STAGES` it reads the Python class's Params
+(name, doc, typeConverter, default, whether unset is meaningful) and writes ``scala/src/main/scala/<package>/<Stage>.scala``. Generated files say so
 in their first line; ``python -m synapseml_ext.codegen --check`` fails on any difference
 (CI and the pytest suite run it).
 """
@@ -12,11 +11,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from synapseml_ext.bridge.names import STAGES
 from synapseml_ext.codegen.model import read_stage
 from synapseml_ext.codegen.reference import render_reference
-from synapseml_ext.codegen.scala import HEADER, render_stage
-from synapseml_ext.codegen.scala_driver import render_driver_stage
+from synapseml_ext.codegen.scala import HEADER
+from synapseml_ext.codegen.scala_driver import render_stage
+from synapseml_ext.contract.names import STAGES
 
 __all__ = ["HEADER", "default_root", "generate", "stale_files"]
 
@@ -38,8 +37,7 @@ def generate(root: Path) -> dict[Path, str]:
     for bridged in STAGES:
         stage = read_stage(bridged)
         path = root / SCALA_SOURCES / Path(*bridged.scala_class.split(".")).with_suffix(".scala")
-        files[path] = (render_driver_stage(stage, bridged) if bridged.runs == "driver"
-                       else render_stage(stage))
+        files[path] = render_stage(stage, bridged)
     files[root / REFERENCE] = render_reference()
     return files
 

@@ -1,8 +1,8 @@
 """What codegen knows about a Python stage: read from the class itself, never restated.
 
 Each Param gives its name, doc, ``typeConverter`` (-> Scala type), default, whether an unset
-value is meaningful (its Python getter returns ``None``, like ``normalize``) and the engine's
-value rule; the stage gives its schema contract and its Scala name (bridge/names.py).
+value is meaningful (its Python getter returns ``None``, like ``normalize``); the stage gives
+its summary and its Scala name (contract/names.py).
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ from typing import Any
 
 from pyspark.ml.param import Param, TypeConverters
 
-from synapseml_ext.bridge.contract import ColumnTransform
-from synapseml_ext.bridge.names import BridgedStage
+from synapseml_ext.contract.names import BridgedStage
 from synapseml_ext.nn import params as nn_params
 
 __all__ = ["ParamModel", "ScalaType", "StageModel", "read_stage"]
@@ -60,7 +59,6 @@ class ParamModel:
     scala: ScalaType
     default: Any          # NO_DEFAULT when the Python stage sets none
     optional: bool        # unset is meaningful: the Python getter returns None
-    rule: Any             # an engine.spec rule (OneOf, IntAtLeast, ...) or None
 
     @property
     def has_default(self) -> bool:
@@ -77,7 +75,6 @@ class StageModel:
     scala_class: str
     summary: str
     params: tuple[ParamModel, ...]
-    contract: ColumnTransform | None
 
     @property
     def scala_package(self) -> str:
@@ -92,17 +89,12 @@ def read_stage(bridged: BridgedStage) -> StageModel:
     module_name, _, class_name = bridged.python_class.rpartition(".")
     cls = getattr(importlib.import_module(module_name), class_name)
     stage = cls()
-    contract = getattr(cls, "_CONTRACT", None)
-    if bridged.runs == "executor" and not isinstance(contract, ColumnTransform):
-        raise TypeError(f"{bridged.python_class} declares no _CONTRACT that codegen knows "
-                        "(bridge.contract.ColumnTransform)")
-    rules = cls._value_rules() if hasattr(cls, "_value_rules") else {}
-    params = tuple(_read_param(stage, p, rules.get(p.name)) for p in stage.params)
+    params = tuple(_read_param(stage, p) for p in stage.params)
     summary = (inspect.getdoc(cls) or "").split("\n\n")[0].replace("\n", " ")
-    return StageModel(bridged.python_class, bridged.scala_class, summary, params, contract)
+    return StageModel(bridged.python_class, bridged.scala_class, summary, params)
 
 
-def _read_param(stage, param: Param, rule) -> ParamModel:
+def _read_param(stage, param: Param) -> ParamModel:
     where = f"{type(stage).__name__}.{param.name}"
     if not PARAM_NAME.match(param.name):
         raise ValueError(f"{where}: Param names must match {PARAM_NAME.pattern}")
@@ -115,9 +107,9 @@ def _read_param(stage, param: Param, rule) -> ParamModel:
                         "add one to synapseml_ext/codegen/model.py")
     default = stage._defaultParamMap.get(param, NO_DEFAULT)
     if default is None:  # a None default is Python's "unset": an optional Param in Scala
-        return ParamModel(param.name, param.doc.strip(), scala, NO_DEFAULT, True, rule)
+        return ParamModel(param.name, param.doc.strip(), scala, NO_DEFAULT, True)
     return ParamModel(param.name, param.doc.strip(), scala, default,
-                      _unset_is_meaningful(stage, param), rule)
+                      _unset_is_meaningful(stage, param))
 
 
 def _unset_is_meaningful(stage, param: Param) -> bool:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-from synapseml_ext.bridge.names import STAGES
+from synapseml_ext.contract.names import STAGES
 
 __all__ = ["MARKDOWN_HEADER", "render_reference"]
 

@@ -1,10 +1,12 @@
-"""Renders a stage that runs through the driver-side Python (``BridgedStage.runs ==
-"driver"``): the Params as the Python class declares them, and methods that hand the JVM
-Datasets to the PySpark stage (``org.apache.spark.sql.synapsemlext.PythonDriver``).
+"""Renders a generated Scala stage: the Params as the Python class declares them, and
+methods that hand the JVM Datasets to the PySpark stage in the driver-side Python
+(``org.apache.spark.sql.synapsemlext.PythonDriver``).
 
-An estimator gets ``fit``; a model gets ``transform``, ``transformSchema``, save/load and
-each DataFrame method of :data:`MODEL_METHODS` that the Python model has. The Python stage
-checks the Params and the schema when it runs, so the messages are PySpark's.
+A transformer gets ``transform``; an estimator ``fit``; both ``transformSchema`` and a writer
+that has Python check the Params before it saves them. A model gets ``transform``,
+``transformSchema``, save/load and each DataFrame method of :data:`MODEL_METHODS` that the
+Python model has. The Python stage checks the Params and the schema when it runs, so the
+messages are PySpark's.
 """
 
 from __future__ import annotations
@@ -12,11 +14,11 @@ from __future__ import annotations
 import importlib
 import inspect
 
-from synapseml_ext.bridge.names import STAGES, BridgedStage
 from synapseml_ext.codegen.model import StageModel, read_stage, scala_string
-from synapseml_ext.codegen.scala import HEADER, _class_doc, params_members
+from synapseml_ext.codegen.scala import HEADER, class_doc, params_members
+from synapseml_ext.contract.names import STAGES, BridgedStage
 
-__all__ = ["MODEL_METHODS", "render_driver_stage"]
+__all__ = ["MODEL_METHODS", "render_stage"]
 
 # Python model method -> its Scala methods (the Python method's docstring documents them).
 MODEL_METHODS = {
@@ -41,10 +43,10 @@ MODEL_METHODS = {
 }
 
 
-def render_driver_stage(stage: StageModel, bridged: BridgedStage) -> str:
+def render_stage(stage: StageModel, bridged: BridgedStage) -> str:
     name = stage.scala_name
     short_package = stage.scala_package.rpartition(".")[2]
-    is_model = not bridged.model_class
+    is_model = bool(_estimator_of(bridged))
     lines = [
         HEADER,
         f"// Source: the Python stage {stage.python_class}.",
@@ -57,9 +59,10 @@ def render_driver_stage(stage: StageModel, bridged: BridgedStage) -> str:
         "import org.apache.spark.ml.synapsemlext._",
         "import org.apache.spark.ml.util._",
         "import org.apache.spark.sql.{DataFrame, Dataset}",
-        "import org.apache.spark.sql.types.{DataType, StructType}",
-        "import org.json4s.{JBool, JString}",
-        "import org.json4s.jackson.JsonMethods",
+        *(["import org.apache.spark.sql.types.{DataType, StructType}",
+           "import org.json4s.{JBool, JString}",
+           "import org.json4s.jackson.JsonMethods"] if is_model else
+          ["import org.apache.spark.sql.types.StructType"]),
         "",
     ]
     # A model whose Params are its estimator's mixes in the estimator's trait (one copy).
@@ -67,8 +70,8 @@ def render_driver_stage(stage: StageModel, bridged: BridgedStage) -> str:
     if shared is None:
         lines += [f"/** Params of [[{name}]], as the Python stage declares them. */",
                   f"private[{short_package}] trait {name}Params extends Params {{",
-                  *params_members(name, stage.params), "}", ""]
-    lines += [*_class_doc(stage.summary), " *",
+                  *params_members(stage.params), "}", ""]
+    lines += [*class_doc(stage.summary), " *",
               f" * Runs the PySpark stage `{stage.python_class}` in a driver-side Python",
               " * process attached to this JVM's session (started on the first call; the",
               " * driver and the executors need the pip package `synapseml-ext`, see",
@@ -76,40 +79,7 @@ def render_driver_stage(stage: StageModel, bridged: BridgedStage) -> str:
     if is_model:
         lines += _model_class(name, stage, shared or f"{name}Params")
     else:
-        model = bridged.model_class.rpartition(".")[2]
-        lines += [
-            f"class {name}(override val uid: String) extends CheckedEstimator[{model}]",
-            f"    with {name}Params with DefaultParamsWritable {{",
-            "",
-            f"  def this() = this(Identifiable.randomUID({scala_string(name)}))",
-            *_setters(stage),
-            "",
-            "  /** `schema` plus the model's `outputCol`, checked by the Python stage. */",
-            "  override def transformSchema(schema: StructType): StructType =",
-            "    DriverState.transformSchema(this, schema)",
-            "",
-            f"  override def fit(dataset: Dataset[_]): {model} = {{",
-            f"    copyValues(new {model}(uid, DriverState.fit(this, dataset)).setParent(this))",
-            "  }",
-            "",
-            f"  override def copy(extra: ParamMap): {name} = defaultCopy(extra)",
-            "}",
-            "",
-            f"object {name} extends MLReadable[{name}] {{",
-            "",
-            "  /** The Python stage this one runs; saved metadata may name either class. */",
-            f"  val PythonClassName: String = {scala_string(stage.python_class)}",
-            "",
-            f"  override def read: MLReader[{name}] = {{",
-            "    SparkLine.require()  // before any Scala-library call (see CheckedTransformer)",
-            f"    new BridgedParamsReader(classOf[{name}], Seq(classOf[{name}].getName, "
-            "PythonClassName))",
-            "  }",
-            "",
-            f"  override def load(path: String): {name} = super.load(path)",
-            "}",
-            "",
-        ]
+        lines += _unfitted_class(name, stage, bridged)
     return "\n".join(lines).replace("SparkLine.require()", "org.apache.spark.sql.synapsemlext."
                                     "SparkLine.require()")
 
@@ -123,10 +93,57 @@ def _setters(stage: StageModel) -> list[str]:
     return lines
 
 
+def _estimator_of(model: BridgedStage) -> BridgedStage | None:
+    return next((s for s in STAGES if s.model_class == model.scala_class), None)
+
+
+def _unfitted_class(name: str, stage: StageModel, bridged: BridgedStage) -> list[str]:
+    """A transformer, or an estimator of ``bridged.model_class``."""
+    model = bridged.model_class.rpartition(".")[2]
+    kind = f"CheckedEstimator[{model}]" if model else "CheckedTransformer"
+    action = ([f"  override def fit(dataset: Dataset[_]): {model} =",
+               f"    copyValues(new {model}(uid, DriverStages.fit(this, dataset)).setParent(this))"]
+              if model else
+              ["  override def transform(dataset: Dataset[_]): DataFrame =",
+               "    DriverStages.transform(this, dataset)"])
+    what = "the model's `outputCol`" if model else "`outputCol`"
+    return [
+        f"class {name}(override val uid: String) extends {kind}",
+        f"    with {name}Params with DriverParamsWritable {{",
+        "",
+        f"  def this() = this(Identifiable.randomUID({scala_string(name)}))",
+        *_setters(stage),
+        "",
+        f"  /** `schema` plus {what}, checked by the Python stage. */",
+        "  override def transformSchema(schema: StructType): StructType =",
+        "    DriverStages.transformSchema(this, schema)",
+        "",
+        *action,
+        "",
+        f"  override def copy(extra: ParamMap): {name} = defaultCopy(extra)",
+        "}",
+        "",
+        f"object {name} extends MLReadable[{name}] {{",
+        "",
+        "  /** The Python stage this one runs; saved metadata may name either class. */",
+        f"  val PythonClassName: String = {scala_string(stage.python_class)}",
+        "",
+        f"  override def read: MLReader[{name}] = {{",
+        "    SparkLine.require()  // before any Scala-library call (see CheckedTransformer)",
+        f"    new BridgedParamsReader(classOf[{name}], Seq(classOf[{name}].getName, "
+        "PythonClassName))",
+        "  }",
+        "",
+        f"  override def load(path: String): {name} = super.load(path)",
+        "}",
+        "",
+    ]
+
+
 def _estimator_params(model: StageModel, bridged: BridgedStage) -> str | None:
     """``<Estimator>Params`` when the estimator that fits this model declares the same
     Params, else None."""
-    estimator = next((s for s in STAGES if s.model_class == bridged.scala_class), None)
+    estimator = _estimator_of(bridged)
     if estimator is None or read_stage(estimator).params != model.params:
         return None
     return estimator.scala_class.rpartition(".")[2] + "Params"
@@ -151,7 +168,7 @@ def _model_class(name: str, stage: StageModel, params_trait: str) -> list[str]:
     for method, body in MODEL_METHODS.items():
         if hasattr(python_cls, method):
             doc = (inspect.getdoc(getattr(python_cls, method)) or "").split("\n\n")[0]
-            lines += ["", *[f"  {line}" for line in _class_doc(doc.replace("\n", " "))],
+            lines += ["", *[f"  {line}" for line in class_doc(doc.replace("\n", " "))],
                       "   */", *body]
     lines += [
         "",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import itertools
 import logging
 from collections import deque
@@ -16,10 +15,10 @@ from pyspark.ml import Transformer
 from pyspark.ml.util import DefaultParamsWritable
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import ArrayType, DataType, FloatType, StringType, StructType
+from pyspark.sql.types import ArrayType, FloatType, StringType, StructType
 
-from synapseml_ext.bridge.contract import ColumnTransform, InputColumn, OutputColumn
-from synapseml_ext.bridge.persistence import BridgedParamsReadable
+from synapseml_ext.contract.columns import ColumnTransform, InputColumn, OutputColumn
+from synapseml_ext.contract.persistence import BridgedParamsReadable
 from synapseml_ext.engine.errors import EngineError, ModelLoadError
 from synapseml_ext.hf.checks import driver_checks, is_local_master
 from synapseml_ext.hf.params import _SentenceEmbedderParams
@@ -231,13 +230,6 @@ class HuggingFaceSentenceEmbedder(
                           local=local, revision=spec.revision)
         embed = make_embed_udf(spec.to_dict(), stats)
         return dataset.withColumn(self.getOutputCol(), embed(F.col(self.getInputCol())))
-
-    def _bridge_function(self, op: str) -> tuple[Callable, DataType]:
-        """Executor side, for the Scala stage (synapseml_ext.bridge): the same function
-        ``_transform``'s pandas UDF runs, over the same encoder spec."""
-        if op != "transform":
-            raise ValueError(f"HuggingFaceSentenceEmbedder has no bridge operation {op!r}")
-        return functools.partial(embed_batches, self.encoder_spec().to_dict()), EMBEDDING_TYPE
 
 
 def _master(dataset: DataFrame) -> str | None:

@@ -7,7 +7,7 @@ from typing import TypeVar
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import HasInputCol, HasOutputCol
 
-from synapseml_ext.engine.spec import RULES, EncoderSpec, validate_option
+from synapseml_ext.engine.spec import EncoderSpec, validate_option
 
 P = TypeVar("P", bound="_SentenceEmbedderParams")
 
@@ -177,11 +177,6 @@ class _SentenceEmbedderParams(HasInputCol, HasOutputCol):
                 param = self.getParam(name)
                 validate_option(spec_name, param.typeConverter(value))
         return self._set(**values)
-
-    @classmethod
-    def _value_rules(cls) -> dict:
-        """Param name -> the engine's rule for its values (codegen emits the same checks)."""
-        return {name: RULES[spec] for name, spec in PARAM_TO_SPEC.items() if spec in RULES}
 
     def encoder_spec(self) -> EncoderSpec:
         """The engine options these Params describe (plain values, safe to ship to workers)."""

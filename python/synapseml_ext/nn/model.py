@@ -30,7 +30,7 @@ from pyspark.ml.util import DefaultParamsWritable, MLReadable, MLReader, MLWrita
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from synapseml_ext.bridge.persistence import BridgedParamsReadable  # loads Scala-saved too
+from synapseml_ext.contract.persistence import BridgedParamsReadable  # loads Scala-saved too
 from synapseml_ext.nn import build_task, dropin, gpu, integrity, local_store, plan, tables
 from synapseml_ext.nn.engine import breadth_knob
 from synapseml_ext.nn.persistence import EstimatorWriter, ModelReader, ModelWriter

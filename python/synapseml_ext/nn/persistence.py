@@ -12,7 +12,7 @@ from pyspark.ml.util import DefaultParamsReader, DefaultParamsWriter, MLReader, 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from synapseml_ext.bridge.persistence import instance_from_metadata
+from synapseml_ext.contract.persistence import instance_from_metadata
 from synapseml_ext.nn import integrity, local_store, saved_tasks, tables
 from synapseml_ext.nn.placement import by_part, placement_key
 from synapseml_ext.nn.plan import store_limit

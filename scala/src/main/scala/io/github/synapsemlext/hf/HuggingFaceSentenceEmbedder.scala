@@ -4,13 +4,12 @@
 
 package io.github.synapsemlext.hf
 
-import io.github.synapsemlext.util.{CheckedTransformer, InputColumn, OutputColumn, ValueRules}
+import io.github.synapsemlext.util._
 import org.apache.spark.ml.param._
-import org.apache.spark.ml.synapsemlext.BridgedParamsReader
-import org.apache.spark.ml.util.{DefaultParamsWritable, Identifiable, MLReadable, MLReader}
+import org.apache.spark.ml.synapsemlext._
+import org.apache.spark.ml.util._
 import org.apache.spark.sql.{DataFrame, Dataset}
-import org.apache.spark.sql.synapsemlext.{PythonBridge, SparkLine}
-import org.apache.spark.sql.types.{DataType, StructType}
+import org.apache.spark.sql.types.StructType
 
 /** Params of [[HuggingFaceSentenceEmbedder]], as the Python stage declares them. */
 private[hf] trait HuggingFaceSentenceEmbedderParams extends Params {
@@ -21,8 +20,7 @@ private[hf] trait HuggingFaceSentenceEmbedderParams extends Params {
    * @group param
    */
   final val apiFormat: Param[String] = new Param[String](this, "apiFormat",
-    "runtime=remote: the server's API, tei (text-embeddings-inference, synapseml-ext serve) or openai (OpenAI-compatible /embeddings; modelName is sent as model)",
-    HuggingFaceSentenceEmbedder.Rules.apiFormat.isValid _)
+    "runtime=remote: the server's API, tei (text-embeddings-inference, synapseml-ext serve) or openai (OpenAI-compatible /embeddings; modelName is sent as model)")
 
   /** @group getParam */
   final def getApiFormat: String = $(apiFormat)
@@ -33,8 +31,7 @@ private[hf] trait HuggingFaceSentenceEmbedderParams extends Params {
    * @group param
    */
   final val apiKeyEnv: Param[String] = new Param[String](this, "apiKeyEnv",
-    "runtime=remote: the NAME of an environment variable that holds the API key on the executors (sent as a Bearer token); the key itself is never a Param nor saved",
-    HuggingFaceSentenceEmbedder.Rules.apiKeyEnv.isValid _)
+    "runtime=remote: the NAME of an environment variable that holds the API key on the executors (sent as a Bearer token); the key itself is never a Param nor saved")
 
   /** @group getParam */
   final def getApiKeyEnv: String = $(apiKeyEnv)
@@ -44,8 +41,7 @@ private[hf] trait HuggingFaceSentenceEmbedderParams extends Params {
    * @group param
    */
   final val batchSize: IntParam = new IntParam(this, "batchSize",
-    "maximum number of rows per model call (rows are also cut by maxTokensPerBatch)",
-    HuggingFaceSentenceEmbedder.Rules.batchSize.isValid _)
+    "maximum number of rows per model call (rows are also cut by maxTokensPerBatch)")
 
   /** @group getParam */
   final def getBatchSize: Int = $(batchSize)
@@ -68,8 +64,7 @@ private[hf] trait HuggingFaceSentenceEmbedderParams extends Params {
    * @group param
    */
   final val endpoint: Param[String] = new Param[String](this, "endpoint",
-    "runtime=remote: the embedding server's base URL, e.g. http://tei:8080 (apiFormat=tei: POST /embed) or https://host/v1 (apiFormat=openai: POST /embeddings)",
-    HuggingFaceSentenceEmbedder.Rules.endpoint.isValid _)
+    "runtime=remote: the embedding server's base URL, e.g. http://tei:8080 (apiFormat=tei: POST /embed) or https://host/v1 (apiFormat=openai: POST /embeddings)")
 
   /** @group getParam */
   final def getEndpoint: String = $(endpoint)
@@ -89,8 +84,7 @@ private[hf] trait HuggingFaceSentenceEmbedderParams extends Params {
    * @group param
    */
   final val maxConcurrentRequests: IntParam = new IntParam(this, "maxConcurrentRequests",
-    "runtime=remote: requests in flight per Spark task",
-    HuggingFaceSentenceEmbedder.Rules.maxConcurrentRequests.isValid _)
+    "runtime=remote: requests in flight per Spark task")
 
   /** @group getParam */
   final def getMaxConcurrentRequests: Int = $(maxConcurrentRequests)
@@ -101,8 +95,7 @@ private[hf] trait HuggingFaceSentenceEmbedderParams extends Params {
    * @group param
    */
   final val maxRetries: IntParam = new IntParam(this, "maxRetries",
-    "runtime=remote: retries of a request after 429, 5xx, a timeout or a dropped connection (exponential backoff with jitter, Retry-After honoured)",
-    HuggingFaceSentenceEmbedder.Rules.maxRetries.isValid _)
+    "runtime=remote: retries of a request after 429, 5xx, a timeout or a dropped connection (exponential backoff with jitter, Retry-After honoured)")
 
   /** @group getParam */
   final def getMaxRetries: Int = $(maxRetries)
@@ -112,8 +105,7 @@ private[hf] trait HuggingFaceSentenceEmbedderParams extends Params {
    * @group param
    */
   final val maxSeqLength: IntParam = new IntParam(this, "maxSeqLength",
-    "truncate texts to this many tokens; 0 uses the model's max_seq_length",
-    HuggingFaceSentenceEmbedder.Rules.maxSeqLength.isValid _)
+    "truncate texts to this many tokens; 0 uses the model's max_seq_length")
 
   /** @group getParam */
   final def getMaxSeqLength: Int = $(maxSeqLength)
@@ -124,8 +116,7 @@ private[hf] trait HuggingFaceSentenceEmbedderParams extends Params {
    * @group param
    */
   final val maxTokensPerBatch: IntParam = new IntParam(this, "maxTokensPerBatch",
-    "maximum padded tokens per model call; 0 lets the runtime choose (about 1-2k on CPU, sized to memory on GPU)",
-    HuggingFaceSentenceEmbedder.Rules.maxTokensPerBatch.isValid _)
+    "maximum padded tokens per model call; 0 lets the runtime choose (about 1-2k on CPU, sized to memory on GPU)")
 
   /** @group getParam */
   final def getMaxTokensPerBatch: Int = $(maxTokensPerBatch)
@@ -136,8 +127,7 @@ private[hf] trait HuggingFaceSentenceEmbedderParams extends Params {
    * @group param
    */
   final val minCosine: DoubleParam = new DoubleParam(this, "minCosine",
-    "quality guard for reduced precision: minimum cosine to fp32 on the probe texts, below which the worker falls back to fp32; 0 disables the check",
-    HuggingFaceSentenceEmbedder.Rules.minCosine.isValid _)
+    "quality guard for reduced precision: minimum cosine to fp32 on the probe texts, below which the worker falls back to fp32; 0 disables the check")
 
   /** @group getParam */
   final def getMinCosine: Double = $(minCosine)
@@ -147,8 +137,7 @@ private[hf] trait HuggingFaceSentenceEmbedderParams extends Params {
    * @group param
    */
   final val modelName: Param[String] = new Param[String](this, "modelName",
-    "sentence-transformers model: a Hugging Face hub id or a local model directory",
-    HuggingFaceSentenceEmbedder.Rules.modelName.isValid _)
+    "sentence-transformers model: a Hugging Face hub id or a local model directory")
 
   /** @group getParam */
   final def getModelName: String = $(modelName)
@@ -168,8 +157,7 @@ private[hf] trait HuggingFaceSentenceEmbedderParams extends Params {
    * @group param
    */
   final val numThreads: IntParam = new IntParam(this, "numThreads",
-    "intra-op threads per task; 0 uses the task's CPU share (spark.task.cpus)",
-    HuggingFaceSentenceEmbedder.Rules.numThreads.isValid _)
+    "intra-op threads per task; 0 uses the task's CPU share (spark.task.cpus)")
 
   /** @group getParam */
   final def getNumThreads: Int = $(numThreads)
@@ -190,8 +178,7 @@ private[hf] trait HuggingFaceSentenceEmbedderParams extends Params {
    * @group param
    */
   final val precision: Param[String] = new Param[String](this, "precision",
-    "numeric precision: auto (fp16 on GPUs; bf16 on CPUs with AMX-BF16 or AVX512-BF16, fp32 on other CPUs), fp32, bf16 (runtimes cpu and cuda) or fp16 (runtimes cuda and tensorrt)",
-    HuggingFaceSentenceEmbedder.Rules.precision.isValid _)
+    "numeric precision: auto (fp16 on GPUs; bf16 on CPUs with AMX-BF16 or AVX512-BF16, fp32 on other CPUs), fp32, bf16 (runtimes cpu and cuda) or fp16 (runtimes cuda and tensorrt)")
 
   /** @group getParam */
   final def getPrecision: String = $(precision)
@@ -222,8 +209,7 @@ private[hf] trait HuggingFaceSentenceEmbedderParams extends Params {
    * @group param
    */
   final val requestTimeout: DoubleParam = new DoubleParam(this, "requestTimeout",
-    "runtime=remote: seconds to wait for one response before retrying it",
-    HuggingFaceSentenceEmbedder.Rules.requestTimeout.isValid _)
+    "runtime=remote: seconds to wait for one response before retrying it")
 
   /** @group getParam */
   final def getRequestTimeout: Double = $(requestTimeout)
@@ -246,8 +232,7 @@ private[hf] trait HuggingFaceSentenceEmbedderParams extends Params {
    * @group param
    */
   final val runtime: Param[String] = new Param[String](this, "runtime",
-    "where the model runs: cpu (PyTorch), onnx (ONNX Runtime), cuda (PyTorch on GPU), tensorrt (TensorRT engine from the ONNX export), auto (best available on each worker), remote (an embedding server at endpoint does the work)",
-    HuggingFaceSentenceEmbedder.Rules.runtime.isValid _)
+    "where the model runs: cpu (PyTorch), onnx (ONNX Runtime), cuda (PyTorch on GPU), tensorrt (TensorRT engine from the ONNX export), auto (best available on each worker), remote (an embedding server at endpoint does the work)")
 
   /** @group getParam */
   final def getRuntime: String = $(runtime)
@@ -258,8 +243,7 @@ private[hf] trait HuggingFaceSentenceEmbedderParams extends Params {
    * @group param
    */
   final val truncateDim: IntParam = new IntParam(this, "truncateDim",
-    "keep the first N dimensions of each embedding (Matryoshka models), normalised after the cut when the model or normalize says so; 0 keeps them all",
-    HuggingFaceSentenceEmbedder.Rules.truncateDim.isValid _)
+    "keep the first N dimensions of each embedding (Matryoshka models), normalised after the cut when the model or normalize says so; 0 keeps them all")
 
   /** @group getParam */
   final def getTruncateDim: Int = $(truncateDim)
@@ -298,125 +282,95 @@ private[hf] trait HuggingFaceSentenceEmbedderParams extends Params {
     truncateDim -> 0,
     trustRemoteCode -> false
   )
-
-  /** The schema checks of the Python stage, with its messages, before any Python runs. */
-  protected def validateAndTransformSchema(schema: StructType): StructType = {
-    HuggingFaceSentenceEmbedder.Contract.input.check(schema, get(inputCol))
-    HuggingFaceSentenceEmbedder.Contract.output.append(schema, $(outputCol))
-  }
 }
 
 /** Sentence embeddings of a text column with any sentence-transformers model.
  *
- * Runs the Python stage `synapseml_ext.hf.embedder.HuggingFaceSentenceEmbedder` on the executors
- * (the pip package `synapseml-ext` must be installed there); only the input column
- * crosses to Python. Saved metadata loads on either side.
+ * Runs the PySpark stage `synapseml_ext.hf.embedder.HuggingFaceSentenceEmbedder` in a driver-side Python
+ * process attached to this JVM's session (started on the first call; the
+ * driver and the executors need the pip package `synapseml-ext`, see
+ * docs/scala.md). Saved stages load on either side.
  */
 class HuggingFaceSentenceEmbedder(override val uid: String) extends CheckedTransformer
-    with HuggingFaceSentenceEmbedderParams with DefaultParamsWritable {
+    with HuggingFaceSentenceEmbedderParams with DriverParamsWritable {
 
   def this() = this(Identifiable.randomUID("HuggingFaceSentenceEmbedder"))
 
   /** @group setParam */
-  def setApiFormat(value: String): this.type =
-    set(apiFormat, HuggingFaceSentenceEmbedder.Rules.apiFormat.checked("apiFormat", value))
+  def setApiFormat(value: String): this.type = set(apiFormat, value)
 
   /** @group setParam */
-  def setApiKeyEnv(value: String): this.type =
-    set(apiKeyEnv, HuggingFaceSentenceEmbedder.Rules.apiKeyEnv.checked("apiKeyEnv", value))
+  def setApiKeyEnv(value: String): this.type = set(apiKeyEnv, value)
 
   /** @group setParam */
-  def setBatchSize(value: Int): this.type =
-    set(batchSize, HuggingFaceSentenceEmbedder.Rules.batchSize.checked("batchSize", value))
+  def setBatchSize(value: Int): this.type = set(batchSize, value)
 
   /** @group setParam */
-  def setCacheDir(value: String): this.type =
-    set(cacheDir, value)
+  def setCacheDir(value: String): this.type = set(cacheDir, value)
 
   /** @group setParam */
-  def setEndpoint(value: String): this.type =
-    set(endpoint, HuggingFaceSentenceEmbedder.Rules.endpoint.checked("endpoint", value))
+  def setEndpoint(value: String): this.type = set(endpoint, value)
 
   /** @group setParam */
-  def setInputCol(value: String): this.type =
-    set(inputCol, value)
+  def setInputCol(value: String): this.type = set(inputCol, value)
 
   /** @group setParam */
-  def setMaxConcurrentRequests(value: Int): this.type =
-    set(maxConcurrentRequests, HuggingFaceSentenceEmbedder.Rules.maxConcurrentRequests.checked("maxConcurrentRequests", value))
+  def setMaxConcurrentRequests(value: Int): this.type = set(maxConcurrentRequests, value)
 
   /** @group setParam */
-  def setMaxRetries(value: Int): this.type =
-    set(maxRetries, HuggingFaceSentenceEmbedder.Rules.maxRetries.checked("maxRetries", value))
+  def setMaxRetries(value: Int): this.type = set(maxRetries, value)
 
   /** @group setParam */
-  def setMaxSeqLength(value: Int): this.type =
-    set(maxSeqLength, HuggingFaceSentenceEmbedder.Rules.maxSeqLength.checked("maxSeqLength", value))
+  def setMaxSeqLength(value: Int): this.type = set(maxSeqLength, value)
 
   /** @group setParam */
-  def setMaxTokensPerBatch(value: Int): this.type =
-    set(maxTokensPerBatch, HuggingFaceSentenceEmbedder.Rules.maxTokensPerBatch.checked("maxTokensPerBatch", value))
+  def setMaxTokensPerBatch(value: Int): this.type = set(maxTokensPerBatch, value)
 
   /** @group setParam */
-  def setMinCosine(value: Double): this.type =
-    set(minCosine, HuggingFaceSentenceEmbedder.Rules.minCosine.checked("minCosine", value))
+  def setMinCosine(value: Double): this.type = set(minCosine, value)
 
   /** @group setParam */
-  def setModelName(value: String): this.type =
-    set(modelName, HuggingFaceSentenceEmbedder.Rules.modelName.checked("modelName", value))
+  def setModelName(value: String): this.type = set(modelName, value)
 
   /** @group setParam */
-  def setNormalize(value: Boolean): this.type =
-    set(normalize, value)
+  def setNormalize(value: Boolean): this.type = set(normalize, value)
 
   /** @group setParam */
-  def setNumThreads(value: Int): this.type =
-    set(numThreads, HuggingFaceSentenceEmbedder.Rules.numThreads.checked("numThreads", value))
+  def setNumThreads(value: Int): this.type = set(numThreads, value)
 
   /** @group setParam */
-  def setOutputCol(value: String): this.type =
-    set(outputCol, value)
+  def setOutputCol(value: String): this.type = set(outputCol, value)
 
   /** @group setParam */
-  def setPrecision(value: String): this.type =
-    set(precision, HuggingFaceSentenceEmbedder.Rules.precision.checked("precision", value))
+  def setPrecision(value: String): this.type = set(precision, value)
 
   /** @group setParam */
-  def setPrompt(value: String): this.type =
-    set(prompt, value)
+  def setPrompt(value: String): this.type = set(prompt, value)
 
   /** @group setParam */
-  def setPromptName(value: String): this.type =
-    set(promptName, value)
+  def setPromptName(value: String): this.type = set(promptName, value)
 
   /** @group setParam */
-  def setRequestTimeout(value: Double): this.type =
-    set(requestTimeout, HuggingFaceSentenceEmbedder.Rules.requestTimeout.checked("requestTimeout", value))
+  def setRequestTimeout(value: Double): this.type = set(requestTimeout, value)
 
   /** @group setParam */
-  def setRevision(value: String): this.type =
-    set(revision, value)
+  def setRevision(value: String): this.type = set(revision, value)
 
   /** @group setParam */
-  def setRuntime(value: String): this.type =
-    set(runtime, HuggingFaceSentenceEmbedder.Rules.runtime.checked("runtime", value))
+  def setRuntime(value: String): this.type = set(runtime, value)
 
   /** @group setParam */
-  def setTruncateDim(value: Int): this.type =
-    set(truncateDim, HuggingFaceSentenceEmbedder.Rules.truncateDim.checked("truncateDim", value))
+  def setTruncateDim(value: Int): this.type = set(truncateDim, value)
 
   /** @group setParam */
-  def setTrustRemoteCode(value: Boolean): this.type =
-    set(trustRemoteCode, value)
+  def setTrustRemoteCode(value: Boolean): this.type = set(trustRemoteCode, value)
 
+  /** `schema` plus `outputCol`, checked by the Python stage. */
   override def transformSchema(schema: StructType): StructType =
-    validateAndTransformSchema(schema)
+    DriverStages.transformSchema(this, schema)
 
-  override def transform(dataset: Dataset[_]): DataFrame = {
-    transformSchema(dataset.schema, logging = true)
-    PythonBridge.columnTransform(this, dataset, $(inputCol), $(outputCol),
-      HuggingFaceSentenceEmbedder.Contract.output.dataType)
-  }
+  override def transform(dataset: Dataset[_]): DataFrame =
+    DriverStages.transform(this, dataset)
 
   override def copy(extra: ParamMap): HuggingFaceSentenceEmbedder = defaultCopy(extra)
 }
@@ -426,37 +380,9 @@ object HuggingFaceSentenceEmbedder extends MLReadable[HuggingFaceSentenceEmbedde
   /** The Python stage this one runs; saved metadata may name either class. */
   val PythonClassName: String = "synapseml_ext.hf.embedder.HuggingFaceSentenceEmbedder"
 
-  private[hf] object Rules {
-    val apiFormat = ValueRules.oneOf("tei", "openai")
-    val apiKeyEnv = ValueRules.matches("([A-Za-z_][A-Za-z0-9_]*)?", "the NAME of an environment variable holding the key (e.g. TEI_API_KEY), never the key itself", false)
-    val batchSize = ValueRules.intAtLeast(1)
-    val endpoint = ValueRules.matches("(https?://[^/?#@\\s]+(/[^?#@\\s]*)?(\\?[^#@\\s]*)?)?", "empty or an http(s) URL without credentials (put the key in the environment variable that apiKeyEnv names)", true)
-    val maxConcurrentRequests = ValueRules.intAtLeast(1)
-    val maxRetries = ValueRules.intAtLeast(0)
-    val maxSeqLength = ValueRules.intAtLeast(0)
-    val maxTokensPerBatch = ValueRules.intAtLeast(0)
-    val minCosine = ValueRules.numberIn(0.0, 1.0, "[0, 1]")
-    val modelName = ValueRules.nonBlank("a hub id or a local model directory")
-    val numThreads = ValueRules.intAtLeast(0)
-    val precision = ValueRules.oneOf("fp32", "bf16", "fp16", "auto")
-    val requestTimeout = ValueRules.numberIn(0.001, 86400.0, "[0.001, 86400]")
-    val runtime = ValueRules.oneOf("cpu", "onnx", "cuda", "tensorrt", "auto", "remote")
-    val truncateDim = ValueRules.intAtLeast(0)
-  }
-
-  private[hf] object Contract {
-    val input: InputColumn = InputColumn("inputCol",
-      Seq(DataType.fromJson("\"string\"")),
-      "a string column", "the text column to embed")
-    val output: OutputColumn = OutputColumn("outputCol",
-      DataType.fromJson("{\"containsNull\":false,\"elementType\":\"float\",\"type\":\"array\"}"),
-      nullable = true)
-  }
-
   override def read: MLReader[HuggingFaceSentenceEmbedder] = {
-    SparkLine.require()  // before any Scala-library call (see CheckedTransformer)
-    new BridgedParamsReader(classOf[HuggingFaceSentenceEmbedder],
-      Seq(classOf[HuggingFaceSentenceEmbedder].getName, PythonClassName))
+    org.apache.spark.sql.synapsemlext.SparkLine.require()  // before any Scala-library call (see CheckedTransformer)
+    new BridgedParamsReader(classOf[HuggingFaceSentenceEmbedder], Seq(classOf[HuggingFaceSentenceEmbedder].getName, PythonClassName))
   }
 
   override def load(path: String): HuggingFaceSentenceEmbedder = super.load(path)

@@ -9,9 +9,7 @@ import org.apache.spark.ml.param._
 import org.apache.spark.ml.synapsemlext._
 import org.apache.spark.ml.util._
 import org.apache.spark.sql.{DataFrame, Dataset}
-import org.apache.spark.sql.types.{DataType, StructType}
-import org.json4s.{JBool, JString}
-import org.json4s.jackson.JsonMethods
+import org.apache.spark.sql.types.StructType
 
 /** Params of [[ApproximateNearestNeighbors]], as the Python stage declares them. */
 private[nn] trait ApproximateNearestNeighborsParams extends Params {
@@ -191,7 +189,7 @@ private[nn] trait ApproximateNearestNeighborsParams extends Params {
  * docs/scala.md). Saved stages load on either side.
  */
 class ApproximateNearestNeighbors(override val uid: String) extends CheckedEstimator[ApproximateNearestNeighborsModel]
-    with ApproximateNearestNeighborsParams with DefaultParamsWritable {
+    with ApproximateNearestNeighborsParams with DriverParamsWritable {
 
   def this() = this(Identifiable.randomUID("ApproximateNearestNeighbors"))
 
@@ -239,11 +237,10 @@ class ApproximateNearestNeighbors(override val uid: String) extends CheckedEstim
 
   /** `schema` plus the model's `outputCol`, checked by the Python stage. */
   override def transformSchema(schema: StructType): StructType =
-    DriverState.transformSchema(this, schema)
+    DriverStages.transformSchema(this, schema)
 
-  override def fit(dataset: Dataset[_]): ApproximateNearestNeighborsModel = {
-    copyValues(new ApproximateNearestNeighborsModel(uid, DriverState.fit(this, dataset)).setParent(this))
-  }
+  override def fit(dataset: Dataset[_]): ApproximateNearestNeighborsModel =
+    copyValues(new ApproximateNearestNeighborsModel(uid, DriverStages.fit(this, dataset)).setParent(this))
 
   override def copy(extra: ParamMap): ApproximateNearestNeighbors = defaultCopy(extra)
 }

@@ -9,9 +9,11 @@ import org.json4s._
 import org.json4s.jackson.JsonMethods
 import org.scalatest.funsuite.AnyFunSuite
 
-/** The generated stub on its own: Params as Python declares them, and the same errors with
- * the same messages as the Python stage, before any Python runs. */
+/** The generated stage: Params as Python declares them, and the Python stage's own checks and
+ * messages (run in the driver-side Python) before any Spark job. */
 class EmbedderStubSuite extends AnyFunSuite {
+
+  private lazy val spark = TestEnv.spark
 
   private def stage = new HuggingFaceSentenceEmbedder()
 
@@ -74,6 +76,7 @@ class EmbedderStubSuite extends AnyFunSuite {
       Case(Map("inputCol" -> "text"), withSchema = true),                      // output exists
       Case(Map("inputCol" -> "text", "outputCol" -> "vec"), withSchema = true) // fine
     )
+    spark  // the checks run in the driver-side Python attached to this session
     val scala = cases.map { c =>
       Try {
         val s = stage
@@ -95,7 +98,8 @@ class EmbedderStubSuite extends AnyFunSuite {
           case ("outputCol", v: String) => s.setOutputCol(v)
           case other => fail(s"no setter in this test for $other")
         }
-        if (c.withSchema) s.transformSchema(schema)
+        s.transformSchema(if (c.withSchema) schema else
+          StructType(Seq(StructField("text", StringType))))  // Params alone: a fine schema
       }.failed.toOption.map {
         case e: IllegalArgumentException => e.getMessage
         case e => fail(s"expected IllegalArgumentException, got $e")
@@ -127,9 +131,18 @@ class EmbedderStubSuite extends AnyFunSuite {
     assert(!scala.flatten.exists(_.contains("sk-live-123")))  // a misplaced key is not echoed
   }
 
-  test("the Param validators also catch values set without the setters") {
-    val s = stage
-    val e = intercept[IllegalArgumentException](s.set(s.runtime, "gpu"))
-    assert(e.getMessage.contains("runtime"))
+  test("values set without the setters are checked too, and a refused value is never saved") {
+    spark
+    val s = stage.setInputCol("text")
+    s.set(s.runtime, "gpu")
+    val fine = StructType(Seq(StructField("text", StringType)))
+    assert(intercept[IllegalArgumentException](s.transformSchema(fine)).getMessage ===
+      "unknown runtime 'gpu'; expected one of: cpu, onnx, cuda, tensorrt, auto, remote")
+    // A key where the NAME of its environment variable belongs: refused, not echoed, not saved.
+    val keyed = stage.setInputCol("text").setApiKeyEnv("sk-live-123")
+    val path = TestEnv.tempDir("refused").resolve("stage").toString
+    val e = intercept[IllegalArgumentException](keyed.write.save(path))
+    assert(e.getMessage.startsWith("apiKeyEnv must be the NAME of an environment variable"))
+    assert(!e.getMessage.contains("sk-live-123") && !new java.io.File(path).exists())
   }
 }

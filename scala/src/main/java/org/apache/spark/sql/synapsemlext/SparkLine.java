@@ -7,15 +7,14 @@ import java.util.Map;
 import io.github.synapsemlext.BuildInfo;
 
 /**
- * The jar is built for one Spark line (the bridge uses Spark-internal signatures that change
- * between lines, and Spark 3.5 runs Scala 2.12, Spark 4 Scala 2.13); running it on another
- * must fail clearly, before any of those signatures is touched.
+ * The jar is built for one Spark line (Spark 3.5 runs Scala 2.12, Spark 4 Scala 2.13, and the
+ * Spark Connect seam differs); running it on another must fail clearly, before any of it runs.
  *
  * <p>Java, not Scala, on purpose: a synapseml-ext_2.12 jar on Spark 4 (Scala 2.13) or a
  * synapseml-ext_2.13 jar on Spark 3.5 (Scala 2.12) has the wrong Scala library under it, so
  * the check must not call into one. The stages run it first thing in their constructors
  * ({@code CheckedTransformer}, {@code CheckedEstimator}, {@code CheckedModel}) and again
- * before a Python stage runs ({@code PythonBridge}).
+ * before the driver-side Python is called ({@code PythonDriver}).
  */
 public final class SparkLine {
 

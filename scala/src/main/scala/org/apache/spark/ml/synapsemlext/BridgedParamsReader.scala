@@ -12,7 +12,7 @@ import org.json4s.{JObject, JValue}
 /** Reads a stage saved by `DefaultParamsWritable`, from Scala or from the Python stage.
  *
  * Saved metadata names the class that wrote it: the Scala stub or the Python module path
- * (synapseml_ext/bridge/names.py). Spark's own reader instantiates whatever class the
+ * (synapseml_ext/contract/names.py). Spark's own reader instantiates whatever class the
  * metadata names, which cannot work for a Python class; this one accepts exactly the names
  * in `acceptedClassNames` and fails clearly on anything else.
  */

@@ -1,7 +1,8 @@
 package org.apache.spark.ml.synapsemlext
 
 import org.apache.spark.ml.param.Params
-import org.apache.spark.ml.util.{DefaultParamsReader, MLReader, MLWriter}
+import org.apache.spark.ml.util.{DefaultParamsReader, DefaultParamsWriter, MLReader, MLWritable,
+  MLWriter}
 import org.apache.spark.sql.{DataFrame, Dataset, SparkSession}
 import org.apache.spark.sql.synapsemlext.PythonDriver
 import org.apache.spark.sql.types.{DataType, StructType}
@@ -31,9 +32,11 @@ final class DriverState(val json: String, val frames: Seq[DataFrame]) {
   }
 }
 
-object DriverState {
+/** The calls of a generated stage that holds no fitted state (a transformer, an estimator). */
+object DriverStages {
 
-  /** The schema the model that `stage` fits gives `schema` (checked by the Python stage). */
+  /** The schema `stage` (or, for an estimator, the model it fits) gives `schema`, checked by
+   * the Python stage. */
   def transformSchema(stage: Params, schema: StructType): StructType = {
     val args = JsonMethods.compact(JsonMethods.render(
       JObject("schema" -> JsonMethods.parse(schema.json))))
@@ -41,10 +44,25 @@ object DriverState {
     DataType.fromJson(text).asInstanceOf[StructType]
   }
 
+  /** The Python transformer rebuilt from `stage`, applied to `dataset`. */
+  def transform(stage: Params, dataset: Dataset[_]): DataFrame =
+    PythonDriver.call(stage, "transform", Seq(dataset), "{}", dataset.sparkSession)._2.head
+
   /** The state of the model `fit` of the Python estimator rebuilt from `stage` makes. */
   def fit(stage: Params, dataset: Dataset[_]): DriverState = {
     val (text, frames) = PythonDriver.call(stage, "fit", Seq(dataset), "{}", dataset.sparkSession)
     new DriverState(text, frames)
+  }
+}
+
+/** `DefaultParamsWritable`, after the Python stage checked the Params: the Scala setters take
+ * any value, and a value the Python stage refuses (a key in `apiKeyEnv`) is never written. */
+trait DriverParamsWritable extends MLWritable { self: Params =>
+  override def write: MLWriter = new MLWriter {
+    override protected def saveImpl(path: String): Unit = {
+      PythonDriver.call(self, "check", Nil, "{}", sparkSession)
+      DefaultParamsWriter.saveMetadata(self, path, sc)
+    }
   }
 }
 

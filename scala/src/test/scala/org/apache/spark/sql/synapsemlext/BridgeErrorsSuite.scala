@@ -1,7 +1,5 @@
 package org.apache.spark.sql.synapsemlext
 
-import java.io.File
-
 import io.github.synapsemlext.{BuildInfo, TestEnv}
 import io.github.synapsemlext.hf.HuggingFaceSentenceEmbedder
 import org.apache.spark.scheduler.{SparkListener, SparkListenerJobStart}
@@ -64,61 +62,17 @@ class BridgeErrorsSuite extends AnyFunSuite {
       .contains("but the session runs Spark 3.4.1"))
   }
 
-  test("the executors' Python version differs from the one the stage was set up for") {
-    val driverVersion = PythonEnvironment.driverPythonVersion(TestEnv.python)
-    val other = if (driverVersion == "3.10") "3.12" else "3.10"
-    spark.conf.set(PythonEnvironment.PythonVersionConf, other)
+  test("a bad start timeout is one line naming the setting; the driver Python starts after") {
+    spark.conf.set(PythonDriver.StartTimeoutConf, "soon")
+    PythonDriver.stop()
     try {
-      val e = intercept[PythonBridgeException](embedder.transform(texts))
-      assert(e.getMessage.startsWith(s"Python version mismatch: the executors' Python " +
-        s"(${TestEnv.python}) is $driverVersion but the JVM stage was set up for Python " +
-        s"$other (set by spark.synapsemlext.pythonVersion)"))
-      assert(e.getMessage.endsWith(s"set spark.synapsemlext.pythonVersion=$driverVersion."))
-    } finally spark.conf.unset(PythonEnvironment.PythonVersionConf)
-    assert(embedder.transform(texts).count() === 4)  // and the right version works
-  }
-
-  test("the Python package is missing on the executors") {
-    // A sitecustomize that hides synapseml_ext, as if it were not pip-installed there.
-    val blocker = TestEnv.tempDir("no-synapseml-ext").toFile
-    TestEnv.writeText(new File(blocker, "sitecustomize.py").toPath,
-      """import importlib.abc, sys
-        |class _Hide(importlib.abc.MetaPathFinder):
-        |    def find_spec(self, name, path=None, target=None):
-        |        if name == "synapseml_ext" or name.startswith("synapseml_ext."):
-        |            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-        |sys.meta_path.insert(0, _Hide())
-        |""".stripMargin)
-    val settings = PythonEnvironment.settings(spark)
-    val hidden = settings.copy(envVars = settings.envVars + ("PYTHONPATH" -> blocker.getPath))
-    val e = intercept[PythonBridgeException](PythonEnvironment.checkExecutors(spark, hidden))
-    assert(e.getMessage.startsWith(s"the executors' Python (${TestEnv.python}, Python " +
-      s"${settings.pythonVer}) cannot import synapseml_ext: install the Python package on " +
-      s"every node (pip install synapseml-ext==${BuildInfo.version}"))
-    assert(e.getMessage.contains("No module named 'synapseml_ext'"))
-  }
-
-  test("the Python executable does not exist (on the driver, on the executors)") {
-    val missing = "/nonexistent/bin/python3"
-    val e1 = intercept[PythonBridgeException](PythonEnvironment.driverPythonVersion(missing))
-    assert(e1.getMessage.startsWith(s"cannot run '$missing' on the driver to learn the " +
-      "Python version the executors run"))
-    assert(e1.getMessage.contains("spark.synapsemlext.pythonVersion"))
-    val settings = PythonEnvironment.settings(spark).copy(pythonExec = missing)
-    val e2 = intercept[PythonBridgeException](PythonEnvironment.checkExecutors(spark, settings))
-    assert(e2.getMessage.startsWith(s"the executors cannot start Python '$missing'"))
-  }
-
-  test("the executor check passes and reports the workers' Python") {
-    val settings = PythonEnvironment.settings(spark)
-    val found = PythonEnvironment.checkExecutors(spark, settings)
-    assert(found.nonEmpty)
-    found.foreach { p =>
-      assert(p.python === settings.pythonVer && p.protocol === PythonEnvironment.Protocol)
-      assert(p.packageVersion === BuildInfo.version)
-    }
-    assert(settings.envVars("PYTHONHASHSEED") === sys.env.getOrElse("PYTHONHASHSEED", "0"))
-    assert(settings.envVars("PYTHONPATH") === TestEnv.pythonPath)  // spark.executorEnv.*
+      val e = intercept[PythonBridgeException](embedder.transformSchema(texts.schema))
+      assert(e.getMessage === "spark.synapsemlext.driverPythonStartTimeout must be a whole " +
+        "number of seconds, got 'soon'")
+      assert(PythonDriver.processId.isEmpty)
+    } finally spark.conf.unset(PythonDriver.StartTimeoutConf)
+    assert(embedder.transformSchema(texts.schema).fieldNames.last === "embeddings")
+    assert(PythonDriver.processId.isDefined)
   }
 
   test("a Spark Connect session is refused with a message naming Connect") {
@@ -128,7 +82,7 @@ class BridgeErrorsSuite extends AnyFunSuite {
     SparkCompat.requireClassic(texts, "HuggingFaceSentenceEmbedder")  // classic passes
   }
 
-  test("schema errors come before any Spark job or Python worker") {
+  test("schema errors come before any Spark job") {
     var jobs = 0
     val listener = new SparkListener {
       override def onJobStart(jobStart: SparkListenerJobStart): Unit = jobs += 1

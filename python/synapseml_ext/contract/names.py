@@ -2,7 +2,8 @@
 
 Saved metadata names the class that wrote it (``class`` in ``metadata/``): the Python module
 path from PySpark, the Scala class from a JVM job. Both readers accept both names through this
-table instead of skipping the class check. Adding a bridged stage starts with a line here.
+table instead of skipping the class check. Adding a bridged stage starts with a line here:
+codegen writes its Scala class, which runs the PySpark stage in the driver-side Python.
 """
 
 from __future__ import annotations
@@ -16,11 +17,6 @@ __all__ = ["STAGES", "BridgedStage", "by_any_name", "scala_name"]
 class BridgedStage:
     python_class: str  # module path as pyspark's DefaultParamsWriter writes it
     scala_class: str   # the Scala stage
-    # How the generated Scala stage runs the Python one: "executor" sends only the stage's
-    # Params to the executors' Python (a column transform, no Python on the driver);
-    # "driver" calls the PySpark stage in a driver-side Python process (synapseml_ext.bridge.
-    # driver), which plans the whole job as it does for a PySpark caller.
-    runs: str = "executor"
     model_class: str = ""  # an estimator's fitted model (its scala_class)
 
     @property
@@ -32,10 +28,10 @@ STAGES: tuple[BridgedStage, ...] = (
     BridgedStage("synapseml_ext.hf.embedder.HuggingFaceSentenceEmbedder",
                  "io.github.synapsemlext.hf.HuggingFaceSentenceEmbedder"),
     BridgedStage("synapseml_ext.nn.model.ApproximateNearestNeighbors",
-                 "io.github.synapsemlext.nn.ApproximateNearestNeighbors", runs="driver",
+                 "io.github.synapsemlext.nn.ApproximateNearestNeighbors",
                  model_class="io.github.synapsemlext.nn.ApproximateNearestNeighborsModel"),
     BridgedStage("synapseml_ext.nn.model.ApproximateNearestNeighborsModel",
-                 "io.github.synapsemlext.nn.ApproximateNearestNeighborsModel", runs="driver"),
+                 "io.github.synapsemlext.nn.ApproximateNearestNeighborsModel"),
 )
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsReader
 
-from synapseml_ext.bridge.names import by_any_name
+from synapseml_ext.contract.names import by_any_name
 
 __all__ = ["BridgedParamsReadable", "BridgedParamsReader"]
 

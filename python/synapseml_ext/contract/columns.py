@@ -1,6 +1,5 @@
-"""Schema contracts of bridged stages: one declaration gives Python's ``transformSchema`` and,
-through synapseml_ext.codegen, the generated Scala ``transformSchema`` with the same checks
-and the same messages (Python raises ``ValueError``/``TypeError``, Scala
+"""Schema contracts of the stages: one declaration gives a stage's ``transformSchema`` checks
+and messages (``ValueError``/``TypeError``, which a Scala caller gets as
 ``IllegalArgumentException``)."""
 
 from __future__ import annotations
@@ -54,12 +53,7 @@ class OutputColumn:
 
 @dataclass(frozen=True)
 class ColumnTransform:
-    """A Transformer that maps one input column to one appended output column, row by row,
-    through a scalar-iterator pandas UDF; only the input column crosses to Python.
-
-    The stage provides ``_bridge_function("transform") -> (function, return type)``, the
-    executor function its own PySpark ``_transform`` uses.
-    """
+    """A Transformer that maps one input column to one appended output column, row by row."""
 
     input: InputColumn
     output: OutputColumn
