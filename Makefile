@@ -55,12 +55,14 @@ test-python: $(STAMP) $(STAMP35)  # STAMP35: tests/test_spark_lines.py loads mod
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not spark and not slow and not install" --durations=10
 
-# The 3.5 line: every test that touches Spark APIs (the stages, the bridge, persistence,
-# Connect, the standalone cluster, the CLI); the Spark-free engine tests run once, above.
+# The 3.5 line: every test that touches Spark APIs (the stages and their contract, the
+# Scala stages' driver-side Python, persistence, Connect, the standalone cluster, the CLI);
+# the Spark-free engine tests run once, above.
 SPARK_TESTS := tests/test_embedder.py tests/test_cli.py tests/test_driver_ops.py \
 	tests/test_nn_search.py tests/test_nn_errors.py tests/test_nn_integrity.py \
 	tests/test_nn_local_store.py tests/test_nn_placement.py tests/test_connect.py \
-	tests/test_standalone_cluster.py tests/test_scala_interop.py tests/test_nn_dropin.py
+	tests/test_standalone_cluster.py tests/test_scala_interop.py tests/test_nn_dropin.py \
+	tests/test_stage_contract.py
 test-python-spark35: $(STAMP35)
 	$(PY35) -m pytest $(SPARK_TESTS)
 
