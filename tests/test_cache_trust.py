@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from synapseml_ext.engine import EncoderSpec, EngineError, SentenceEncoder, cache_trust
-from synapseml_ext.engine.cache_trust import SECRET_ENV, open_cache_root, private_root
+from synapseml_ext.engine import EncoderSpec, EngineError, SentenceEncoder, cache_roots, cache_trust
+from synapseml_ext.engine.cache_roots import open_cache_root, private_root
+from synapseml_ext.engine.cache_trust import SECRET_ENV
 from synapseml_ext.engine.engine_cache import EngineCache, engine_key, local_lock_dir
 from synapseml_ext.engine.onnx_export import OUTPUT_NAME, load_artifacts
 from synapseml_ext.engine.precision import ProbeVerdicts
@@ -41,8 +42,8 @@ def private_home(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     monkeypatch.delenv(SECRET_ENV, raising=False)
     monkeypatch.delenv("SYNAPSEML_EXT_CACHE", raising=False)
-    monkeypatch.setattr(cache_trust, "_fallback", None)
-    monkeypatch.setattr(cache_trust, "_warned", set())
+    monkeypatch.setattr(cache_roots, "_fallback", None)
+    monkeypatch.setattr(cache_roots, "_warned", set())
     return tmp_path / "xdg" / "synapseml-ext"
 
 
@@ -333,9 +334,9 @@ def test_cache_dir_owned_by_another_user_is_ignored(tmp_path, private_home):
 
 def test_shared_looking_cache_dir_warns_once_unless_signed(tmp_path, monkeypatch, caplog):
     shared = tmp_path / "dbfs"
-    monkeypatch.setattr(cache_trust, "SHARED_PREFIXES", (str(shared),))
-    assert cache_trust.looks_shared(shared / "cache")
-    assert not cache_trust.looks_shared(tmp_path / "dbfsx")
+    monkeypatch.setattr(cache_roots, "SHARED_PREFIXES", (str(shared),))
+    assert cache_roots.looks_shared(shared / "cache")
+    assert not cache_roots.looks_shared(tmp_path / "dbfsx")
     with caplog.at_level(logging.WARNING, logger="synapseml_ext"):
         for _ in range(3):
             assert open_cache_root(str(shared / "cache")) == shared / "cache"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from synapseml_ext import cli_io
+from synapseml_ext import cli_io, cli_logs, cli_output
 from synapseml_ext.engine.errors import (
     ERROR_PREFIX,
     EngineError,
@@ -60,7 +60,7 @@ def test_user_message_finds_the_outermost_error_in_a_spark_trace():
     assert user_message(foreign) == "runtime='cuda' needs an NVIDIA GPU: none here"
     foreign = foreign.replace(str(inner), "no GPU")
     assert user_message(foreign) is None
-    assert cli_io.summary(RuntimeError(foreign)) == (
+    assert cli_logs.summary(RuntimeError(foreign)) == (
         "SafetensorError: Error while deserializing header")
 
 
@@ -206,35 +206,35 @@ def test_staged_output_moves_into_place_only_on_success(tmp_path):
     source.write_text("Text\nx\n")
     inputs = cli_io.check_input(str(source), None, "utf-8")
     out = tmp_path / "out"
-    plan = cli_io.check_output(str(out), inputs, overwrite=False)
+    plan = cli_output.check_output(str(out), inputs, overwrite=False)
     with pytest.raises(RuntimeError, match="job failed"), \
-            cli_io.staged_output(plan, {"input": str(source)}) as temp:
+            cli_output.staged_output(plan, {"input": str(source)}) as temp:
         (temp.mkdir(), (temp / "part-0").write_text("half"))
         raise RuntimeError("job failed")
     assert sorted(os.listdir(tmp_path)) == ["in.csv"]  # no output, no temp sibling
 
-    plan = cli_io.check_output(str(out), inputs, overwrite=False)
-    with cli_io.staged_output(plan, {"input": str(source)}) as temp:
+    plan = cli_output.check_output(str(out), inputs, overwrite=False)
+    with cli_output.staged_output(plan, {"input": str(source)}) as temp:
         (temp.mkdir(), (temp / "part-0").write_text("first"))
-    marker = json.loads((out / cli_io.MARKER).read_text())
+    marker = json.loads((out / cli_output.MARKER).read_text())
     assert marker["tool"] == "synapseml-ext" and marker["files"] == ["part-0"]
     assert marker["input"] == str(source)
 
     with pytest.raises(UserInputError, match="already exists: pass --overwrite"):
-        cli_io.check_output(str(out), inputs, overwrite=False)
-    plan = cli_io.check_output(str(out), inputs, overwrite=True)
-    with cli_io.staged_output(plan, {"input": str(source)}) as temp:
+        cli_output.check_output(str(out), inputs, overwrite=False)
+    plan = cli_output.check_output(str(out), inputs, overwrite=True)
+    with cli_output.staged_output(plan, {"input": str(source)}) as temp:
         (temp.mkdir(), (temp / "part-1").write_text("second"))
-    assert sorted(os.listdir(out)) == [cli_io.MARKER, "part-1"]
+    assert sorted(os.listdir(out)) == [cli_output.MARKER, "part-1"]
     assert sorted(os.listdir(tmp_path)) == ["in.csv", "out"]
 
     (out / "notes.txt").write_text("mine")  # no longer only ours
     with pytest.raises(UserInputError, match=r"holds files synapseml-ext did not write "
                                              r"\(notes.txt\)"):
-        cli_io.check_output(str(out), inputs, overwrite=True)
-    (out / cli_io.MARKER).unlink()
+        cli_output.check_output(str(out), inputs, overwrite=True)
+    (out / cli_output.MARKER).unlink()
     with pytest.raises(UserInputError, match="is not a synapseml-ext output"):
-        cli_io.check_output(str(out), inputs, overwrite=True)
+        cli_output.check_output(str(out), inputs, overwrite=True)
     assert (out / "notes.txt").read_text() == "mine"
 
 
@@ -245,15 +245,15 @@ def test_output_never_contains_or_sits_inside_the_input(tmp_path):
     inputs = cli_io.check_input(str(data), "csv", "utf-8")
     for output in (data, data / "sub", tmp_path, data / "a.csv"):
         with pytest.raises(UserInputError, match="contains or is inside the input"):
-            cli_io.check_output(str(output), inputs, overwrite=True)
+            cli_output.check_output(str(output), inputs, overwrite=True)
 
 
 def test_log_files_are_private(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
-    log = cli_io.new_log_file("embed")
+    log = cli_logs.new_log_file("embed")
     assert log.stat().st_mode & 0o777 == 0o600
     assert log.parent.stat().st_mode & 0o777 == 0o700
-    conf = cli_io.quiet_spark_conf(log)
+    conf = cli_logs.quiet_spark_conf(log)
     props = log.with_suffix(".log4j2.properties")
     assert props.stat().st_mode & 0o777 == 0o600
     assert f"fileName = {log}" in props.read_text()

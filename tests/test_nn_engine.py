@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from synapseml_ext.nn import engine
+from synapseml_ext.nn import engine, index_build, index_tuning
 
 from nn_data import brute_force, clustered_latent, recall
 
@@ -20,7 +20,7 @@ def data():
 @pytest.mark.parametrize("algorithm", ["ivfflat", "ivfpq", "hnsw"])
 def test_each_index_kind_reaches_its_target_and_round_trips(data, algorithm):
     items, queries = data
-    built = engine.build_index(items, algorithm, "euclidean", {}, k=10)
+    built = index_build.build_index(items, algorithm, "euclidean", {}, k=10)
     assert built.info.kind == algorithm and built.info.n == len(items)
     assert built.info.calibration_recall >= 0.95
     prepared = engine.prepare_vectors(queries, "euclidean")
@@ -38,7 +38,7 @@ def test_each_index_kind_reaches_its_target_and_round_trips(data, algorithm):
 def test_small_partitions_are_exact_and_padded():
     rng = np.random.default_rng(0)
     items = rng.standard_normal((30, 8)).astype(np.float32)
-    built = engine.build_index(items, "ivfflat", "inner_product", {}, k=40)
+    built = index_build.build_index(items, "ivfflat", "inner_product", {}, k=40)
     assert built.info.kind == "flat" and "searched exactly" in built.info.reason
     distances, labels = built.search(engine.prepare_vectors(items[:2], "inner_product"), 40)
     assert (labels[:, 30:] == -1).all() and np.isneginf(distances[:, 30:]).all()
@@ -47,9 +47,9 @@ def test_small_partitions_are_exact_and_padded():
 
 
 def test_default_nlist_grows_with_sqrt_n():
-    assert engine.default_nlist(10_000) == 100
-    assert engine.default_nlist(1_000_000) == 1000
-    assert engine.default_nlist(100) == 2  # 10, capped: at least 39 training points per list
+    assert index_build.default_nlist(10_000) == 100
+    assert index_build.default_nlist(1_000_000) == 1000
+    assert index_build.default_nlist(100) == 2  # 10, capped: at least 39 training points per list
 
 
 @pytest.mark.parametrize("metric", ["euclidean", "cosine", "inner_product"])
@@ -59,7 +59,7 @@ def test_list_major_scan_finds_what_faiss_finds(data, metric):
     from synapseml_ext.nn import ivf_scan
 
     items, queries = data
-    built = engine.build_index(items, "ivfflat", metric, {"nprobe": 6}, k=10)
+    built = index_build.build_index(items, "ivfflat", metric, {"nprobe": 6}, k=10)
     ivf = built.index
     prepared = engine.prepare_vectors(np.vstack([queries, items[:2700]]), metric)
     assert ivf_scan.worth_it(len(prepared), 6, ivf.nlist)
@@ -85,7 +85,7 @@ def test_list_major_scan_gives_the_same_answer_on_several_threads(data):
 
     items, queries = data
     # few, long lists: each heap update covers > 100k scores, where faiss goes parallel
-    built = engine.build_index(items, "ivfflat", "euclidean", {"nlist": 16, "nprobe": 4}, k=10)
+    built = index_build.build_index(items, "ivfflat", "euclidean", {"nlist": 16, "nprobe": 4}, k=10)
     prepared = engine.prepare_vectors(np.vstack([queries, items[:4000]]), "euclidean")
     before = faiss.omp_get_max_threads()
     try:
@@ -106,7 +106,7 @@ def test_list_major_scan_pads_when_the_probed_lists_hold_fewer_than_k():
     from synapseml_ext.nn import ivf_scan
 
     items = clustered_latent(12_300, dim=32, clusters=150)[:-300]
-    built = engine.build_index(items, "ivfflat", "euclidean", {"nlist": 300}, k=5)
+    built = index_build.build_index(items, "ivfflat", "euclidean", {"nlist": 300}, k=5)
     prepared = engine.prepare_vectors(items[:2000], "euclidean")
     sizes = [built.index.invlists.list_size(i) for i in range(built.index.nlist)]
     k = max(sizes) + 5  # more than any one list holds: nprobe=1 must pad
@@ -134,13 +134,13 @@ def test_ivfflat_breadth_from_list_ranks_equals_searching_each_breadth(data, met
     items, _ = data
     x = engine.prepare_vectors(items, metric)
     base, probe = x[:-400], x[-400:]
-    made = [engine._new_index(base, "ivfflat", metric, {}, np.random.default_rng(3))
+    made = [index_build._new_index(base, "ivfflat", metric, {}, np.random.default_rng(3))
             for _ in range(2)]
     (searched, searched_info), (ranked, ranked_info) = made
     searched.add(base)
-    engine._tune(searched, searched_info, base, probe, 10, params.get("target_recall", 0.95),
+    index_tuning._tune(searched, searched_info, base, probe, 10, params.get("target_recall", 0.95),
                  params)
-    engine._add_and_tune_ivfflat(ranked, ranked_info, base, probe, 10,
+    index_tuning._add_and_tune_ivfflat(ranked, ranked_info, base, probe, 10,
                                  params.get("target_recall", 0.95), params)
     assert ranked_info.search == searched_info.search
     assert ranked_info.calibration_recall == searched_info.calibration_recall

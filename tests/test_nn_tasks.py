@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from synapseml_ext.nn import engine, search_tasks, tables
+from synapseml_ext.nn import engine, index_build, search_tasks, tables
 
 from nn_data import brute_force, clustered_latent
 
@@ -60,7 +60,7 @@ def pair_rows(built: engine.PartitionIndex, item_ids: np.ndarray, blocks: list[n
 def test_search_task_uses_the_first_rows_index_for_every_block(search_bytes):
     x = clustered_latent(3_000, dim=16, clusters=40)
     items, queries = x[:2_500], x[2_500:]
-    built = engine.build_index(items, "exact", "euclidean", {}, k=5)
+    built = index_build.build_index(items, "exact", "euclidean", {}, k=5)
     item_ids = np.arange(1000, 1000 + len(items), dtype=np.int64)
     blocks = [queries[:200], queries[200:201], queries[201:]]
     search = search_tasks.make_search_fn({"item_kind": "long", "query_kind": "long",
@@ -77,7 +77,7 @@ def test_search_task_uses_the_first_rows_index_for_every_block(search_bytes):
 
 def test_search_task_refuses_a_partition_whose_bytes_never_came():
     x = clustered_latent(300, dim=8, clusters=5)
-    built = engine.build_index(x, "exact", "euclidean", {}, k=2)
+    built = index_build.build_index(x, "exact", "euclidean", {}, k=2)
     batch = pair_rows(built, np.arange(300, dtype=np.int64), [x[:2]], 0)
     no_bytes = batch.set_column(2, tables.INDEX, pa.array([None], pa.binary()))
     search = search_tasks.make_search_fn({"item_kind": "long", "query_kind": "long",

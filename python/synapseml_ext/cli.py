@@ -192,19 +192,19 @@ class _Run:
         self.keep_log = False  # only a log that an error message points to
 
     def start_spark(self, master: str, app_name: str, conf: dict[str, str] | None = None):
-        from synapseml_ext import cli_io
+        from synapseml_ext import cli_logs
         from synapseml_ext._spark import local_spark
 
-        self.log_file = cli_io.new_log_file(app_name.rsplit(" ", 1)[-1])
+        self.log_file = cli_logs.new_log_file(app_name.rsplit(" ", 1)[-1])
         # Spark's log goes to the private log, not the terminal (--debug keeps it there).
         quiet = ({"spark.ui.showConsoleProgress": "false"} if self.debug
-                 else cli_io.quiet_spark_conf(self.log_file))
+                 else cli_logs.quiet_spark_conf(self.log_file))
         self.spark = local_spark(master, app_name, conf={**quiet, **(conf or {})})
         return self.spark
 
     def report(self, error: Exception) -> int:
         """Print one line for ``error``; exit code 2 for errors the user can fix, else 1."""
-        from synapseml_ext.cli_io import is_spark_error, summary
+        from synapseml_ext.cli_logs import is_spark_error, summary
         from synapseml_ext.engine.errors import user_message
 
         from_spark = is_spark_error(error)
@@ -218,7 +218,7 @@ class _Run:
             code = 1
             message = f"the job failed: {summary(error)}; rerun with --debug for details"
         if self.log_file is not None:
-            from synapseml_ext.cli_io import append_log
+            from synapseml_ext.cli_logs import append_log
 
             append_log(self.log_file, "".join(traceback.format_exception(error)))
             if from_spark or code == 1:
@@ -294,11 +294,11 @@ def _quickstart(args, run: _Run) -> int:
 
 
 def _embed(args, run: _Run) -> int:
-    from synapseml_ext import cli_io
+    from synapseml_ext import cli_io, cli_output
 
     inputs = cli_io.check_input(args.input, args.format, args.encoding)
     fmt = cli_io.output_format(args.output, args.output_format)
-    output = cli_io.check_output(args.output, inputs, args.overwrite)
+    output = cli_output.check_output(args.output, inputs, args.overwrite)
     model = _prechecks(args)
     cli_io.check_encoding(inputs, args.encoding)
     if args.id_col:

@@ -13,7 +13,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import IntegralType, StringType
 
-from synapseml_ext import cli_io
+from synapseml_ext import cli_io, cli_output
 from synapseml_ext.cli_formats import read_input, write_table
 from synapseml_ext.cli_progress import (
     ProgressStats,
@@ -32,7 +32,7 @@ MIN_CHUNK, MAX_CHUNK = 128, 512
 
 
 def embed(spark: SparkSession, args: Namespace, inputs: cli_io.InputPlan,
-          output: cli_io.OutputPlan, fmt: str, model: str, started: float) -> int:
+          output: cli_output.OutputPlan, fmt: str, model: str, started: float) -> int:
     from synapseml_ext.hf import HuggingFaceSentenceEmbedder
 
     df = read_input(spark, inputs, args.encoding)
@@ -59,7 +59,7 @@ def embed(spark: SparkSession, args: Namespace, inputs: cli_io.InputPlan,
                    "text_col": args.text_col, "output_col": args.output_col, "model": model,
                    "format": fmt, "id_col": args.id_col or None, "limit": args.limit}
     every = float(os.environ.get("SYNAPSEML_EXT_PROGRESS_EVERY", "10"))
-    with cli_io.staged_output(output, description) as temp, \
+    with cli_output.staged_output(output, description) as temp, \
             RowProgress(resolve_mode(args.progress), total, stats, _channel_host(spark),
                         _model_name(args.model, model), every) as progress:
         embed_udf = make_progress_udf(spec.to_dict(), stats, progress.channel)

@@ -15,7 +15,7 @@ from argparse import Namespace
 from dataclasses import dataclass
 from pathlib import Path
 
-from synapseml_ext import cli_io
+from synapseml_ext import cli_io, cli_output
 from synapseml_ext.engine.errors import UserInputError
 from synapseml_ext.engine.spec import PRECISIONS, RUNTIMES
 
@@ -40,7 +40,7 @@ class SearchPlan:
     texts: list[str]            # --query texts, then the lines of a text --queries file
     queries: cli_io.InputPlan | None  # a csv, jsonl or parquet --queries
     queries_marker: dict | None
-    output: cli_io.OutputPlan | None
+    output: cli_output.OutputPlan | None
     output_format: str
 
 
@@ -54,7 +54,7 @@ def plan_search(args: Namespace) -> SearchPlan:
     vector_col = args.embeddings_col or (marker or {}).get("output_col")
     if not (text_col and vector_col):
         raise UserInputError(
-            f"--table {args.table!r} has no {cli_io.MARKER} marker (it was not written by "
+            f"--table {args.table!r} has no {cli_output.MARKER} marker (it was not written by "
             "synapseml-ext embed): pass --text-col, --embeddings-col and --model")
     id_col = args.id_col or (marker or {}).get("id_col") or None
     columns = (marker or {}).get("columns")
@@ -72,14 +72,14 @@ def plan_search(args: Namespace) -> SearchPlan:
     fmt = cli_io.output_format(args.output, args.output_format) if args.output else ""
     if args.output:
         reads = [table, *([queries] if queries is not None else [])]
-        output = cli_io.check_output(args.output, reads, args.overwrite)
+        output = cli_output.check_output(args.output, reads, args.overwrite)
     return SearchPlan(table, marker, text_col, vector_col, id_col, texts, queries,
                       queries_marker, output, fmt)
 
 
 def _check_table(args: Namespace) -> tuple[cli_io.InputPlan, dict | None]:
     local = cli_io._local(args.table)
-    marker = cli_io.read_marker(Path(local)) if local and os.path.isdir(local) else None
+    marker = cli_output.read_marker(Path(local)) if local and os.path.isdir(local) else None
     fmt = cli_io.output_format(args.table, (marker or {}).get("format"))
     table = cli_io.check_input(args.table, fmt, "utf-8", flag="--table")
     return table, marker
@@ -119,7 +119,7 @@ def _check_queries(args: Namespace, texts: list[str]
     if not args.queries:
         return None, None
     local = cli_io._local(args.queries)
-    marker = cli_io.read_marker(Path(local)) if local and os.path.isdir(local) else None
+    marker = cli_output.read_marker(Path(local)) if local and os.path.isdir(local) else None
     fmt = args.queries_format or (marker or {}).get("format")
     if fmt is None and local and os.path.isdir(local):
         fmt = cli_io._format_from_name(args.queries, QUERY_FORMATS) or "parquet"
@@ -180,7 +180,7 @@ def search(spark, args: Namespace, plan: SearchPlan, started: float) -> int:
     if plan.output is not None:
         description = {"command": "search", "table": os.path.abspath(args.table),
                        "k": args.k, "model": args.model, "format": plan.output_format}
-        with cli_io.staged_output(plan.output, description) as temp:
+        with cli_output.staged_output(plan.output, description) as temp:
             schema = write_table(result, temp, plan.output_format)
             description["columns"] = schema.fieldNames()
             description["schema"] = schema.jsonValue()

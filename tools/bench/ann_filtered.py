@@ -117,7 +117,7 @@ def overfetch(index, labels, queries, allowed, k, factor):
 
 
 def run(args: argparse.Namespace) -> None:
-    from synapseml_ext.nn import engine, filtered
+    from synapseml_ext.nn import engine, filtered, index_build, index_tuning
 
     engine.set_threads(1)
     vectors, scores = latent(args.latent, args.seed) if args.latent else reviews()
@@ -138,8 +138,9 @@ def run(args: argparse.Namespace) -> None:
     for algorithm, params in layouts.items():
         built = []
         for p, rows in enumerate(parts):
-            index = engine.build_index(items[rows], algorithm, "cosine", params,
-                                       engine.calibration_k(args.k, args.partitions), seed=p)
+            index = index_build.build_index(items[rows], algorithm, "cosine", params,
+                                            index_tuning.calibration_k(args.k, args.partitions),
+                                            seed=p)
             in_order = rows if index.order is None else rows[index.order]
             built.append((index, in_order))
         plans = {"engine": lambda ix, lab: filtered.search(ix, lab, prepared, allowed, args.k),

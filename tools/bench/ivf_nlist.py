@@ -43,7 +43,7 @@ def main() -> None:
 
     import faiss
 
-    from synapseml_ext.nn import engine
+    from synapseml_ext.nn import index_build
 
     faiss.omp_set_num_threads(1)
     print(cpu_facts(), f"fp32 matmul 1 thread {matmul_gflops(threads=1):.1f} GFLOP/s",
@@ -54,17 +54,17 @@ def main() -> None:
     rows = []
     for n in sizes:
         part = np.ascontiguousarray(items[:n])
-        flat = engine.build_index(part, "exact", "euclidean", {}, K)
+        flat = index_build.build_index(part, "exact", "euclidean", {}, K)
         began = time.perf_counter()
         _, truth = flat.search(queries, K)
         flat_s = time.perf_counter() - began
         rows.append([n, "flat", "-", "-", 1.0, round(flat.info.seconds, 2), round(flat_s, 2),
                      "-"])
         for points in (int(v) for v in args.points.split(",")):
-            engine.TRAIN_POINTS_PER_LIST = points
+            index_build.TRAIN_POINTS_PER_LIST = points
             for factor in (float(v) for v in args.factors.split(",")):
                 nlist = round(factor * math.sqrt(n))
-                built = engine.build_index(part, "ivfflat", "euclidean", {"nlist": nlist}, K)
+                built = index_build.build_index(part, "ivfflat", "euclidean", {"nlist": nlist}, K)
                 began = time.perf_counter()
                 _, found = built.search(queries, K)
                 search_s = time.perf_counter() - began

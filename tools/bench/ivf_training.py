@@ -32,7 +32,7 @@ K = 10
 def trained_ivf(items: np.ndarray, points_per_list: int, niter: int, seed: int):
     import faiss
 
-    from synapseml_ext.nn.engine import default_nlist
+    from synapseml_ext.nn.index_build import default_nlist
 
     n, dim = items.shape
     nlist = default_nlist(n)

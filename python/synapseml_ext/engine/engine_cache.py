@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Generic, TypeVar
 
-from synapseml_ext.engine import cache_trust
+from synapseml_ext.engine import cache_roots, cache_trust, private_files
 from synapseml_ext.engine.errors import EngineError
 
 log = logging.getLogger("synapseml_ext.engine")
@@ -45,7 +45,7 @@ def engine_key(parts: dict) -> str:
 
 def local_lock_dir() -> Path:
     """Per user and private (0700), on local disk: no name another user can predict."""
-    return cache_trust.lock_dir()
+    return cache_roots.lock_dir()
 
 
 class EngineCache(Generic[T]):
@@ -105,20 +105,20 @@ class EngineCache(Generic[T]):
         signature = cache_trust.sign("tensorrt", key, digest)
         if signature is not None:
             header["signature"] = signature
-        cache_trust.make_private_dir(self.root)
-        cache_trust.write_private(self.path(key), MAGIC,
+        private_files.make_private_dir(self.root)
+        private_files.write_private(self.path(key), MAGIC,
                                   json.dumps(header, sort_keys=True).encode("utf-8") + b"\n",
                                   payload)
         try:
-            cache_trust.write_private(self.root / f"{key}.json",
+            private_files.write_private(self.root / f"{key}.json",
                                       json.dumps(header, indent=2).encode("utf-8"))
         except EngineError:  # the sidecar is for people only
             pass
         return header
 
     def discard(self, key: str) -> None:
-        cache_trust.remove(self.path(key))
-        cache_trust.remove(self.root / f"{key}.json")
+        private_files.remove(self.path(key))
+        private_files.remove(self.root / f"{key}.json")
 
     # -- the one entry point ---------------------------------------------------------------
 
@@ -140,7 +140,7 @@ class EngineCache(Generic[T]):
         engine = self._load(key, deserialize, discard_bad=False)
         if engine is not None:
             return engine, False
-        with cache_trust.private_lock(self.lock_path(key), self.lock_timeout_s):
+        with private_files.private_lock(self.lock_path(key), self.lock_timeout_s):
             engine = self._load(key, deserialize, discard_bad=True)  # built meanwhile?
             if engine is not None:
                 return engine, False

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from synapseml_ext.engine import cache_trust
+from synapseml_ext.engine import cache_roots, cache_trust, private_files
 from synapseml_ext.engine.batching import TokenBatch
 from synapseml_ext.engine.errors import EngineError
 from synapseml_ext.engine.model_files import ModelFiles
@@ -97,33 +97,33 @@ def ensure_onnx(
         return artifacts
     # The lock is on local disk, private to this user, keyed by this cache and entry.
     where = hashlib.sha256(str(root).encode()).hexdigest()[:12]
-    lock = cache_trust.lock_dir() / f"onnx-{where}-{key}.lock"
-    with cache_trust.private_lock(lock, LOCK_TIMEOUT_S):
+    lock = cache_roots.lock_dir() / f"onnx-{where}-{key}.lock"
+    with private_files.private_lock(lock, LOCK_TIMEOUT_S):
         artifacts, problem = _check(final)  # another worker may have finished meanwhile
         if artifacts is not None:
             return artifacts
         if problem:
             log.warning("ONNX cache entry %s %s: rebuilding it", final, problem)
-        cache_trust.remove(final)
-        cache_trust.make_private_dir(root)
+        private_files.remove(final)
+        private_files.make_private_dir(root)
         tmp = root / f".{key}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
         try:
             try:
                 os.mkdir(tmp, 0o700)
             except OSError as e:
-                raise cache_trust.not_writable(root, e) from e
+                raise private_files.not_writable(root, e) from e
             _export(files, probe, tmp, prompt_length)
-            cache_trust.make_private(tmp)  # torch wrote the graphs with the umask's mode
+            private_files.make_private(tmp)  # torch wrote the graphs with the umask's mode
             signature = cache_trust.sign("onnx", key, cache_trust.sha256_file(tmp / "meta.json"))
             if signature is not None:
-                cache_trust.write_private(tmp / "meta.json.sig", signature.encode())
+                private_files.write_private(tmp / "meta.json.sig", signature.encode())
             try:
                 os.replace(tmp, final)
             except OSError as e:  # another node's export landed first (no lock across nodes)
                 if _check(final)[0] is None:
-                    raise cache_trust.not_writable(root, e) from e
+                    raise private_files.not_writable(root, e) from e
         finally:
-            cache_trust.remove(tmp)
+            private_files.remove(tmp)
     artifacts, problem = _check(final)
     if artifacts is None:  # pragma: no cover - would mean the file system lost our files
         raise EngineError(f"ONNX export to {final} did not leave a valid cache entry "
@@ -170,7 +170,7 @@ def _check(directory: Path) -> tuple[OnnxArtifacts | None, str]:
             if why and not signed:
                 return None, f"is not trusted ({why})"
             if why:  # others could swap the graph after its check: load a private copy
-                copy = cache_trust.private_copy(path, expected["sha256"])
+                copy = cache_roots.private_copy(path, expected["sha256"])
                 if copy is None:
                     return corrupt
                 graphs[name] = copy
@@ -238,7 +238,7 @@ def _export(files: ModelFiles, probe: Sequence[TokenBatch], out: Path, prompt_le
         "files": {name: {"size": p.stat().st_size, "sha256": cache_trust.sha256_file(p)}
                   for name, p in written.items()},
     }
-    cache_trust.write_private(out / "meta.json", json.dumps(meta, indent=2).encode("utf-8"))
+    private_files.write_private(out / "meta.json", json.dumps(meta, indent=2).encode("utf-8"))
     log.info("exported %s to ONNX in %.1fs (%s)", files.root, meta["seconds"],
              "fused for ONNX Runtime" if "model.ort.onnx" in written else "no fusions")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from synapseml_ext.engine.cache_trust import open_cache_root
+from synapseml_ext.engine.cache_roots import open_cache_root
 
 
 def cache_root(cache_dir: str = "") -> Path:

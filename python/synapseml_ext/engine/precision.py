@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from synapseml_ext.engine import cache_trust
+from synapseml_ext.engine import cache_trust, private_files
 from synapseml_ext.engine.errors import EngineError
 from synapseml_ext.engine.hardware import choose_cpu_precision, cpu_flags, cpu_signature
 
@@ -103,8 +103,8 @@ class ProbeVerdicts:
         if signature is not None:
             stored["signature"] = signature
         try:
-            cache_trust.make_private_dir(self.path.parent)
-            cache_trust.write_private(self.path, json.dumps(stored).encode("utf-8"))
+            private_files.make_private_dir(self.path.parent)
+            private_files.write_private(self.path, json.dumps(stored).encode("utf-8"))
         except (OSError, EngineError) as e:  # a read-only cache only costs a repeated probe
             log.warning("could not store the precision verdict in %s: %s", self.path, e)
         return Verdict(value, self.threshold)

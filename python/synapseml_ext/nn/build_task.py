@@ -42,7 +42,7 @@ def make_build_fn(cfg: dict[str, Any]) -> Callable:
 
         from synapseml_ext.engine.encoder import record_event
         from synapseml_ext.engine.logs import configure_worker_logging
-        from synapseml_ext.nn import engine
+        from synapseml_ext.nn import engine, index_build, index_tuning
 
         table = arrow_table(batches)
         if table is None:
@@ -57,8 +57,9 @@ def make_build_fn(cfg: dict[str, Any]) -> Callable:
                                          cfg["label_col"]) if cfg.get("label_kind") else None)
         context = TaskContext.get()
         part = context.partitionId() if context is not None else 0
-        built = engine.build_index(vectors, cfg["algorithm"], cfg["metric"], cfg["params"],
-                                   engine.calibration_k(cfg["k"], cfg["partitions"]), seed=part)
+        built = index_build.build_index(vectors, cfg["algorithm"], cfg["metric"], cfg["params"],
+                                        index_tuning.calibration_k(cfg["k"], cfg["partitions"]),
+                                        seed=part)
         in_label_order = ids_np if built.order is None else ids_np[built.order]
         blob = engine.serialize(built)
         id_type = arrow_id_type(cfg["id_kind"])

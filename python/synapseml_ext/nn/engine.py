@@ -1,10 +1,9 @@
-"""The Spark-free CPU engine: one faiss index over one partition's vectors.
+"""The Spark-free CPU engine: one faiss index over one partition's vectors, and its search.
 
-Build (once, at ``fit``): validate vectors, pick the index layout from the partition size,
-train and fill the index, and tune its search breadth (``nprobe`` / ``ef_search``) against
-exact search on held-out items until the measured recall reaches ``target_recall``.
-Search: faiss top-k, distances turned into the metric's real values, missing neighbours
-padded. Serialisation is faiss's own (``serialize_index``), so an index is never rebuilt.
+What a partition's index is (:class:`PartitionIndex` and its :class:`BuildInfo`), how it is
+searched (faiss top-k, distances turned into the metric's real values, missing neighbours
+padded) and how it is stored: faiss's own format (``serialize_index``), so an index is never
+rebuilt. Building one is :mod:`.index_build`; tuning its search breadth, :mod:`.index_tuning`.
 
 Labels inside an index are row positions; the caller keeps the ids in label order.
 """
@@ -13,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,29 +22,6 @@ from synapseml_ext.nn.ivf_scan import list_major_search, worth_it
 log = logging.getLogger("synapseml_ext.nn")
 
 L2_METRICS = ("euclidean", "l2", "sqeuclidean")
-DEFAULT_TARGET_RECALL = 0.95
-# IVF default: nlist = NLIST_PER_SQRT_N * sqrt(n), trained on TRAIN_POINTS_PER_LIST points a
-# list (faiss warns below 39). Chosen by measurement, see docs/ann.md ("Defaults and how they
-# were chosen"): from 1 to 4 sqrt(n) the search is as fast at equal recall, the build ~7x
-# slower at 4.
-NLIST_PER_SQRT_N = 1.0
-TRAIN_POINTS_PER_LIST = 96
-MIN_POINTS_PER_LIST = 39
-def calibration_k(k: int, partitions: int) -> int:
-    """Neighbours per partition that the breadth is tuned for: the global top-k spreads over
-    hash partitions (k / partitions each on average), and the ones a partition holds are its
-    own nearest; tune for a high quantile of that count (mean + 2 sd of the binomial), at
-    least 1 and at most max(k, 10)."""
-    mean = k / max(1, partitions)
-    return int(max(1, min(max(k, 10), math.ceil(mean + 2 * math.sqrt(mean)))))
-
-
-# Partitions too small for a useful IVF/HNSW index are searched exactly.
-MIN_ANN_ITEMS = 10_000
-CALIBRATION_QUERIES = 400
-NPROBE_STEPS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 40, 48, 64, 80, 96, 128, 160, 192,
-                256, 384, 512, 768, 1024, 1536, 2048, 4096, 8192, 16384, 32768, 65536)
-EF_STEPS = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048)
 
 
 def faiss_module():
@@ -218,203 +193,6 @@ def _resort(distances: np.ndarray, labels: np.ndarray, metric: str
     order = np.argsort(key, axis=1, kind="stable")
     return (np.take_along_axis(distances, order, axis=1),
             np.take_along_axis(labels, order, axis=1))
-
-
-# ---------------------------------------------------------------------------------------
-# Build
-
-
-def default_nlist(n: int) -> int:
-    """Inverted lists for ``n`` items: ~sqrt(n), at most n / 39 (faiss' minimum of training
-    points per list)."""
-    return int(max(1, min(round(NLIST_PER_SQRT_N * math.sqrt(n)), n // MIN_POINTS_PER_LIST)))
-
-
-def default_pq_m(dim: int) -> int:
-    """Sub-quantisers: the largest divisor of ``dim`` giving at least 4 dimensions each."""
-    for m in range(max(1, dim // 4), 0, -1):
-        if dim % m == 0:
-            return m
-    return 1
-
-
-def build_index(vectors: np.ndarray, algorithm: str, metric: str, params: dict[str, Any],
-                k: int, seed: int = 0) -> PartitionIndex:
-    """Build one partition's index from validated float vectors ``[n, dim]``.
-
-    ``algorithm`` is exact, ivfflat, ivfpq or hnsw; ``params`` are normalised algoParams.
-    ``k`` is the neighbour count the automatic breadth is tuned for (see :func:`calibration_k`).
-    """
-    started = time.perf_counter()
-    x = prepare_vectors(vectors, metric)
-    n, dim = x.shape if x.ndim == 2 else (0, 0)
-    if algorithm == "exact" or n == 0:
-        built = _flat(x, metric, BuildInfo("flat", n, dim, metric, reason="exact"))
-    elif n < MIN_ANN_ITEMS and not _explicit_layout(params):
-        built = _flat(x, metric, BuildInfo("flat", n, dim, metric,
-                                           reason=f"partition of {n} items < {MIN_ANN_ITEMS}: "
-                                                  "searched exactly"))
-    else:
-        built = _approximate(x, algorithm, metric, params, k, seed)
-    built.info.seconds = round(time.perf_counter() - started, 3)
-    return built
-
-
-def _explicit_layout(params: dict[str, Any]) -> bool:
-    """The user sized the index: build it as asked, even on a small partition."""
-    return any(key in params for key in ("nlist", "M", "n_bits", "ef_construction"))
-
-
-def _flat(x: np.ndarray, metric: str, info: BuildInfo) -> PartitionIndex:
-    faiss = faiss_module()
-    index = faiss.IndexFlat(max(info.dim, 1), _faiss_metric(metric))
-    if info.n:
-        index.add(x)
-    return PartitionIndex(index, info)
-
-
-def _approximate(x: np.ndarray, algorithm: str, metric: str, params: dict[str, Any], k: int,
-                 seed: int) -> PartitionIndex:
-    n = len(x)
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(n)
-    held = min(CALIBRATION_QUERIES, n // 20)
-    base_rows, held_rows = order[held:], order[:held]
-    base, probe = x[base_rows], x[held_rows]
-    index, info = _new_index(base, algorithm, metric, params, rng)
-    target = float(params.get("target_recall", DEFAULT_TARGET_RECALL))
-    if algorithm == "ivfflat" and len(probe):
-        _add_and_tune_ivfflat(index, info, base, probe, k, target, params)
-    else:
-        index.add(base)
-        _tune(index, info, base, probe, k, target, params)
-    index.add(probe)
-    info.n = n
-    # Labels follow insertion order: the base rows, then the held-out rows.
-    return PartitionIndex(index, info, np.concatenate([base_rows, held_rows]))
-
-
-def _new_index(base: np.ndarray, algorithm: str, metric: str, params: dict[str, Any],
-               rng: np.random.Generator):
-    faiss = faiss_module()
-    n, dim = base.shape
-    fmetric = _faiss_metric(metric)
-    if algorithm == "hnsw":
-        m = int(params.get("M", 32))
-        index = faiss.IndexHNSWFlat(dim, m, fmetric)
-        index.hnsw.efConstruction = int(params.get("ef_construction", 100))
-        return index, BuildInfo("hnsw", n, dim, metric,
-                                {"M": m, "ef_construction": index.hnsw.efConstruction})
-    requested = params.get("nlist")
-    nlist = default_nlist(n) if requested is None else min(int(requested), max(1, n // 4))
-    quantizer = faiss.IndexFlat(dim, fmetric)
-    info = BuildInfo(algorithm, n, dim, metric, {"nlist": nlist})
-    if requested is not None and nlist < requested:
-        info.reason = f"nlist {requested} lowered to {nlist} for a partition of {n} items"
-    if algorithm == "ivfflat":
-        index = faiss.IndexIVFFlat(quantizer, dim, nlist, fmetric)
-        ivf = index
-    else:
-        m = int(params.get("M", default_pq_m(dim)))
-        if dim % m:
-            raise ValueError(f"algoParams M={m} must divide the vector dimension {dim}")
-        bits = int(params.get("n_bits", 8))
-        bits = max(1, min(bits, int(math.log2(max(2, n // MIN_POINTS_PER_LIST)))))
-        ivf = faiss.IndexIVFPQ(quantizer, dim, nlist, m, bits, fmetric)
-        factor = int(params.get("refine_factor", 2))
-        index = faiss.IndexRefineFlat(ivf)
-        index.k_factor = float(factor)
-        info.params.update({"M": m, "n_bits": bits, "refine_factor": factor})
-    ivf.cp.seed = int(rng.integers(0, 2**31 - 1))
-    ivf.cp.spherical = metric == "cosine"
-    ivf.cp.max_points_per_centroid = TRAIN_POINTS_PER_LIST
-    train = base[rng.permutation(n)[: max(TRAIN_POINTS_PER_LIST * nlist, 256 * 39)]]
-    index.train(train)
-    return index, info
-
-
-def _tune(index, info: BuildInfo, base: np.ndarray, probe: np.ndarray, k: int, target: float,
-          params: dict[str, Any]) -> None:
-    """Smallest breadth whose recall@k on the held-out rows reaches ``target`` (or the user's
-    nprobe / ef_search, measured but not changed)."""
-    knob = breadth_knob(info.kind)
-    steps = _breadth_ladder(info)
-    if len(probe) == 0:
-        info.search[knob] = int(params.get(knob, steps[min(len(steps) - 1, 4)]))
-        return
-    k = min(k, len(base))
-    truth = _exact_truth(base, probe, k, info.metric)
-
-    def recall_at(value: int) -> float:
-        set_breadth(index, info.kind, value, k)
-        return _recall(index.search(probe, k)[1], truth)
-
-    pinned = params.get(knob)
-    chosen, recall = _smallest_reaching([int(pinned)] if pinned else steps, recall_at, target)
-    info.search[knob] = chosen
-    info.calibration_recall = round(recall, 4)
-
-
-def _add_and_tune_ivfflat(index, info: BuildInfo, base: np.ndarray, probe: np.ndarray, k: int,
-                          target: float, params: dict[str, Any]) -> None:
-    """:func:`_tune` for IVF-Flat without searching once per breadth: IVF-Flat scores the
-    probed lists exactly, so a held-out query finds a true neighbour exactly when that
-    neighbour's list is among its ``nprobe`` nearest lists, and the recall of every nprobe
-    follows from one ranking of the lists per held-out query. The base rows' lists, needed
-    for that, are the ones ``add`` would compute, so they are computed once and passed to it.
-    Measured on 50k x 384 items: 1.4 s of searches per fit become 0.1 s."""
-    faiss = faiss_module()
-    lists = index.quantizer.assign(base, 1).ravel().astype(np.int64)
-    index.add_core(len(base), faiss.swig_ptr(base), None, faiss.swig_ptr(lists))
-    nlist = info.params["nlist"]
-    k = min(k, len(base))
-    truth = _exact_truth(base, probe, k, info.metric)
-    _, order = index.quantizer.search(probe, nlist)  # each held-out query's lists, nearest first
-    rank = np.full((len(probe), nlist), nlist, dtype=np.int64)
-    rows = np.arange(len(probe))[:, None]
-    rank[rows, np.where(order >= 0, order, 0)] = np.where(order >= 0, np.arange(nlist), nlist)
-    found_within = rank[rows, lists[np.maximum(truth, 0)]][truth >= 0]  # nprobe that finds each
-
-    def recall_at(value: int) -> float:
-        return float(np.mean(found_within < value)) if found_within.size else 1.0
-
-    pinned = params.get("nprobe")
-    chosen, recall = _smallest_reaching([int(pinned)] if pinned else _breadth_ladder(info),
-                                        recall_at, target)
-    set_breadth(index, info.kind, chosen, k)
-    info.search["nprobe"] = chosen
-    info.calibration_recall = round(recall, 4)
-
-
-def _breadth_ladder(info: BuildInfo) -> tuple[int, ...]:
-    """The breadths calibration tries, smallest first (nprobe up to nlist, or ef_search)."""
-    if breadth_knob(info.kind) == "ef_search":
-        return EF_STEPS
-    nlist = info.params["nlist"]
-    return (*(s for s in NPROBE_STEPS if s < nlist), nlist)
-
-
-def _exact_truth(base: np.ndarray, probe: np.ndarray, k: int, metric: str) -> np.ndarray:
-    """The held-out rows' true k nearest base rows (labels), by exact search."""
-    exact = faiss_module().IndexFlat(base.shape[1], _faiss_metric(metric))
-    exact.add(base)
-    return exact.search(probe, k)[1]
-
-
-def _smallest_reaching(values: list[int] | tuple[int, ...], recall_at: Any, target: float
-                       ) -> tuple[int, float]:
-    """The first of ``values`` whose recall reaches ``target`` (else the last) and its recall."""
-    chosen, recall = values[-1], 0.0
-    for value in values:
-        chosen, recall = value, recall_at(value)
-        if recall >= target:
-            break
-    return int(chosen), float(recall)
-
-
-def _recall(found: np.ndarray, truth: np.ndarray) -> float:
-    hits = sum(len(np.intersect1d(f[f >= 0], t)) for f, t in zip(found, truth, strict=True))
-    return hits / truth.size
 
 
 # ---------------------------------------------------------------------------------------

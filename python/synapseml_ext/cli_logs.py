@@ -1,0 +1,69 @@
+"""The CLI's failures: a one-line summary of an error (Spark-wrapped ones included), and a
+private (0600) log file per run, in a 0700 per-user folder, that receives the JVM's log4j
+output instead of the terminal and the traceback of a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import time
+from pathlib import Path
+
+from synapseml_ext.cli_io import TOOL
+
+
+def is_spark_error(error: BaseException) -> bool:
+    # Py4JJavaError, pyspark.errors.PySparkException and their subclasses.
+    return any(c.__module__.startswith(("py4j", "pyspark")) for c in type(error).__mro__)
+
+
+def summary(error: BaseException) -> str:
+    """The most telling ``Type: message`` line of a (possibly Spark-wrapped) error."""
+    lines = str(error).splitlines()
+    found = [m.group(0) for line in lines
+             if (m := re.match(r"[A-Za-z_][\w.]*(Error|Exception): \S.*", line))
+             and not line.startswith(("org.apache", "java.", "py4j", "scala."))]
+    text = found[-1] if found else (lines[0] if lines and lines[0] else repr(error))
+    return text[:300]
+
+
+def new_log_file(command: str) -> Path:
+    """A private (0600) log file in the per-user log directory (0700)."""
+    from platformdirs import user_log_dir
+
+    name = f"{command}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    try:
+        directory = Path(user_log_dir(TOOL))
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if directory.stat().st_uid != os.getuid() or directory.stat().st_mode & 0o077:
+            directory.chmod(0o700)
+        fd = os.open(directory / name, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except OSError:  # no writable home: a fresh private directory under the temp dir
+        directory = Path(tempfile.mkdtemp(prefix=f"{TOOL}-logs-"))
+        fd = os.open(directory / name, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    os.close(fd)
+    return directory / name
+
+
+def quiet_spark_conf(log_file: Path) -> dict[str, str]:
+    """Spark conf that sends the JVM's log4j output to ``log_file`` instead of stderr."""
+    props = log_file.with_suffix(".log4j2.properties")
+    fd = os.open(props, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(
+            "rootLogger.level = warn\n"
+            "rootLogger.appenderRef.file.ref = file\n"
+            "appender.file.type = File\n"
+            "appender.file.name = file\n"
+            f"appender.file.fileName = {log_file}\n"
+            "appender.file.layout.type = PatternLayout\n"
+            "appender.file.layout.pattern = %d{yy/MM/dd HH:mm:ss} %p %c{1}: %m%n%ex\n")
+    return {"spark.driver.extraJavaOptions": f'"-Dlog4j2.configurationFile={props}"',
+            "spark.ui.showConsoleProgress": "false"}
+
+
+def append_log(log_file: Path, text: str) -> None:
+    with open(log_file, "a", encoding="utf-8") as f:
+        f.write(text)
