@@ -46,6 +46,7 @@ quickstart: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check python tests tools
+	$(VENV)/bin/mypy  # the engine and the stage contract ([tool.mypy] in pyproject.toml)
 
 test-python: $(STAMP) $(STAMP35)  # STAMP35: tests/test_spark_lines.py loads models on the other line
 	$(PY) -m pytest --durations=15

@@ -13,6 +13,8 @@ class Overlapping:
     """The CPU backend with a ``run_pipelined`` that runs the batches in order: it takes the
     encoder down its GPU path (the next chunk tokenized on a background thread) on a CPU."""
 
+    overlaps_batches = True
+
     def __init__(self, backend) -> None:
         self._backend = backend
 

@@ -109,7 +109,8 @@ def embed_reporting(spec: dict, batches: Iterator[pd.Series], stats: Accumulator
 def _load(spec: dict, sender: _Sender, stats: Accumulator):
     """This worker's encoder (loaded on first use), after telling the driver it is ready;
     ``None`` when it cannot load (:func:`embed_batches` then raises the stage's error)."""
-    from synapseml_ext.engine import EncoderSpec, get_encoder
+    from synapseml_ext.encoders import get_encoder
+    from synapseml_ext.engine import EncoderSpec
     from synapseml_ext.engine.logs import configure_worker_logging
 
     configure_worker_logging()  # before the load, whose log line it would otherwise lose
@@ -127,8 +128,8 @@ def _load(spec: dict, sender: _Sender, stats: Accumulator):
 
 def _pipelines_chunks(encoder) -> bool:
     # The condition under which SentenceEncoder.encode_many overlaps one chunk with the next.
-    backend = getattr(getattr(encoder, "model", None), "backend", None)
-    return getattr(backend, "run_pipelined", None) is not None
+    backend = getattr(getattr(encoder, "model", None), "backend", None)  # none: remote
+    return bool(getattr(backend, "overlaps_batches", False))
 
 
 class _Counts:

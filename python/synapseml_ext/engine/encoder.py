@@ -8,9 +8,10 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -39,7 +40,7 @@ class LoadedModel:
     (prompt, normalisation, batch sizes)."""
 
     files: ModelFiles
-    tokenizer: object
+    tokenizer: Callable[..., Any]  # a transformers tokenizer
     backend: Backend
     reason: str
     load_seconds: float
@@ -128,7 +129,7 @@ class SentenceEncoder:
         current one computes, so the GPU does not wait for the CPU between chunks; the
         chunks are still read from ``chunks`` on the calling thread, one ahead.
         """
-        if getattr(self.model.backend, "run_pipelined", None) is None:
+        if not self.model.backend.overlaps_batches:
             for texts in chunks:
                 yield self.encode(texts)
             return
@@ -173,19 +174,16 @@ class SentenceEncoder:
         """The padded model calls for ``tokens``, cut lazily (see :func:`iter_batches`)."""
         backend = self.model.backend
         plan = iter_batches(tokens.lengths, lambda: self.max_tokens, self.spec.batch_size,
-                            backend.pad_multiple, getattr(backend, "max_pad_waste", 0.0),
-                            getattr(backend, "min_batch_tokens", 0))
+                            backend.pad_multiple, backend.max_pad_waste,
+                            backend.min_batch_tokens)
         return pad_batches(tokens.ids, tokens.lengths, plan, self.model.pad_id,
                            backend.pad_multiple)
 
     def _run(self, tokens: Tokenized) -> tuple[np.ndarray, int]:
         backend = self.model.backend
-        batches = self.batches(tokens)
-        # A runtime that can overlap batches (the GPU ones) pads and launches the next batch
-        # while the current one computes; the others run them one by one.
-        pipelined = getattr(backend, "run_pipelined", None)
-        results = (pipelined(batches) if pipelined is not None
-                   else ((b, backend.run(b.input_ids, b.attention_mask)) for b in batches))
+        # A runtime that overlaps batches (cuda) pads and launches the next batch while the
+        # current one computes; the others run them one by one.
+        results = backend.run_pipelined(self.batches(tokens))
         out: np.ndarray | None = None
         padded = 0
         for batch, vectors in results:
@@ -337,12 +335,11 @@ def _prompt_changes_weights(spec: EncoderSpec) -> bool:
 
 
 def get_encoder(spec: EncoderSpec) -> SentenceEncoder:
-    """An encoder for ``spec`` on the model cached in this process (loaded on first use);
-    for ``runtime="remote"``, this process's client of the embedding server."""
+    """An encoder for ``spec`` on the model cached in this process (loaded on first use).
+    ``runtime="remote"`` has no model here: :func:`synapseml_ext.encoders.get_encoder`."""
     if spec.runtime == "remote":
-        from synapseml_ext.remote import get_remote_encoder
-
-        return get_remote_encoder(spec)  # type: ignore[return-value]  # same interface
+        raise ValueError("runtime='remote' runs no model in this process: use "
+                         "synapseml_ext.encoders.get_encoder")
     return SentenceEncoder(spec, ModelCache.get(spec))
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, fields
+from typing import Any, Protocol
 
 RUNTIMES = ("cpu", "onnx", "cuda", "tensorrt", "auto", "remote")
 API_FORMATS = ("tei", "openai")
@@ -98,6 +99,12 @@ def check_runtime_precision(runtime: str, precision: str) -> None:
 # (and the same messages) into the generated Scala stages.
 
 
+class Rule(Protocol):
+    """A check on one option's values; raises ``ValueError`` naming the option."""
+
+    def check(self, name: str, value: Any) -> None: ...
+
+
 @dataclass(frozen=True)
 class OneOf:
     allowed: tuple[str, ...]
@@ -161,7 +168,7 @@ class OptionalBool:
             raise ValueError(f"{name} must be true, false or unset, got {value!r}")
 
 
-RULES = {
+RULES: dict[str, Rule] = {
     "model": NonBlank("a hub id or a local model directory"),
     "runtime": OneOf(RUNTIMES),
     "precision": OneOf(PRECISIONS),

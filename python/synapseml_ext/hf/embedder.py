@@ -257,7 +257,8 @@ def make_embed_udf(spec: dict, stats: Accumulator | None = None) -> Callable:
 def embed_batches(spec: dict, batches: Iterator[pd.Series],
                   stats: Accumulator | None = None) -> Iterator[pd.Series]:
     """Executor side: embed each Arrow batch of texts (nulls stay null)."""
-    from synapseml_ext.engine import EncoderSpec, get_encoder
+    from synapseml_ext.encoders import get_encoder
+    from synapseml_ext.engine import EncoderSpec
     from synapseml_ext.engine.logs import configure_worker_logging, log_task_throughput
 
     batches = iter(batches)

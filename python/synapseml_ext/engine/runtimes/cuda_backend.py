@@ -51,6 +51,7 @@ class CudaBackend:
     pad_multiple = GPU_PAD_MULTIPLE
     max_pad_waste = MAX_PAD_WASTE
     min_batch_tokens = MIN_BATCH_TOKENS
+    overlaps_batches = True
 
     def __init__(self, module, *, precision: str, device, budget: TokenBudget) -> None:
         self.module = module

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -52,7 +53,7 @@ class PinnedIO:
 
     def __init__(self, device) -> None:
         self.device = device
-        self._host: dict[str, object] = {}
+        self._host: dict[str, Any] = {}  # torch tensors (torch loads lazily)
 
     def _buffer(self, name: str, numel: int, dtype):
         import torch

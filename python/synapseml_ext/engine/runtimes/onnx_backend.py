@@ -16,6 +16,7 @@ from synapseml_ext.engine.errors import ModelLoadError, RuntimeUnavailableError,
 from synapseml_ext.engine.hardware import onnx_exporter_installed
 from synapseml_ext.engine.model_files import ModelFiles
 from synapseml_ext.engine.numpy_head import SentenceHead
+from synapseml_ext.engine.runtimes.base import RunsInTurn
 
 log = logging.getLogger("synapseml_ext.engine")
 
@@ -27,7 +28,7 @@ TOKEN_OUTPUTS = ("token_embeddings", "last_hidden_state")
 FED_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
-class OnnxBackend:
+class OnnxBackend(RunsInTurn):
     def __init__(self, session, *, num_threads: int, device: str) -> None:
         self.session = session
         self.runtime = "onnx"

@@ -33,6 +33,7 @@ from synapseml_ext.engine.onnx_export import INPUT_NAMES, OUTPUT_NAME, ensure_on
 from synapseml_ext.engine.paths import cache_root
 from synapseml_ext.engine.precision import ProbeVerdicts
 from synapseml_ext.engine.precision import min_cosine as lowest_cosine
+from synapseml_ext.engine.runtimes.base import RunsInTurn
 from synapseml_ext.engine.trt_profiles import (
     PAD_MULTIPLE,
     TRT_MAX_TOKENS,
@@ -133,7 +134,7 @@ def build_engine(trt, logger, onnx_path: Path, precision: str,
     return bytes(serialized)
 
 
-class TensorRTBackend:
+class TensorRTBackend(RunsInTurn):
     """One deserialised engine with one execution context on one GPU.
 
     Batches are split to fit the profiles (:func:`split_for_profiles`); the context switches

@@ -12,6 +12,7 @@ from synapseml_ext.engine.batching import TokenBatch
 from synapseml_ext.engine.errors import missing_package
 from synapseml_ext.engine.model_files import ModelFiles
 from synapseml_ext.engine.precision import ProbeVerdicts, min_cosine
+from synapseml_ext.engine.runtimes.base import RunsInTurn
 
 log = logging.getLogger("synapseml_ext.engine")
 
@@ -20,7 +21,7 @@ log = logging.getLogger("synapseml_ext.engine")
 CPU_MAX_TOKENS = 2048
 
 
-class TorchBackend:
+class TorchBackend(RunsInTurn):
     """A :class:`~synapseml_ext.engine.modules.SentenceModule` on one torch device."""
 
     def __init__(self, module, *, runtime: str, precision: str, device: str, num_threads: int,
