@@ -5,7 +5,6 @@ a ``Pipeline`` that fits, transforms, saves and loads with the stage in it."""
 
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 
@@ -13,12 +12,7 @@ import numpy as np
 import pytest
 from pyspark.ml import Pipeline, PipelineModel
 
-from synapseml_ext.contract.names import STAGES, BridgedStage
-
-
-def _class(bridged: BridgedStage) -> type:
-    module, _, name = bridged.python_class.rpartition(".")
-    return getattr(importlib.import_module(module), name)
+from synapseml_ext.contract.names import STAGES
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +34,7 @@ def case(request, vectors, texts, minilm_dir, cache_dir):
     value other than its default)."""
     name = request.param.python_class.rpartition(".")[2]
     if name == "HuggingFaceSentenceEmbedder":
-        stage = _class(request.param)(modelName=minilm_dir, inputCol="text", runtime="onnx",
+        stage = request.param.python_type()(modelName=minilm_dir, inputCol="text", runtime="onnx",
                                       cacheDir=cache_dir, batchSize=8)
         return stage, texts, ("batchSize", 8)
     from synapseml_ext.nn import ApproximateNearestNeighbors

@@ -9,12 +9,10 @@ call, so a restarted Python process serves the same model.
 
 from __future__ import annotations
 
-import importlib
 import json
 from typing import Any
 
 from pyspark.ml import Estimator, Model
-from pyspark.ml.util import DefaultParamsReader
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import StructType
 
@@ -60,9 +58,7 @@ def stage_from_spec(spec: dict[str, Any]) -> Any:
     bridged = by_any_name(spec["class"])
     if bridged is None:
         raise ValueError(f"no Python stage is bridged for class {spec['class']!r}")
-    module_name, _, class_name = bridged.python_class.rpartition(".")
-    cls = getattr(importlib.import_module(module_name), class_name)
-    return instance_from_metadata(cls, spec, "the Scala stage's metadata")
+    return instance_from_metadata(bridged.python_type(), spec, "the Scala stage's metadata")
 
 
 def _checked(stage: Any) -> Any:
@@ -118,8 +114,9 @@ def _load(path: str, sc: Any) -> tuple[str, list[DataFrame]]:
     from synapseml_ext.nn.model import ApproximateNearestNeighborsModel
 
     SparkSession(sc, jsparkSession=sc._jvm.org.apache.spark.sql.SparkSession.active())
-    metadata = DefaultParamsReader.loadMetadata(path, sc)
-    model = ApproximateNearestNeighborsModel.load(path)
+    reader = ApproximateNearestNeighborsModel.read()
+    model = reader.load(path)
+    metadata = reader.metadata  # read once, with the reader's one-line errors
     state = json.loads(_state(model))
     state["metadata"] = {key: metadata[key] for key in
                          ("class", "uid", "paramMap", "defaultParamMap", "sparkVersion")

@@ -1,9 +1,9 @@
 """Writes the Scala stubs of the bridged Python stages (the reverse of SynapseML's
 Scala -> Python codegen), and docs/reference.md (every Param and CLI flag).
 
-For each generated stage in :data:`synapseml_ext.contract.names.STAGES` it reads the Python class's Params
-(name, doc, typeConverter, default, whether unset is meaningful) and writes ``scala/src/main/scala/<package>/<Stage>.scala``. Generated files say so
-in their first line; ``python -m synapseml_ext.codegen --check`` fails on any difference
+For each stage in :data:`synapseml_ext.contract.names.STAGES` it reads the Python class's
+Params (name, doc, typeConverter, default, whether unset is meaningful) and writes
+``scala/src/main/scala/<package>/<Stage>.scala``. Generated files say so in their first line; ``python -m synapseml_ext.codegen --check`` fails on any difference
 (CI and the pytest suite run it).
 """
 

@@ -7,7 +7,6 @@ its summary and its Scala name (contract/names.py).
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import re
 from dataclasses import dataclass
@@ -86,8 +85,7 @@ class StageModel:
 
 
 def read_stage(bridged: BridgedStage) -> StageModel:
-    module_name, _, class_name = bridged.python_class.rpartition(".")
-    cls = getattr(importlib.import_module(module_name), class_name)
+    cls = bridged.python_type()
     stage = cls()
     params = tuple(_read_param(stage, p) for p in stage.params)
     summary = (inspect.getdoc(cls) or "").split("\n\n")[0].replace("\n", " ")

@@ -11,7 +11,6 @@ messages are PySpark's.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 
 from synapseml_ext.codegen.model import StageModel, read_stage, scala_string
@@ -77,7 +76,7 @@ def render_stage(stage: StageModel, bridged: BridgedStage) -> str:
               " * driver and the executors need the pip package `synapseml-ext`, see",
               " * docs/scala.md). Saved stages load on either side.", " */"]
     if is_model:
-        lines += _model_class(name, stage, shared or f"{name}Params")
+        lines += _model_class(name, stage, bridged, shared or f"{name}Params")
     else:
         lines += _unfitted_class(name, stage, bridged)
     return "\n".join(lines).replace("SparkLine.require()", "org.apache.spark.sql.synapsemlext."
@@ -149,9 +148,9 @@ def _estimator_params(model: StageModel, bridged: BridgedStage) -> str | None:
     return estimator.scala_class.rpartition(".")[2] + "Params"
 
 
-def _model_class(name: str, stage: StageModel, params_trait: str) -> list[str]:
-    module_name, _, class_name = stage.python_class.rpartition(".")
-    python_cls = getattr(importlib.import_module(module_name), class_name)
+def _model_class(name: str, stage: StageModel, bridged: BridgedStage,
+                 params_trait: str) -> list[str]:
+    python_cls = bridged.python_type()
     lines = [
         f"class {name} private[{stage.scala_package.rpartition('.')[2]}] "
         "(override val uid: String,",

@@ -8,6 +8,7 @@ codegen writes its Scala class, which runs the PySpark stage in the driver-side 
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 
 __all__ = ["STAGES", "BridgedStage", "by_any_name", "scala_name"]
@@ -22,6 +23,11 @@ class BridgedStage:
     @property
     def names(self) -> tuple[str, str]:
         return (self.python_class, self.scala_class)
+
+    def python_type(self) -> type:
+        """The Python stage class (imported on first use)."""
+        module_name, _, class_name = self.python_class.rpartition(".")
+        return getattr(importlib.import_module(module_name), class_name)
 
 
 STAGES: tuple[BridgedStage, ...] = (

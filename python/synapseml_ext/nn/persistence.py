@@ -54,11 +54,12 @@ class ModelReader(MLReader):
     def __init__(self, cls: type) -> None:
         super().__init__()
         self.cls = cls
+        self.metadata: dict[str, Any] = {}  # what the last load read (the Scala bridge's too)
 
     def load(self, path: str) -> Any:
         where = f"the saved model at {path}"
         with SavedDataErrors(where):
-            metadata = DefaultParamsReader.loadMetadata(path, self.sc)
+            metadata = self.metadata = DefaultParamsReader.loadMetadata(path, self.sc)
         model = instance_from_metadata(self.cls, metadata, path)
         spark = SparkSession.builder.getOrCreate()
         summary = metadata["summary"]
