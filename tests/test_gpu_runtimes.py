@@ -111,9 +111,9 @@ def test_auto_encoder_runs_on_cpu_here(tiny_model, tmp_path):
 @without_gpu
 def test_gpu_loaders_called_directly_name_the_missing_piece(tiny_model, tmp_path):
     from synapseml_ext.engine.model_files import cached_model_files
-    from synapseml_ext.engine.runtimes.cuda_backend import load_cuda
+    from synapseml_ext.engine.runtimes.cuda.backend import load_cuda
     from synapseml_ext.engine.runtimes.gpu_common import worker_device
-    from synapseml_ext.engine.runtimes.tensorrt_backend import import_tensorrt, load_tensorrt
+    from synapseml_ext.engine.runtimes.tensorrt.backend import import_tensorrt, load_tensorrt
 
     files = cached_model_files(tiny_model, 0)
     with pytest.raises(RuntimeUnavailableError, match=r"synapseml-ext\[gpu\]"):

@@ -120,17 +120,17 @@ def load_backend(
     probe: Sequence[TokenBatch],
 ) -> Backend:
     if choice.runtime == "onnx":
-        from synapseml_ext.engine.runtimes.onnx_backend import load_onnx
+        from synapseml_ext.engine.runtimes.onnx.backend import load_onnx
 
         return load_onnx(files, num_threads=num_threads, cache_dir=cache_dir,
                          prompt_length=prompt_length, probe=probe)
     if choice.runtime == "cuda":
-        from synapseml_ext.engine.runtimes.cuda_backend import load_cuda
+        from synapseml_ext.engine.runtimes.cuda.backend import load_cuda
 
         return load_cuda(files, precision=choice.precision, cache_dir=cache_dir,
                          prompt_length=prompt_length, min_cosine=min_cosine, probe=probe)
     if choice.runtime == "tensorrt":
-        from synapseml_ext.engine.runtimes.tensorrt_backend import load_tensorrt
+        from synapseml_ext.engine.runtimes.tensorrt.backend import load_tensorrt
 
         try:
             return load_tensorrt(files, precision=choice.precision, cache_dir=cache_dir,
@@ -141,12 +141,12 @@ def load_backend(
             # auto picked TensorRT; a model it cannot build still runs on the same GPU.
             log.warning("runtime='auto': TensorRT could not load %s (%s); using runtime='cuda'",
                         files.root.name, e)
-            from synapseml_ext.engine.runtimes.cuda_backend import load_cuda
+            from synapseml_ext.engine.runtimes.cuda.backend import load_cuda
 
             return load_cuda(files, precision=choice.precision, cache_dir=cache_dir,
                              prompt_length=prompt_length, min_cosine=min_cosine, probe=probe)
     if choice.runtime == "cpu":
-        from synapseml_ext.engine.runtimes.torch_backend import load_cpu
+        from synapseml_ext.engine.runtimes.cpu.backend import load_cpu
 
         verdicts = ProbeVerdicts(cache_root(cache_dir), files.fingerprint(), threshold=min_cosine)
         backend = load_cpu(files, precision=choice.precision, num_threads=num_threads,
@@ -154,7 +154,7 @@ def load_backend(
         if choice.precision == "bf16" and backend.precision != "bf16" and \
                 choice.reason.startswith("auto"):
             # auto chose PyTorch for bf16; with bf16 rejected, ONNX Runtime fp32 is faster.
-            from synapseml_ext.engine.runtimes.onnx_backend import load_onnx
+            from synapseml_ext.engine.runtimes.onnx.backend import load_onnx
 
             return load_onnx(files, num_threads=num_threads, cache_dir=cache_dir,
                              prompt_length=prompt_length, probe=probe)
