@@ -22,9 +22,13 @@ import pytest
 from synapseml_ext.engine import EncoderSpec, EngineError, SentenceEncoder, cache_roots, cache_trust
 from synapseml_ext.engine.cache_roots import open_cache_root, private_root
 from synapseml_ext.engine.cache_trust import SECRET_ENV
-from synapseml_ext.engine.engine_cache import EngineCache, engine_key, local_lock_dir
-from synapseml_ext.engine.onnx_export import OUTPUT_NAME, load_artifacts
 from synapseml_ext.engine.precision import ProbeVerdicts
+from synapseml_ext.engine.runtimes.onnx_export import OUTPUT_NAME, load_artifacts
+from synapseml_ext.engine.runtimes.tensorrt.engine_cache import (
+    EngineCache,
+    engine_key,
+    local_lock_dir,
+)
 
 from helpers import cosines
 from tiny_models import build_tiny_model
@@ -412,7 +416,7 @@ def test_unwritable_cache_dir_is_one_line(tmp_path, model, monkeypatch):
 _READONLY_CHILD = textwrap.dedent("""
     import sys
     from synapseml_ext.engine import EngineError
-    from synapseml_ext.engine.engine_cache import EngineCache
+    from synapseml_ext.engine.runtimes.tensorrt.engine_cache import EngineCache
     from synapseml_ext.engine.paths import cache_root
     try:
         EngineCache(cache_root(sys.argv[1]) / "tensorrt").get_or_build(

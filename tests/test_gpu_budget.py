@@ -13,7 +13,7 @@ import torch
 
 from synapseml_ext.engine.batching import iter_batches, plan_batches
 from synapseml_ext.engine.errors import EngineError
-from synapseml_ext.engine.gpu_budget import (
+from synapseml_ext.engine.runtimes.cuda.budget import (
     STEP,
     TokenBudget,
     budget_for,

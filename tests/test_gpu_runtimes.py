@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import logging
 import uuid
+from types import SimpleNamespace
 
 import pytest
 
-from synapseml_ext.engine import EncoderSpec, RuntimeUnavailableError, SentenceEncoder
+from synapseml_ext.engine import EncoderSpec, EngineError, RuntimeUnavailableError, SentenceEncoder
 from synapseml_ext.engine.device import choose_gpu
 from synapseml_ext.engine.hardware import cuda_device_count, tensorrt_import_error
-from synapseml_ext.engine.runtimes import choose_runtime
+from synapseml_ext.engine.runtimes import choose_runtime, load_backend
 from synapseml_ext.engine.spec import check_runtime_precision
 
 from tiny_models import build_tiny_model
@@ -59,6 +60,106 @@ def test_auto_logs_its_choice_once_per_worker(caplog):
     lines = [r.getMessage() for r in caplog.records if "runtime='auto' chose" in r.getMessage()]
     assert lines == [f"runtime='auto' chose runtime=cuda precision=fp16 on this worker: "
                      f"auto: 2 GPU(s), no TensorRT ({why})"]
+
+
+# -- the candidates a choice tries, in order, and how loading walks them -------------------
+
+def _pairs(choice) -> list[tuple[str, str]]:
+    return [(c.runtime, c.precision) for c in choice.candidates]
+
+
+def test_auto_candidates_fall_back_only_where_documented():
+    # TensorRT first; a model it cannot build still runs on the same GPU with PyTorch.
+    assert _pairs(choose_runtime("auto", "auto", gpus=1, tensorrt_error="")) == [
+        ("tensorrt", "fp16"), ("cuda", "fp16")]
+    assert _pairs(choose_runtime("auto", "auto", gpus=1, tensorrt_error="no tensorrt")) == [
+        ("cuda", "fp16")]
+    # bf16 on CPU: PyTorch first; ONNX Runtime fp32 when the probe rejects bf16.
+    assert _pairs(choose_runtime("auto", "auto", gpus=0, flags=SAPPHIRE_RAPIDS)) == [
+        ("cpu", "bf16"), ("onnx", "fp32")]
+    assert _pairs(choose_runtime("auto", "auto", gpus=0, flags=SKYLAKE)) == [("onnx", "fp32")]
+
+
+@pytest.mark.parametrize("runtime, precision, gpus, expected", [
+    ("tensorrt", "auto", 1, ("tensorrt", "fp16")),
+    ("cuda", "fp32", 1, ("cuda", "fp32")),
+    ("cpu", "bf16", 0, ("cpu", "bf16")),
+    ("onnx", "auto", 0, ("onnx", "fp32")),
+])
+def test_an_explicit_runtime_has_exactly_one_candidate(runtime, precision, gpus, expected):
+    choice = choose_runtime(runtime, precision, gpus=gpus, tensorrt_error="",
+                            flags=SAPPHIRE_RAPIDS)
+    assert _pairs(choice) == [expected]
+    assert (choice.runtime, choice.precision, choice.reason[:9]) == (*expected, "requested")
+
+
+@pytest.fixture
+def fake_loaders(monkeypatch):
+    """Every runtime's loader replaced (at the path load_backend imports it from): each call is
+    recorded; ``fail`` names the runtimes that raise, ``cpu_gives`` the CPU backend's precision."""
+    from synapseml_ext.engine.runtimes.cpu import backend as cpu
+    from synapseml_ext.engine.runtimes.cuda import backend as cuda
+    from synapseml_ext.engine.runtimes.onnx import backend as onnx
+    from synapseml_ext.engine.runtimes.tensorrt import backend as tensorrt
+
+    state = SimpleNamespace(calls=[], fail=set(), cpu_gives="bf16")
+
+    def fake(runtime):
+        def load(files, *, precision="fp32", **_):
+            state.calls.append((runtime, precision))
+            if runtime in state.fail:
+                raise EngineError(f"{runtime} cannot build this model")
+            given = state.cpu_gives if runtime == "cpu" else precision
+            return SimpleNamespace(runtime=runtime, precision=given)
+        return load
+
+    monkeypatch.setattr(cpu, "load_cpu", fake("cpu"))
+    monkeypatch.setattr(cuda, "load_cuda", fake("cuda"))
+    monkeypatch.setattr(onnx, "load_onnx", fake("onnx"))
+    monkeypatch.setattr(tensorrt, "load_tensorrt", fake("tensorrt"))
+    return state
+
+
+def _load(choice, tmp_path):
+    files = SimpleNamespace(root=tmp_path / "m", fingerprint=lambda: "fake-model")
+    return load_backend(files, choice, num_threads=1, cache_dir=str(tmp_path), prompt_length=0,
+                        min_cosine=0.999, probe=[])
+
+
+def test_load_backend_moves_to_the_next_candidate_on_a_documented_failure(
+        fake_loaders, tmp_path, caplog):
+    auto_gpu = choose_runtime("auto", "auto", gpus=1, tensorrt_error="")
+    assert (_load(auto_gpu, tmp_path).runtime, fake_loaders.calls) == (
+        "tensorrt", [("tensorrt", "fp16")])
+    fake_loaders.calls.clear()
+    fake_loaders.fail = {"tensorrt"}
+    with caplog.at_level(logging.WARNING, logger="synapseml_ext"):
+        backend = _load(auto_gpu, tmp_path)
+    assert (backend.runtime, backend.precision) == ("cuda", "fp16")
+    assert fake_loaders.calls == [("tensorrt", "fp16"), ("cuda", "fp16")]
+    assert "runtime='auto': TensorRT could not load m (" in caplog.text
+    assert "tensorrt cannot build this model); using runtime='cuda'" in caplog.text
+
+    auto_cpu = choose_runtime("auto", "auto", gpus=0, flags=SAPPHIRE_RAPIDS)
+    fake_loaders.calls.clear()
+    assert _load(auto_cpu, tmp_path).runtime == "cpu"  # bf16 accepted: no second load
+    fake_loaders.calls.clear()
+    fake_loaders.cpu_gives = "fp32"  # the probe rejected bf16
+    backend = _load(auto_cpu, tmp_path)
+    assert (backend.runtime, backend.precision) == ("onnx", "fp32")
+    assert fake_loaders.calls == [("cpu", "bf16"), ("onnx", "fp32")]
+
+
+def test_load_backend_never_falls_back_from_an_explicit_runtime(fake_loaders, tmp_path):
+    fake_loaders.fail = {"tensorrt"}
+    with pytest.raises(EngineError, match="tensorrt cannot build"):
+        _load(choose_runtime("tensorrt", "auto", gpus=1, tensorrt_error=""), tmp_path)
+    assert fake_loaders.calls == [("tensorrt", "fp16")]
+    fake_loaders.calls.clear()
+    fake_loaders.cpu_gives = "fp32"  # runtime='cpu' keeps PyTorch in fp32 when bf16 is rejected
+    backend = _load(choose_runtime("cpu", "bf16", gpus=0), tmp_path)
+    assert (backend.runtime, backend.precision) == ("cpu", "fp32")
+    assert fake_loaders.calls == [("cpu", "bf16")]
 
 
 # -- impossible requests fail clearly ---------------------------------------------------------
@@ -111,9 +212,9 @@ def test_auto_encoder_runs_on_cpu_here(tiny_model, tmp_path):
 @without_gpu
 def test_gpu_loaders_called_directly_name_the_missing_piece(tiny_model, tmp_path):
     from synapseml_ext.engine.model_files import cached_model_files
-    from synapseml_ext.engine.runtimes.cuda_backend import load_cuda
+    from synapseml_ext.engine.runtimes.cuda.backend import load_cuda
     from synapseml_ext.engine.runtimes.gpu_common import worker_device
-    from synapseml_ext.engine.runtimes.tensorrt_backend import import_tensorrt, load_tensorrt
+    from synapseml_ext.engine.runtimes.tensorrt.backend import import_tensorrt, load_tensorrt
 
     files = cached_model_files(tiny_model, 0)
     with pytest.raises(RuntimeUnavailableError, match=r"synapseml-ext\[gpu\]"):

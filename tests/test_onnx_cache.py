@@ -11,7 +11,7 @@ import numpy as np
 
 from synapseml_ext.engine import EncoderSpec, SentenceEncoder
 from synapseml_ext.engine.model_files import read_model_files
-from synapseml_ext.engine.onnx_export import export_key, load_artifacts
+from synapseml_ext.engine.runtimes.onnx_export import export_key, load_artifacts
 
 from helpers import cosines
 from tiny_models import build_tiny_model

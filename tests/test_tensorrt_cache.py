@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 
 from synapseml_ext.engine.batching import pad_batches, plan_batches
-from synapseml_ext.engine.engine_cache import MAGIC, EngineCache, engine_key
-from synapseml_ext.engine.trt_profiles import (
+from synapseml_ext.engine.runtimes.tensorrt.engine_cache import MAGIC, EngineCache, engine_key
+from synapseml_ext.engine.runtimes.tensorrt.profiles import (
     TRT_MAX_TOKENS,
     bucket_limits,
     plan_profiles,
@@ -148,7 +148,7 @@ def test_lock_is_local_while_the_cache_may_be_shared(cache, tmp_path):
 _WORKER = textwrap.dedent("""
     import json, os, sys, time
     from pathlib import Path
-    from synapseml_ext.engine.engine_cache import EngineCache
+    from synapseml_ext.engine.runtimes.tensorrt.engine_cache import EngineCache
     root, locks, go, builds, parts = sys.argv[1:6]
     parts = json.loads(parts)
     while not os.path.exists(go):
@@ -252,8 +252,8 @@ def test_fp16_graph_matches_sentence_transformers(minilm_dir, review_texts, st_r
 
     from synapseml_ext.engine import EncoderSpec, SentenceEncoder
     from synapseml_ext.engine.encoder import _probe_batches
-    from synapseml_ext.engine.onnx_export import ensure_onnx
-    from synapseml_ext.engine.runtimes.tensorrt_backend import fp16_graph
+    from synapseml_ext.engine.runtimes.onnx_export import ensure_onnx
+    from synapseml_ext.engine.runtimes.tensorrt.backend import fp16_graph
 
     from helpers import cosines
 

@@ -33,8 +33,8 @@ def main() -> None:
 
     from synapseml_ext._spark import bundled_model_dir
     from synapseml_ext.engine import EncoderSpec, SentenceEncoder
-    from synapseml_ext.engine.onnx_export import export_key, load_artifacts
     from synapseml_ext.engine.paths import cache_root
+    from synapseml_ext.engine.runtimes.onnx_export import export_key, load_artifacts
 
     facts = cpu_facts()
     print(f"CPU: {facts['cpu']}\nflags: {facts['flags']}")

@@ -14,11 +14,11 @@ import numpy as np
 
 from synapseml_ext.engine.batching import TokenBatch
 from synapseml_ext.engine.errors import RuntimeUnavailableError
-from synapseml_ext.engine.gpu_budget import TokenBudget, budget_for, run_halving_on_oom
 from synapseml_ext.engine.model_files import ModelFiles
 from synapseml_ext.engine.paths import cache_root
 from synapseml_ext.engine.precision import ProbeVerdicts
 from synapseml_ext.engine.precision import min_cosine as lowest_cosine
+from synapseml_ext.engine.runtimes.cuda.budget import TokenBudget, budget_for, run_halving_on_oom
 from synapseml_ext.engine.runtimes.gpu_common import (
     PendingCopy,
     PinnedIO,

@@ -1,11 +1,11 @@
 """TensorRT (``tensorrt``): engines built from the onnx runtime's export, cached on disk.
 
-Build: the raw ``model.onnx`` of :mod:`synapseml_ext.engine.onnx_export` (one export path for
+Build: the raw ``model.onnx`` of :mod:`synapseml_ext.engine.runtimes.onnx_export` (one export path for
 both graph runtimes), in fp16 turned into an fp16 graph first (TensorRT 10.12+ deprecates and
 11 removes the FP16 builder flag: networks are "strongly typed", the graph carries the
 types), parsed with ``OnnxParser`` and built with one optimization profile per length bucket
-(:mod:`synapseml_ext.engine.trt_profiles`). Engines are cached by
-:class:`~synapseml_ext.engine.engine_cache.EngineCache` under a key of the model, graph,
+(:mod:`synapseml_ext.engine.runtimes.tensorrt.profiles`). Engines are cached by
+:class:`~synapseml_ext.engine.runtimes.tensorrt.engine_cache.EngineCache` under a key of the model, graph,
 precision, profiles, GPU compute capability and TensorRT version.
 
 Run: torch CUDA tensors hold inputs and outputs; their addresses go to
@@ -26,15 +26,20 @@ from pathlib import Path
 import numpy as np
 
 from synapseml_ext.engine.batching import TokenBatch
-from synapseml_ext.engine.engine_cache import EngineCache
 from synapseml_ext.engine.errors import EngineError, missing_package
 from synapseml_ext.engine.model_files import ModelFiles
-from synapseml_ext.engine.onnx_export import INPUT_NAMES, OUTPUT_NAME, ensure_onnx, export_key
 from synapseml_ext.engine.paths import cache_root
 from synapseml_ext.engine.precision import ProbeVerdicts
 from synapseml_ext.engine.precision import min_cosine as lowest_cosine
 from synapseml_ext.engine.runtimes.base import RunsInTurn
-from synapseml_ext.engine.trt_profiles import (
+from synapseml_ext.engine.runtimes.onnx_export import (
+    INPUT_NAMES,
+    OUTPUT_NAME,
+    ensure_onnx,
+    export_key,
+)
+from synapseml_ext.engine.runtimes.tensorrt.engine_cache import EngineCache
+from synapseml_ext.engine.runtimes.tensorrt.profiles import (
     PAD_MULTIPLE,
     TRT_MAX_TOKENS,
     Profile,

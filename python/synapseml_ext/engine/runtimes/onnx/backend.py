@@ -99,7 +99,7 @@ def load_onnx(
                  "compared with PyTorch here)", files.root.name)
         return ModelGraphBackend(session, SentenceHead(files, prompt_length),
                                  num_threads=num_threads, device=device)
-    from synapseml_ext.engine.onnx_export import ensure_onnx
+    from synapseml_ext.engine.runtimes.onnx_export import ensure_onnx
 
     artifacts = ensure_onnx(files, probe, cache_dir=cache_dir, prompt_length=prompt_length)
     try:

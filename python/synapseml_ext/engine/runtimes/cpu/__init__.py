@@ -1,0 +1,1 @@
+"""runtime='cpu': PyTorch on the CPU, fp32 or bf16 (:mod:`.backend`)."""
