@@ -16,6 +16,7 @@ from synapseml_ext.contract.persistence import instance_from_metadata
 from synapseml_ext.nn import integrity, local_store, saved_tasks, tables
 from synapseml_ext.nn.placement import by_part, placement_key
 from synapseml_ext.nn.plan import store_limit
+from synapseml_ext.nn.task_config import JoinChunksTask, LocalStore
 from synapseml_ext.nn.vectors import ERROR_PREFIX, DataErrors
 
 
@@ -137,7 +138,7 @@ def _save_chunks(index_df: DataFrame, id_kind: str, label_kind: str | None) -> D
     so that no parquet value is larger than saved_tasks.SAVE_CHUNK_BYTES."""
     columns = [tables.PART, tables.IDS, tables.INDEX, tables.INFO]
     return index_df.select(*columns, *([tables.LABELS] if label_kind else [])).mapInArrow(
-        saved_tasks.make_save_chunks_fn({"chunk_bytes": saved_tasks.SAVE_CHUNK_BYTES}),
+        saved_tasks.make_save_chunks_fn(saved_tasks.SAVE_CHUNK_BYTES),
         saved_tasks.saved_index_schema(id_kind, label_kind))
 
 
@@ -151,7 +152,6 @@ def _joined_chunks(pieces: DataFrame, summary: dict[str, Any], limit: int, path:
               .sortWithinPartitions(tables.PART, saved_tasks.CHUNK)
               .select(tables.PART, saved_tasks.CHUNK, tables.IDS, tables.INDEX, tables.INFO,
                       *([tables.LABELS] if label_kind else [])))
-    cfg = {"token": summary["token"], "store_limit": limit,
-           "digests": summary.get("digests"), "path": path}
+    cfg = JoinChunksTask(path, summary.get("digests"), LocalStore(summary["token"], limit))
     return placed.mapInArrow(saved_tasks.make_join_chunks_fn(cfg),
                              tables.index_schema(summary["id_kind"], label_kind))
