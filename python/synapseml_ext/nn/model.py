@@ -34,7 +34,7 @@ from synapseml_ext.contract.persistence import BridgedParamsReadable  # loads Sc
 from synapseml_ext.nn import build_task, dropin, gpu, integrity, local_store, plan, tables
 from synapseml_ext.nn.engine import breadth_knob
 from synapseml_ext.nn.persistence import EstimatorWriter, ModelReader, ModelWriter
-from synapseml_ext.nn.placement import by_part
+from synapseml_ext.nn.placement import kept_in_place
 from synapseml_ext.nn.schema import _SchemaMixin, materialized
 from synapseml_ext.nn.task_config import BuildTask, LocalStore
 from synapseml_ext.nn.transform import add_neighbors
@@ -185,8 +185,9 @@ class ApproximateNearestNeighbors(Estimator, _SchemaMixin, BridgedParamsReadable
                         self._cpu_algo_params(), self.getK(), partitions,
                         LocalStore(token, plan.store_limit(items.sparkSession)),
                         label_kind, self.getLabelCol())
-        indexes = by_part(prepared.mapInArrow(build_task.make_build_fn(cfg),
-                                              tables.index_schema(id_kind, label_kind)), partitions)
+        # Kept where each task built its partition: the index bytes are never shuffled.
+        indexes = kept_in_place(prepared.mapInArrow(build_task.make_build_fn(cfg),
+                                                    tables.index_schema(id_kind, label_kind)))
         with DataErrors():
             rows = indexes.select(tables.PART, tables.INFO).collect()
         if not rows:

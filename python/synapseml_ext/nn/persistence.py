@@ -14,7 +14,7 @@ from pyspark.sql import functions as F
 
 from synapseml_ext.contract.persistence import instance_from_metadata
 from synapseml_ext.nn import integrity, local_store, saved_tasks, tables
-from synapseml_ext.nn.placement import by_part, placement_key
+from synapseml_ext.nn.placement import by_part, kept_in_place, placement_key
 from synapseml_ext.nn.plan import store_limit
 from synapseml_ext.nn.task_config import JoinChunksTask, LocalStore
 from synapseml_ext.nn.vectors import ERROR_PREFIX, DataErrors
@@ -73,9 +73,10 @@ class ModelReader(MLReader):
         # same token (the model saved earlier in this application, then altered) is not used.
         summary["token"] = local_store.new_token()
         partitions = summary.setdefault("index_partitions", max(summary["parts"]) + 1)
-        if saved_tasks.CHUNK in indexes.columns:
-            indexes = _joined_chunks(indexes, summary, store_limit(spark), path)
-        indexes = by_part(indexes, partitions)
+        if saved_tasks.CHUNK in indexes.columns:  # pieces placed by partition, joined in place
+            indexes = kept_in_place(_joined_chunks(indexes, summary, store_limit(spark), path))
+        else:
+            indexes = by_part(indexes, partitions)
         with DataErrors(), SavedDataErrors(where):
             # Read now, as fit builds now (the first search finds local copies); the join
             # checked each partition's digest, the driver checks that none is missing.

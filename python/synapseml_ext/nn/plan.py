@@ -135,16 +135,17 @@ def _search_local_first(spark: SparkSession, index_df: DataFrame, blocks: DataFr
         return found, True
     log.info("kneighbors: no local copy of index partition(s) %s on some executors; "
              "sending their bytes", sorted(missed_parts))
-    # The index table is partitioned by placement key: joined on that key (one per partition
-    # number), only the misses are shuffled. They are the hash side, so each index row comes
-    # out followed by all its misses.
+    # Only the missed partitions' index rows move, one per task (by placement key), with
+    # their misses as the hash side, so each index row comes out followed by all its misses.
     partitions = summary["index_partitions"]
     query_columns = _query_columns(cfg.label_kind)
     missed = searched.where(missing).select(tables.MISS_PART, *query_columns)
-    with_bytes = index_df.where(F.col(tables.PART).isin(missed_parts)).join(
-        missed.hint("shuffle_hash"),
-        placement_key(F.col(tables.PART), partitions)
-        == placement_key(F.col(tables.MISS_PART), partitions))
+    index_key = placement_key(F.col(tables.PART), partitions)
+    miss_key = placement_key(F.col(tables.MISS_PART), partitions)
+    with_bytes = (index_df.where(F.col(tables.PART).isin(missed_parts))
+                  .repartition(partitions, index_key)
+                  .join(missed.repartition(partitions, miss_key).hint("shuffle_hash"),
+                        index_key == miss_key))
     second = with_bytes.select(*_index_columns(summary), *query_columns
                                ).mapInArrow(search_tasks.make_search_fn(cfg),
                                             tables.found_schema(query_kind, item_kind))
