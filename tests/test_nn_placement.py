@@ -58,6 +58,23 @@ def test_fitted_and_loaded_index_tables_hold_one_partition_per_task(spark, tmp_p
     assert _placed(loaded._index_df) == {p: p for p in range(8)}
 
 
+def test_the_fit_never_shuffles_index_bytes(spark):
+    """The items are shuffled to their partitions once; each build task's index row stays
+    where it was built (a second shuffle, of the index table, added the vectors' size again
+    to the fit's local disk)."""
+    import re
+
+    items = np.random.default_rng(3).standard_normal((300, 8)).astype(np.float32)
+    model = ApproximateNearestNeighbors(k=3, algorithm="exact", inputCol="v", idCol="id",
+                                        backend="cpu", numPartitions=4).fit(
+        vector_df(spark, items))
+    plan = model._index_df._jdf.queryExecution().executedPlan().toString()
+    final = plan.split("== Initial Plan ==")[0]
+    above_build, below_build = final.split("MapInArrow build")
+    assert "Exchange" not in above_build
+    assert re.search(r"Exchange hashpartitioning\(__id", below_build)
+
+
 def _search(model, queries) -> list:
     return [tuple(row) for row in model.kneighbors(queries)[2].collect()]
 

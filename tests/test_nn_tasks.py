@@ -11,6 +11,7 @@ import pyarrow as pa
 import pytest
 
 from synapseml_ext.nn import engine, index_build, search_tasks, tables
+from synapseml_ext.nn.task_config import BlockTask, SearchTask
 
 from nn_data import brute_force, clustered_latent
 
@@ -23,8 +24,8 @@ def query_batch(ids: list[int], vectors: np.ndarray) -> pa.RecordBatch:
 
 def test_blocks_are_cut_to_block_bytes_and_keep_every_query_in_order():
     vectors = np.random.default_rng(0).standard_normal((10, 4)).astype(np.float32)
-    block = search_tasks.make_block_fn({"id_kind": "long", "column": "v", "dim": 4,
-                                 "block_bytes": 3 * 4 * 4})  # 3 queries a block
+    block = search_tasks.make_block_fn(BlockTask("long", "v", 4,
+                                                 block_bytes=3 * 4 * 4))  # 3 queries a block
     rows = list(block(iter([query_batch(list(range(100, 110)), vectors)])))
     assert [len(r.column(tables.QIDS)[0].values) for r in rows] == [3, 3, 3, 1]
     ids = [i for r in rows for i in r.column(tables.QIDS)[0].values.to_pylist()]
@@ -63,9 +64,8 @@ def test_search_task_uses_the_first_rows_index_for_every_block(search_bytes):
     built = index_build.build_index(items, "exact", "euclidean", {}, k=5)
     item_ids = np.arange(1000, 1000 + len(items), dtype=np.int64)
     blocks = [queries[:200], queries[200:201], queries[201:]]
-    search = search_tasks.make_search_fn({"item_kind": "long", "query_kind": "long",
-                                   "metric": "euclidean", "k": 5, "dim": 16, "search": {},
-                                   "search_bytes": search_bytes})
+    search = search_tasks.make_search_fn(SearchTask("long", "long", "euclidean", k=5, dim=16,
+                                                    search_bytes=search_bytes))
     out = pa.Table.from_batches(list(search(iter([pair_rows(built, item_ids, blocks, 0)]))))
     assert out.column(tables.FOUND_QID).to_pylist() == list(range(len(queries)))
     truth, truth_d = brute_force(items, queries, 5, "euclidean")
@@ -80,7 +80,20 @@ def test_search_task_refuses_a_partition_whose_bytes_never_came():
     built = index_build.build_index(x, "exact", "euclidean", {}, k=2)
     batch = pair_rows(built, np.arange(300, dtype=np.int64), [x[:2]], 0)
     no_bytes = batch.set_column(2, tables.INDEX, pa.array([None], pa.binary()))
-    search = search_tasks.make_search_fn({"item_kind": "long", "query_kind": "long",
-                                   "metric": "euclidean", "k": 2, "dim": 8, "search": {}})
+    search = search_tasks.make_search_fn(SearchTask("long", "long", "euclidean", k=2, dim=8))
     with pytest.raises(RuntimeError, match="index partition 3 reached its search task without"):
         list(search(iter([no_bytes])))
+
+
+def test_task_configs_are_frozen_and_reach_an_executor_intact():
+    import dataclasses
+
+    from pyspark import cloudpickle
+
+    from synapseml_ext.nn.task_config import BuildTask, LocalStore
+
+    cfg = BuildTask("long", "v", "ivfflat", "cosine", {"nlist": 4}, k=5, partitions=2,
+                    store=LocalStore("t0", 1 << 20), label_kind="string", label_col="lab")
+    assert cloudpickle.loads(cloudpickle.dumps(cfg)) == cfg
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.k = 6  # type: ignore[misc]

@@ -1,7 +1,7 @@
 """The contract every stage keeps, run for each stage that ``synapseml_ext.contract.names``
 lists (as spark-rapids-ml runs its common estimator tests over every estimator): Params with
-docs in ``explainParams``, ``copy``, save/load under the Python and the Scala class name, and
-a ``Pipeline`` that fits, transforms, saves and loads with the stage in it."""
+docs in ``explainParams``, ``copy``, save/load under the Python and the Scala class name, a
+damaged saved value refused at load with the setter's message, and a ``Pipeline`` that fits, transforms, saves and loads with the stage in it."""
 
 from __future__ import annotations
 
@@ -80,6 +80,21 @@ def test_save_and_load_under_either_class_name(case, tmp_path):
 
 
 @every_stage
+def test_a_damaged_saved_value_fails_at_load_with_the_setters_message(case, tmp_path):
+    stage, _, (name, value) = case
+    path = str(tmp_path / "stage")
+    stage.write().save(path)
+    _edit_metadata(Path(path), lambda metadata: metadata["paramMap"].update({name: -value}))
+    with pytest.raises(ValueError) as loaded:
+        type(stage).load(path)
+    damaged = stage.copy()
+    damaged.set(damaged.getParam(name), -value)  # as a raw load writes it, unchecked
+    with pytest.raises(ValueError) as set_directly:
+        damaged.checkParams()
+    assert str(loaded.value) == str(set_directly.value) and name in str(loaded.value)
+
+
+@every_stage
 def test_a_pipeline_fits_transforms_saves_and_loads_with_the_stage(case, tmp_path):
     stage, frame, _ = case
     fitted = Pipeline(stages=[stage]).fit(frame)
@@ -92,10 +107,14 @@ def test_a_pipeline_fits_transforms_saves_and_loads_with_the_stage(case, tmp_pat
 
 
 def _rewrite_class(path: Path, class_name: str) -> None:
+    _edit_metadata(path, lambda metadata: metadata.update({"class": class_name}))
+
+
+def _edit_metadata(path: Path, edit) -> None:
     part = next(p for p in (path / "metadata").iterdir()
                 if p.name.startswith("part-") and p.stat().st_size)
     metadata = json.loads(part.read_text())
-    metadata["class"] = class_name
+    edit(metadata)
     part.write_text(json.dumps(metadata) + "\n")
     part.with_name(f".{part.name}.crc").unlink(missing_ok=True)  # Hadoop's checksum of the old
 

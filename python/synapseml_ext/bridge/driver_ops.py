@@ -18,8 +18,8 @@ from pyspark.sql.types import StructType
 
 from synapseml_ext.contract.names import by_any_name
 from synapseml_ext.contract.persistence import instance_from_metadata
+from synapseml_ext.nn import handover
 from synapseml_ext.nn.persistence import ModelWriter
-from synapseml_ext.nn.transform import output_schema
 
 __all__ = ["OPS", "run", "stage_from_spec"]
 
@@ -37,7 +37,7 @@ def run(op: str, spec: dict[str, Any], frames: list[Any], args: dict[str, Any],
         raise ValueError(f"unknown driver op {op!r}; expected one of: {', '.join(OPS)}")
     if op == "load":
         return _load(args["path"], sc)
-    stage = _checked(stage_from_spec(spec))
+    stage = _refuse_gpu(stage_from_spec(spec))
     if op == "check":  # before the JVM saves the Params: nothing invalid is written
         return "{}", []
     session = SparkSession(sc, jsparkSession=frames[0].sparkSession()) if frames else None
@@ -54,19 +54,15 @@ def run(op: str, spec: dict[str, Any], frames: list[Any], args: dict[str, Any],
 
 
 def stage_from_spec(spec: dict[str, Any]) -> Any:
-    """The Python stage the spec's metadata describes (Scala or Python class name)."""
+    """The Python stage the spec's metadata describes (Scala or Python class name), each
+    Param checked by its Python setter, so a Scala caller gets the PySpark messages."""
     bridged = by_any_name(spec["class"])
     if bridged is None:
         raise ValueError(f"no Python stage is bridged for class {spec['class']!r}")
     return instance_from_metadata(bridged.python_type(), spec, "the Scala stage's metadata")
 
 
-def _checked(stage: Any) -> Any:
-    """The stage with each explicitly set Param passed through its Python setter's checks,
-    so a Scala caller gets the PySpark messages (e.g. an unknown algorithm)."""
-    values = {param.name: value for param, value in stage._paramMap.items()}
-    if values and hasattr(stage, "_set_checked"):
-        stage._set_checked(**values)
+def _refuse_gpu(stage: Any) -> Any:
     if stage.hasParam("backend") and stage.getOrDefault("backend") == "gpu":
         raise ValueError(GPU_FROM_SCALA)
     return stage
@@ -74,14 +70,13 @@ def _checked(stage: Any) -> Any:
 
 def _schema_of(stage: Any, schema: StructType) -> StructType:
     if isinstance(stage, Estimator):  # the schema the fitted model's transform gives
-        id_kind = stage._id_kind(schema, "item") if stage.getIdCol() is not None else "long"
-        return output_schema(stage, schema, id_kind)
+        return handover.output_schema_of(stage, schema)
     return stage.transformSchema(schema)
 
 
 def _model_op(op: str, model: Any, dfs: list[DataFrame],
               args: dict[str, Any]) -> tuple[str, list[DataFrame]]:
-    model._set_state(dfs[0], dfs[1], args["state"]["summary"], args["state"].get("reason", ""))
+    handover.restore(model, handover.FittedState.from_json(args["state"], dfs[0], dfs[1]))
     if op == "kneighbors":
         return "{}", list(model.kneighbors(dfs[2], bool(args.get("sort", True))))
     if op == "approxSimilarityJoin":
@@ -90,8 +85,7 @@ def _model_op(op: str, model: Any, dfs: list[DataFrame],
         return "{}", [model.transform(dfs[2])]
     if op == "transformSchema":
         schema = StructType.fromJson(args["schema"])
-        return json.dumps(output_schema(model, schema, model._summary.get("id_kind", "long"))
-                          .jsonValue()), []
+        return json.dumps(handover.output_schema_of(model, schema).jsonValue()), []
     if op == "save":  # MLWriter.save on the JVM has checked and cleared the path
         ModelWriter(model, args.get("className")).save(args["path"])
         return "{}", []
@@ -101,13 +95,8 @@ def _model_op(op: str, model: Any, dfs: list[DataFrame],
 def _fit(estimator: Any, items: DataFrame) -> tuple[str, list[DataFrame]]:
     # "auto" runs the CPU engine from Scala: a GPU model is a spark-rapids-ml object that
     # only this process could hold, and the JVM model must survive a restart of it.
-    estimator._choose_backend = lambda spark, id_kind: ("cpu", "called from Scala")
-    model = estimator.fit(items)
-    return _state(model), [model._item_df, model._index_df]
-
-
-def _state(model: Any) -> str:
-    return json.dumps({"summary": model._summary, "reason": model._backend_reason})
+    state = handover.fit_on_cpu(estimator, items, "called from Scala")
+    return state.to_json(), [state.items, state.indexes]
 
 
 def _load(path: str, sc: Any) -> tuple[str, list[DataFrame]]:
@@ -117,9 +106,10 @@ def _load(path: str, sc: Any) -> tuple[str, list[DataFrame]]:
     reader = ApproximateNearestNeighborsModel.read()
     model = reader.load(path)
     metadata = reader.metadata  # read once, with the reader's one-line errors
-    state = json.loads(_state(model))
+    fitted = handover.state_of(model)
+    state: dict[str, Any] = json.loads(fitted.to_json())
     state["metadata"] = {key: metadata[key] for key in
                          ("class", "uid", "paramMap", "defaultParamMap", "sparkVersion")
                          if key in metadata}
     state["metadata"]["timestamp"] = metadata.get("timestamp", 0)
-    return json.dumps(state), [model._item_df, model._index_df]
+    return json.dumps(state), [fitted.items, fitted.indexes]

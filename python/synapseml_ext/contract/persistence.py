@@ -6,6 +6,7 @@ from typing import Any
 
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsReader
 
+from synapseml_ext.contract.checked_params import CheckedParams
 from synapseml_ext.contract.names import by_any_name
 
 __all__ = ["BridgedParamsReadable", "BridgedParamsReader"]
@@ -31,7 +32,8 @@ class BridgedParamsReader(DefaultParamsReader):
 
 
 def instance_from_metadata(cls: type, metadata: dict, where: str) -> Any:
-    """A ``cls`` with the uid and Params of ``metadata`` (as ``DefaultParamsReader`` does)."""
+    """A ``cls`` with the uid and Params of ``metadata`` (as ``DefaultParamsReader`` does),
+    each value passed through the setters' checks."""
     accepted = accepted_class_names(cls)
     if metadata["class"] not in accepted:
         raise ValueError(f"{where} holds a {metadata['class']}, not a {cls.__name__} "
@@ -39,6 +41,8 @@ def instance_from_metadata(cls: type, metadata: dict, where: str) -> Any:
     instance = cls()
     instance._resetUid(metadata["uid"])
     DefaultParamsReader.getAndSetParams(instance, metadata)
+    if isinstance(instance, CheckedParams):
+        instance.checkParams()
     return instance
 
 

@@ -7,6 +7,7 @@ from typing import TypeVar
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import HasInputCol, HasOutputCol
 
+from synapseml_ext.contract.checked_params import CheckedParams
 from synapseml_ext.engine.spec import EncoderSpec, validate_option
 
 P = TypeVar("P", bound="_SentenceEmbedderParams")
@@ -37,7 +38,7 @@ PARAM_TO_SPEC = {
 }
 
 
-class _SentenceEmbedderParams(HasInputCol, HasOutputCol):
+class _SentenceEmbedderParams(HasInputCol, HasOutputCol, CheckedParams):
     """Params shared by the embedder and the code generated from it for Scala."""
 
     modelName: Param[str] = Param(

@@ -26,15 +26,13 @@ from synapseml_ext.nn.tables import (
     keep_locally,
     use_task_threads,
 )
+from synapseml_ext.nn.task_config import BuildTask
 from synapseml_ext.nn.vectors import VectorDataError, ids_to_numpy, vectors_to_numpy
 
 
-def make_build_fn(cfg: dict[str, Any]) -> Callable:
-    """Executor: the whole item partition -> one index row (none for an empty partition).
-
-    ``cfg``: id_kind, column, algorithm, metric, params (normalised algoParams), k,
-    partitions; token and store_limit (the local index store, :mod:`.local_store`).
-    """
+def make_build_fn(cfg: BuildTask) -> Callable:
+    """Executor: the whole item partition -> one index row (none for an empty partition),
+    kept in the local index store (:mod:`.local_store`) where ``cfg.store`` names one."""
 
     def build(batches: Iterator[Any]) -> Iterator[Any]:
         import pyarrow as pa
@@ -50,19 +48,19 @@ def make_build_fn(cfg: dict[str, Any]) -> Callable:
         configure_worker_logging()
         use_task_threads()
         ids = table.column(ID)
-        ids_np = ids_to_numpy(ids, cfg["id_kind"])
+        ids_np = ids_to_numpy(ids, cfg.id_kind)
         _check_unique(ids_np)
-        vectors = vectors_to_numpy(ids, table.column(VEC), "item", cfg["column"])
-        labels = (labels_mod.item_labels(table.column(LABEL), ids, cfg["label_kind"],
-                                         cfg["label_col"]) if cfg.get("label_kind") else None)
+        vectors = vectors_to_numpy(ids, table.column(VEC), "item", cfg.column)
+        labels = (labels_mod.item_labels(table.column(LABEL), ids, cfg.label_kind,
+                                         cfg.label_col) if cfg.label_kind else None)
         context = TaskContext.get()
         part = context.partitionId() if context is not None else 0
-        built = index_build.build_index(vectors, cfg["algorithm"], cfg["metric"], cfg["params"],
-                                        index_tuning.calibration_k(cfg["k"], cfg["partitions"]),
+        built = index_build.build_index(vectors, cfg.algorithm, cfg.metric, dict(cfg.params),
+                                        index_tuning.calibration_k(cfg.k, cfg.partitions),
                                         seed=part)
         in_label_order = ids_np if built.order is None else ids_np[built.order]
         blob = engine.serialize(built)
-        id_type = arrow_id_type(cfg["id_kind"])
+        id_type = arrow_id_type(cfg.id_kind)
         ids_row = pa.array([in_label_order.tolist()], pa.list_(id_type))
         labels_row = None if labels is None else labels_mod.in_label_order(labels, built.order)
         info = {**built.info.to_dict(), "first_id": _plain(ids_np[0]),
@@ -79,7 +77,7 @@ def make_build_fn(cfg: dict[str, Any]) -> Callable:
         labelled = labels_row is not None
         row = pa.RecordBatch.from_arrays(columns + ([labels_row] if labelled else []),
                                          [PART, IDS, INDEX, INFO] + ([LABELS] if labelled else []))
-        keep_locally(cfg, part, row)
+        keep_locally(cfg.store, part, row)
         yield row
 
     return build

@@ -34,8 +34,9 @@ from synapseml_ext.contract.persistence import BridgedParamsReadable  # loads Sc
 from synapseml_ext.nn import build_task, dropin, gpu, integrity, local_store, plan, tables
 from synapseml_ext.nn.engine import breadth_knob
 from synapseml_ext.nn.persistence import EstimatorWriter, ModelReader, ModelWriter
-from synapseml_ext.nn.placement import by_part
+from synapseml_ext.nn.placement import kept_in_place
 from synapseml_ext.nn.schema import _SchemaMixin, materialized
+from synapseml_ext.nn.task_config import BuildTask, LocalStore
 from synapseml_ext.nn.transform import add_neighbors
 from synapseml_ext.nn.vectors import ERROR_PREFIX, DataErrors
 
@@ -110,16 +111,21 @@ class ApproximateNearestNeighbors(Estimator, _SchemaMixin, BridgedParamsReadable
     def write(self) -> MLWriter:
         return EstimatorWriter(self)
 
-    def _fit(self, dataset: DataFrame) -> ApproximateNearestNeighborsModel:
+    def _fit(self, dataset: DataFrame, cpu_reason: str | None = None
+             ) -> ApproximateNearestNeighborsModel:
+        """``cpu_reason``: fit on the CPU engine for this reason, without the backend choice
+        (:func:`.handover.fit_on_cpu`)."""
         with dropin.verbosity(self.getVerbose(), self.isSet(self.verbose)):
-            return self._fit_logged(dataset)
+            return self._fit_logged(dataset, cpu_reason)
 
-    def _fit_logged(self, dataset: DataFrame) -> ApproximateNearestNeighborsModel:
+    def _fit_logged(self, dataset: DataFrame, cpu_reason: str | None
+                    ) -> ApproximateNearestNeighborsModel:
         items = self._with_id(dataset, "item", materialize=False)
         id_kind = self._id_kind(items.schema, "item")
         vector = self._vector_expr(items.schema, "item")
         label_kind = self._label_kind(items.schema)
-        backend, reason = self._choose_backend(dataset.sparkSession, id_kind)
+        backend, reason = (("cpu", cpu_reason) if cpu_reason is not None
+                           else self._choose_backend(dataset.sparkSession, id_kind))
         log.info("ApproximateNearestNeighbors: backend %s (%s)", backend, reason)
         if backend == "gpu":
             return self._fit_gpu(dataset, reason)
@@ -175,13 +181,13 @@ class ApproximateNearestNeighbors(Estimator, _SchemaMixin, BridgedParamsReadable
             columns.append(F.col(self.getLabelCol()).alias(tables.LABEL))
         prepared = items.select(*columns).repartition(partitions, tables.ID)
         token = local_store.new_token()
-        cfg = {"id_kind": id_kind, "column": self._input_name(),
-               "algorithm": self._cpu_algorithm(), "metric": self.getMetric(),
-               "params": self._cpu_algo_params(), "k": self.getK(), "partitions": partitions,
-               "token": token, "store_limit": plan.store_limit(items.sparkSession),
-               "label_kind": label_kind, "label_col": self.getLabelCol()}
-        indexes = by_part(prepared.mapInArrow(build_task.make_build_fn(cfg),
-                                              tables.index_schema(id_kind, label_kind)), partitions)
+        cfg = BuildTask(id_kind, self._input_name(), self._cpu_algorithm(), self.getMetric(),
+                        self._cpu_algo_params(), self.getK(), partitions,
+                        LocalStore(token, plan.store_limit(items.sparkSession)),
+                        label_kind, self.getLabelCol())
+        # Kept where each task built its partition: the index bytes are never shuffled.
+        indexes = kept_in_place(prepared.mapInArrow(build_task.make_build_fn(cfg),
+                                                    tables.index_schema(id_kind, label_kind)))
         with DataErrors():
             rows = indexes.select(tables.PART, tables.INFO).collect()
         if not rows:

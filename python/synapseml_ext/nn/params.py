@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import HasInputCol, HasInputCols
 
+from synapseml_ext.contract.checked_params import CheckedParams
 from synapseml_ext.engine.spec import IntAtLeast, OneOf
 
 P = TypeVar("P", bound="_ApproximateNearestNeighborsParams")
@@ -116,7 +117,7 @@ _VALUE_RULES = {"k": IntAtLeast(1), "backend": OneOf(BACKENDS),
                 "numPartitions": IntAtLeast(0), "numQueryBlocks": IntAtLeast(0)}
 
 
-class _ApproximateNearestNeighborsParams(HasInputCol, HasInputCols):
+class _ApproximateNearestNeighborsParams(HasInputCol, HasInputCols, CheckedParams):
     """Params shared by :class:`ApproximateNearestNeighbors` and its model."""
 
     k: Param[int] = Param(

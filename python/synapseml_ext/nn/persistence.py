@@ -14,8 +14,9 @@ from pyspark.sql import functions as F
 
 from synapseml_ext.contract.persistence import instance_from_metadata
 from synapseml_ext.nn import integrity, local_store, saved_tasks, tables
-from synapseml_ext.nn.placement import by_part, placement_key
+from synapseml_ext.nn.placement import by_part, kept_in_place, placement_key
 from synapseml_ext.nn.plan import store_limit
+from synapseml_ext.nn.task_config import JoinChunksTask, LocalStore
 from synapseml_ext.nn.vectors import ERROR_PREFIX, DataErrors
 
 
@@ -72,9 +73,10 @@ class ModelReader(MLReader):
         # same token (the model saved earlier in this application, then altered) is not used.
         summary["token"] = local_store.new_token()
         partitions = summary.setdefault("index_partitions", max(summary["parts"]) + 1)
-        if saved_tasks.CHUNK in indexes.columns:
-            indexes = _joined_chunks(indexes, summary, store_limit(spark), path)
-        indexes = by_part(indexes, partitions)
+        if saved_tasks.CHUNK in indexes.columns:  # pieces placed by partition, joined in place
+            indexes = kept_in_place(_joined_chunks(indexes, summary, store_limit(spark), path))
+        else:
+            indexes = by_part(indexes, partitions)
         with DataErrors(), SavedDataErrors(where):
             # Read now, as fit builds now (the first search finds local copies); the join
             # checked each partition's digest, the driver checks that none is missing.
@@ -137,7 +139,7 @@ def _save_chunks(index_df: DataFrame, id_kind: str, label_kind: str | None) -> D
     so that no parquet value is larger than saved_tasks.SAVE_CHUNK_BYTES."""
     columns = [tables.PART, tables.IDS, tables.INDEX, tables.INFO]
     return index_df.select(*columns, *([tables.LABELS] if label_kind else [])).mapInArrow(
-        saved_tasks.make_save_chunks_fn({"chunk_bytes": saved_tasks.SAVE_CHUNK_BYTES}),
+        saved_tasks.make_save_chunks_fn(saved_tasks.SAVE_CHUNK_BYTES),
         saved_tasks.saved_index_schema(id_kind, label_kind))
 
 
@@ -151,7 +153,6 @@ def _joined_chunks(pieces: DataFrame, summary: dict[str, Any], limit: int, path:
               .sortWithinPartitions(tables.PART, saved_tasks.CHUNK)
               .select(tables.PART, saved_tasks.CHUNK, tables.IDS, tables.INDEX, tables.INFO,
                       *([tables.LABELS] if label_kind else [])))
-    cfg = {"token": summary["token"], "store_limit": limit,
-           "digests": summary.get("digests"), "path": path}
+    cfg = JoinChunksTask(path, summary.get("digests"), LocalStore(summary["token"], limit))
     return placed.mapInArrow(saved_tasks.make_join_chunks_fn(cfg),
                              tables.index_schema(summary["id_kind"], label_kind))

@@ -6,11 +6,12 @@ hashes the key (Murmur3, seed 42) before taking it modulo the partition count: t
 task then carries several index rows of up to ~1.5 GB each, and writing them with ``save``
 ran a 6 GB driver out of memory (1M x 384 items in 8 partitions).
 
-So the table is repartitioned by a *placement key* instead: for each partition number ``p``
-the smallest non-negative int whose Spark hash lands in partition ``p``. The key is computed
-here with Spark's own hash function (Murmur3_x86_32.hashInt, which ``hash(int)`` calls; the
-Scala stage calls it directly), and the miss join joins on the same key, so the index table
-stays where it is and only the misses move.
+So rows that must be spread one per task are repartitioned by a *placement key* instead:
+for each partition number ``p`` the smallest non-negative int whose Spark hash lands in
+partition ``p``, computed here with Spark's own hash function (Murmur3_x86_32.hashInt, which
+``hash(int)`` calls). The fit's index table needs none of it: task p builds index partition
+p and the table is kept where it was built (:func:`kept_in_place`); the pieces of a saved
+table and a search's misses (with the few index rows they need) are placed this way.
 """
 
 from __future__ import annotations
@@ -61,12 +62,19 @@ def placement_key(part: Column, partitions: int) -> Column:
     return F.element_at(keys, part + 1)
 
 
-def by_part(index_df: DataFrame, partitions: int) -> DataFrame:
-    """The index table with index partition p in shuffle partition p (one row per task),
-    kept on disk (not on the JVM heap, which the tasks need to pass index rows to Python; the
-    OS page cache keeps hot partitions in memory anyway). Partitioned by the placement key so
-    that the miss join, on the same key, needs no index shuffle."""
+def kept_in_place(index_df: DataFrame) -> DataFrame:
+    """The index table as its tasks wrote it (index partition p from task p), kept on disk
+    where it was built: no shuffle of index bytes. (On disk, not on the JVM heap, which the
+    tasks need to pass index rows to Python; the OS page cache keeps hot partitions in
+    memory anyway.)"""
     from pyspark import StorageLevel
 
-    return index_df.repartition(partitions, placement_key(F.col("__part"), partitions)
-                                ).persist(StorageLevel.DISK_ONLY)
+    return index_df.persist(StorageLevel.DISK_ONLY)
+
+
+def by_part(index_df: DataFrame, partitions: int) -> DataFrame:
+    """The index table with index partition p in shuffle partition p (one row per task),
+    kept on disk: for tables read as saved before pieces, whose file splits may hold
+    several index rows each."""
+    return kept_in_place(index_df.repartition(partitions,
+                                              placement_key(F.col("__part"), partitions)))

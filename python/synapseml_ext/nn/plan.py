@@ -15,6 +15,7 @@ from pyspark.sql import functions as F
 
 from synapseml_ext.nn import local_store, search_tasks, tables
 from synapseml_ext.nn.placement import placement_key
+from synapseml_ext.nn.task_config import BlockTask, LocalStore, SearchTask
 from synapseml_ext.nn.vectors import ERROR_PREFIX, DataErrors
 
 log = logging.getLogger("synapseml_ext.nn")
@@ -33,20 +34,18 @@ def knn_frame(model: Any, queries: DataFrame, id_col: str, sort: bool) -> DataFr
     if conditions is not None:
         columns.append(conditions.alias(tables.COND))
     blocks = queries.select(*columns).mapInArrow(
-        search_tasks.make_block_fn({"id_kind": query_kind, "column": model._input_name(),
-                             "dim": summary["dim"], "label_kind": label_kind,
-                             "cond_col": model.getConditionerCol()}),
+        search_tasks.make_block_fn(BlockTask(query_kind, model._input_name(), summary["dim"],
+                                             label_kind, model.getConditionerCol())),
         tables.block_schema(query_kind, label_kind))
     # The shuffle writes the blocks once (the query plan above it is not re-run per index
     # partition) and gathers them into a few groups; never through the driver.
     spark = queries.sparkSession
     groups = model.getNumQueryBlocks() or query_groups(spark, summary["partitions"])
-    cfg = {"item_kind": summary["id_kind"], "query_kind": query_kind,
-           "metric": model.getMetric(), "k": model.getK(), "dim": summary["dim"],
-           "search": model._search_overrides(), "token": summary.get("token"),
-           "store_limit": store_limit(spark), "label_kind": label_kind}
+    cfg = SearchTask(summary["id_kind"], query_kind, model.getMetric(), model.getK(),
+                     summary["dim"], model._search_overrides(),
+                     LocalStore(summary.get("token"), store_limit(spark)), label_kind)
     stored = False  # whether the found lists are all in the executors' storage already
-    if cfg["token"] and cfg["store_limit"] != 0 and not is_connect(queries):
+    if cfg.store.token and cfg.store.limit != 0 and not is_connect(queries):
         found, stored = _search_local_first(spark, model._index_df, blocks.repartition(groups),
                                             cfg, summary,
                                             _index_tasks(spark, summary["parts"], groups))
@@ -107,7 +106,7 @@ def store_limit(spark: SparkSession) -> int:
 
 
 def _search_local_first(spark: SparkSession, index_df: DataFrame, blocks: DataFrame,
-                        cfg: dict[str, Any], summary: dict[str, Any], tasks_per_group: int
+                        cfg: SearchTask, summary: dict[str, Any], tasks_per_group: int
                         ) -> tuple[DataFrame, bool]:
     """Found rows of every (index partition, query block) pair, searched now: first with the
     executors' local index copies (the pairs carry partition numbers only), then, only for
@@ -118,10 +117,10 @@ def _search_local_first(spark: SparkSession, index_df: DataFrame, blocks: DataFr
         F.element_at(F.array(*[F.lit(p) for p in parts]), F.col("id").cast("int") + 1)
         .cast("int").alias(tables.PART))
     pairs = numbers.crossJoin(blocks.hint("shuffle_replicate_nl"))
-    query_kind, item_kind = cfg["query_kind"], cfg["item_kind"]
+    query_kind, item_kind = cfg.query_kind, cfg.item_kind
     searched = pairs.mapInArrow(search_tasks.make_local_search_fn(cfg),
                                 tables.local_found_schema(query_kind, item_kind,
-                                                         cfg.get("label_kind")))
+                                                         cfg.label_kind))
     # Run now and keep the output in the executors' block managers (released with the
     # DataFrame): the driver must see which partitions missed before planning their
     # search, and any plan reading the index table would stream all of it through the JVM.
@@ -136,16 +135,17 @@ def _search_local_first(spark: SparkSession, index_df: DataFrame, blocks: DataFr
         return found, True
     log.info("kneighbors: no local copy of index partition(s) %s on some executors; "
              "sending their bytes", sorted(missed_parts))
-    # The index table is partitioned by placement key: joined on that key (one per partition
-    # number), only the misses are shuffled. They are the hash side, so each index row comes
-    # out followed by all its misses.
+    # Only the missed partitions' index rows move, one per task (by placement key), with
+    # their misses as the hash side, so each index row comes out followed by all its misses.
     partitions = summary["index_partitions"]
-    query_columns = _query_columns(cfg.get("label_kind"))
+    query_columns = _query_columns(cfg.label_kind)
     missed = searched.where(missing).select(tables.MISS_PART, *query_columns)
-    with_bytes = index_df.where(F.col(tables.PART).isin(missed_parts)).join(
-        missed.hint("shuffle_hash"),
-        placement_key(F.col(tables.PART), partitions)
-        == placement_key(F.col(tables.MISS_PART), partitions))
+    index_key = placement_key(F.col(tables.PART), partitions)
+    miss_key = placement_key(F.col(tables.MISS_PART), partitions)
+    with_bytes = (index_df.where(F.col(tables.PART).isin(missed_parts))
+                  .repartition(partitions, index_key)
+                  .join(missed.repartition(partitions, miss_key).hint("shuffle_hash"),
+                        index_key == miss_key))
     second = with_bytes.select(*_index_columns(summary), *query_columns
                                ).mapInArrow(search_tasks.make_search_fn(cfg),
                                             tables.found_schema(query_kind, item_kind))

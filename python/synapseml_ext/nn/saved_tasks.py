@@ -21,6 +21,7 @@ from synapseml_ext.nn.tables import (
     labelled,
     spark_id_type,
 )
+from synapseml_ext.nn.task_config import JoinChunksTask
 from synapseml_ext.nn.vectors import ERROR_PREFIX
 
 # A saved index table holds each partition's index bytes in pieces of at most
@@ -45,15 +46,15 @@ def saved_index_schema(id_kind: str, label_kind: str | None = None) -> str:
     return (f"{PART} int, {CHUNK} int, {IDS} array<{spark_id_type(id_kind)}>, {INDEX} binary, "
             f"{INFO} string{labelled(LABELS, label_kind)}")
 
-def make_save_chunks_fn(cfg: dict[str, Any]) -> Callable:
-    """Executor: index rows -> their pieces of at most ``cfg["chunk_bytes"]`` (views of the
+def make_save_chunks_fn(chunk_bytes: int) -> Callable:
+    """Executor: index rows -> their pieces of at most ``chunk_bytes`` (views of the
     row's bytes, not copies). In Python because a Spark SQL expression reading the binary
     column copies the whole value on every access, once per piece."""
 
     def pieces(batches: Iterator[Any]) -> Iterator[Any]:
         import pyarrow as pa
 
-        size = int(cfg["chunk_bytes"])
+        size = int(chunk_bytes)
         for batch in batches:
             for row in range(batch.num_rows):
                 blob = batch.column(INDEX)[row].as_buffer()
@@ -83,12 +84,10 @@ def _first_only(first: Any, column: str, count: int) -> Any:
 
     return pa.concat_arrays([first.column(column), pa.nulls(count - 1, first.column(column).type)])
 
-def make_join_chunks_fn(cfg: dict[str, Any]) -> Callable:
+def make_join_chunks_fn(cfg: JoinChunksTask) -> Callable:
     """Executor: a saved index table's pieces, sorted by partition and chunk number within
     the task -> one index row per partition (as the build returns it), each checked against
-    the digest recorded at fit and kept in the local store as the build's are. ``cfg``:
-    token, store_limit, digests (``{part: sha256}``; None for models saved before digests),
-    path (named in errors)."""
+    the digest recorded at fit and kept in the local store as the build's are."""
 
     def join(batches: Iterator[Any]) -> Iterator[Any]:
         part, pieces, first = None, [], None
@@ -110,13 +109,13 @@ def make_join_chunks_fn(cfg: dict[str, Any]) -> Callable:
 
     return join
 
-def _missing_piece(piece: int, part: int, cfg: dict[str, Any]) -> ValueError:
-    return ValueError(f"{ERROR_PREFIX} the saved model at {cfg.get('path') or '(unknown path)'} "
+def _missing_piece(piece: int, part: int, cfg: JoinChunksTask) -> ValueError:
+    return ValueError(f"{ERROR_PREFIX} the saved model at {cfg.path or '(unknown path)'} "
                       f"lacks piece {piece} of index partition {part}: files of its "
                       "data/indexes are missing; restore them from a copy, or fit and save "
                       "the model again")
 
-def _joined(cfg: dict[str, Any], part: int, pieces: list[Any], first: Any) -> Any:
+def _joined(cfg: JoinChunksTask, part: int, pieces: list[Any], first: Any) -> Any:
     import pyarrow as pa
 
     info = json.loads(first.column(INFO)[0].as_py())
@@ -125,12 +124,12 @@ def _joined(cfg: dict[str, Any], part: int, pieces: list[Any], first: Any) -> An
         raise _missing_piece(len(pieces), part, cfg)
     # One copy of the index bytes (the join), wrapped as the binary value without another.
     blob = pa.py_buffer(b"".join(pieces))
-    digests = cfg.get("digests")
+    digests = cfg.digests
     labels = first.column(LABELS) if LABELS in first.schema.names else None
     if digests is not None or DIGEST in info:
         actual = partition_digest(blob, first.column(IDS)[0].values,
                                   None if labels is None else labels[0].values)
-        where = f"the saved model at {cfg.get('path') or '(unknown path)'}"
+        where = f"the saved model at {cfg.path or '(unknown path)'}"
         check_partition(part, actual, info.get(DIGEST), where)
         check_partition(part, actual, (digests or {}).get(str(part), actual), where)
     offsets = pa.py_buffer(np.array([0, blob.size], dtype=np.int32))
@@ -140,5 +139,5 @@ def _joined(cfg: dict[str, Any], part: int, pieces: list[Any], first: Any) -> An
          pa.array([json.dumps(info)], pa.string())] + ([labels] if labels is not None else []),
         [PART, IDS, INDEX, INFO] + ([LABELS] if labels is not None else []))
     pieces.clear()
-    keep_locally(cfg, part, row)
+    keep_locally(cfg.store, part, row)
     return row

@@ -44,19 +44,13 @@ from synapseml_ext.nn.tables import (
     task_name,
     use_task_threads,
 )
+from synapseml_ext.nn.task_config import BlockTask, SearchTask
 from synapseml_ext.nn.vectors import ids_to_numpy, vectors_to_numpy
 
-# A query block row holds at most this many bytes of vectors (Arrow and Spark rows are
-# limited to 2 GB, and a block is one value); the search task joins blocks back together up
-# to SEARCH_BYTES, since the list-major scan is more efficient on large blocks.
-BLOCK_BYTES = 32 << 20
-SEARCH_BYTES = 64 << 20
 
-
-def make_block_fn(cfg: dict[str, Any]) -> Callable:
+def make_block_fn(cfg: BlockTask) -> Callable:
     """Executor: one query partition -> block rows (query ids + float32 matrix bytes, at most
-    BLOCK_BYTES of vectors each), validated against the items' dimension.
-    ``cfg``: id_kind, column, dim (and block_bytes, for tests)."""
+    ``cfg.block_bytes`` of vectors each), validated against the items' dimension."""
 
     def block(batches: Iterator[Any]) -> Iterator[Any]:
         import pyarrow as pa
@@ -65,13 +59,13 @@ def make_block_fn(cfg: dict[str, Any]) -> Callable:
         if table is None:
             return
         ids = table.column(ID)
-        vectors = vectors_to_numpy(ids, table.column(VEC), "query", cfg["column"], cfg["dim"])
+        vectors = vectors_to_numpy(ids, table.column(VEC), "query", cfg.column, cfg.dim)
         vectors = np.ascontiguousarray(vectors, np.float32)
-        id_type = arrow_id_type(cfg["id_kind"])
+        id_type = arrow_id_type(cfg.id_kind)
         flat_ids = pa.concat_arrays([c.cast(id_type) for c in ids.chunks])
-        conds = (labels_mod.query_conditions(table.column(COND), flat_ids, cfg["label_kind"],
-                                             cfg["cond_col"]) if cfg.get("label_kind") else None)
-        rows = max(1, cfg.get("block_bytes", BLOCK_BYTES) // max(1, 4 * cfg["dim"]))
+        conds = (labels_mod.query_conditions(table.column(COND), flat_ids, cfg.label_kind,
+                                             cfg.cond_col) if cfg.label_kind else None)
+        rows = max(1, cfg.block_bytes // max(1, 4 * cfg.dim))
         for lo in range(0, len(flat_ids), rows):
             part_ids = flat_ids.slice(lo, rows)
             columns = [pa.ListArray.from_arrays(pa.array([0, len(part_ids)], pa.int32()), part_ids),
@@ -84,33 +78,29 @@ def make_block_fn(cfg: dict[str, Any]) -> Callable:
 
     return block
 
-def make_search_fn(cfg: dict[str, Any]) -> Callable:
+def make_search_fn(cfg: SearchTask) -> Callable:
     """Executor: (index partition, query block) rows -> one row per query with the
     partition's top-k (padded with the missing-neighbour id and worst distance).
 
     A task's rows share one index partition, whose bytes come on its first row at least
     (the plan may null them on the others, so that the index crosses from the JVM once per
-    task); the blocks are searched together, up to SEARCH_BYTES of queries at a time. A
-    partition received is also kept in the executor's local store for later searches.
-    ``cfg``: item_kind, query_kind, metric, k, dim, search (nprobe / ef_search overrides),
-    token and store_limit (and search_bytes, for tests).
+    task); the blocks are searched together, up to ``cfg.search_bytes`` of queries at a
+    time. A partition received is also kept in the executor's local store for later
+    searches.
     """
     return _searcher(cfg, local=False)
 
-def make_local_search_fn(cfg: dict[str, Any]) -> Callable:
+def make_local_search_fn(cfg: SearchTask) -> Callable:
     """Executor: (index partition number, query block) rows -> found rows as
     :func:`make_search_fn` returns, searched with this executor's local copy of the
-    partition; where it has none, the blocks come back as miss rows (at most MISS_BYTES of
-    vectors each), which the plan joins with their partition's bytes and searches again
-    with :func:`make_search_fn`.
-    ``cfg``: as :func:`make_search_fn`."""
+    partition; where it has none, the blocks come back as miss rows (at most
+    ``cfg.miss_bytes`` of vectors each), which the plan joins with their partition's bytes
+    and searches again with :func:`make_search_fn`.
+"""
     return _searcher(cfg, local=True)
 
-# A miss row holds at most this many bytes of query vectors (each carries its partition's
-# index bytes to the second search, so fewer, larger rows move less).
-MISS_BYTES = 256 << 20
 
-def _searcher(cfg: dict[str, Any], local: bool) -> Callable:
+def _searcher(cfg: SearchTask, local: bool) -> Callable:
     def search(batches: Iterator[Any]) -> Iterator[Any]:
         use_task_threads()
         loaded = _LoadedIndex(cfg)
@@ -128,11 +118,10 @@ def _searcher(cfg: dict[str, Any], local: bool) -> Callable:
                 qvecs = np.frombuffer(batch.column(QVECS)[row].as_buffer(), dtype=np.float32)
                 conds = (batch.column(QCONDS)[row].values if QCONDS in batch.schema.names
                          else None)
-                pending.append((batch.column(QIDS)[row].values, qvecs.reshape(-1, cfg["dim"]),
+                pending.append((batch.column(QIDS)[row].values, qvecs.reshape(-1, cfg.dim),
                                 conds))
                 # Misses go back as they came, in a few large rows.
-                limit = (cfg.get("search_bytes", SEARCH_BYTES) if loaded.index is not None
-                         else cfg.get("miss_bytes", MISS_BYTES))
+                limit = cfg.search_bytes if loaded.index is not None else cfg.miss_bytes
                 if sum(q.nbytes for _, q, _ in pending) >= limit:
                     yield from _flush(loaded, pending, cfg, local)
         yield from _flush(loaded, pending, cfg, local)
@@ -143,9 +132,9 @@ class _LoadedIndex:
     """The one index partition a search task holds: deserialized from the row carrying it,
     or from this executor's local copy."""
 
-    def __init__(self, cfg: dict[str, Any]) -> None:
+    def __init__(self, cfg: SearchTask) -> None:
         self.cfg = cfg
-        self.item_kind = cfg["item_kind"]
+        self.item_kind = cfg.item_kind
         self.part: int | None = None
         self.index: Any = None
         self.ids: np.ndarray | None = None
@@ -159,7 +148,7 @@ class _LoadedIndex:
                                "index bytes (they travel on the task's first row)")
         stored = _index_row(batch, row)
         self._set(part, stored, "bytes")
-        keep_locally(self.cfg, part, stored)
+        keep_locally(self.cfg.store, part, stored)
 
     def load_local(self, part: int) -> None:
         """From this executor's local copy; ``index`` stays None where there is none."""
@@ -167,7 +156,7 @@ class _LoadedIndex:
 
         self.index = self.ids = self.labels = None
         self.part = part
-        token = self.cfg.get("token")
+        token = self.cfg.store.token
         stored = local_store.read(token, part) if token else None
         if stored is not None:
             self._set(part, stored[0], "local", mapped=stored[1])
@@ -192,8 +181,8 @@ class _LoadedIndex:
         ids = ids_to_numpy(stored.column(IDS)[0].values, self.item_kind)
         pad = LONG_MAX if self.item_kind == "long" else None
         self.ids = np.append(ids, np.array([pad], dtype=ids.dtype))  # label -1 -> the pad
-        if LABELS in stored.schema.names and self.cfg.get("label_kind"):
-            self.labels = ids_to_numpy(stored.column(LABELS)[0].values, self.cfg["label_kind"])
+        if LABELS in stored.schema.names and self.cfg.label_kind:
+            self.labels = ids_to_numpy(stored.column(LABELS)[0].values, self.cfg.label_kind)
         self.part = part
         record_event("nn_load", partition=part, source=source,
                      seconds=time.perf_counter() - started)
@@ -206,7 +195,7 @@ def _index_row(batch: Any, row: int) -> Any:
     return pa.RecordBatch.from_arrays([batch.column(c).slice(row, 1) for c in kept], kept)
 
 def _flush(loaded: _LoadedIndex, pending: list[tuple[Any, np.ndarray, Any]],
-           cfg: dict[str, Any], local: bool) -> Iterator[Any]:
+           cfg: SearchTask, local: bool) -> Iterator[Any]:
     if not pending:
         return
     if loaded.index is not None:
@@ -214,7 +203,7 @@ def _flush(loaded: _LoadedIndex, pending: list[tuple[Any, np.ndarray, Any]],
     else:
         yield _misses(loaded.part, pending, cfg)
 
-def _misses(part: int, pending: list[tuple[Any, np.ndarray, Any]], cfg: dict[str, Any]) -> Any:
+def _misses(part: int, pending: list[tuple[Any, np.ndarray, Any]], cfg: SearchTask) -> Any:
     """The pending blocks as one miss row of partition ``part``; empties ``pending``."""
     import pyarrow as pa
 
@@ -222,8 +211,8 @@ def _misses(part: int, pending: list[tuple[Any, np.ndarray, Any]], cfg: dict[str
     vectors = b"".join(q.tobytes() for _, q, _ in pending)
     conds = _pending_conditions(pending)
     pending.clear()
-    query_type = arrow_id_type(cfg["query_kind"])
-    item_type = arrow_id_type(cfg["item_kind"])
+    query_type = arrow_id_type(cfg.query_kind)
+    item_type = arrow_id_type(cfg.item_kind)
     columns = [pa.nulls(1, query_type), pa.nulls(1, pa.list_(item_type)),
                pa.nulls(1, pa.list_(pa.float32())), pa.array([part], pa.int32()),
                pa.ListArray.from_arrays(pa.array([0, len(qids)], pa.int32()),
@@ -243,7 +232,7 @@ def _pending_conditions(pending: list[tuple[Any, np.ndarray, Any]]) -> Any:
     return pa.concat_arrays([conds for _, _, conds in pending])
 
 def _search_pending(loaded: _LoadedIndex, pending: list[tuple[Any, np.ndarray, Any]],
-                    cfg: dict[str, Any], local: bool = False) -> Iterator[Any]:
+                    cfg: SearchTask, local: bool = False) -> Iterator[Any]:
     """Search the pending blocks against the loaded index together, and empty ``pending``."""
     import pyarrow as pa
 
@@ -253,27 +242,27 @@ def _search_pending(loaded: _LoadedIndex, pending: list[tuple[Any, np.ndarray, A
     if not pending:
         return
     started = time.perf_counter()
-    k, metric = cfg["k"], cfg["metric"]
+    k, metric = cfg.k, cfg.metric
     qids = pa.concat_arrays([ids for ids, _, _ in pending])
     queries = pending[0][1] if len(pending) == 1 else np.concatenate([q for _, q, _ in pending])
     conds = _pending_conditions(pending)
     pending.clear()
     queries = engine.prepare_vectors(queries, metric)
     if conds is None:
-        distances, labels = loaded.index.search(queries, k, cfg["search"])
+        distances, labels = loaded.index.search(queries, k, dict(cfg.search))
     else:
         distances, labels = _filtered(loaded, queries, conds, cfg)
     labels = np.where(labels < 0, len(loaded.ids) - 1, labels)
     record_event("nn_search", partition=loaded.part, queries=len(queries), task=task_name(),
                  seconds=time.perf_counter() - started)
-    item_type = arrow_id_type(cfg["item_kind"])
+    item_type = arrow_id_type(cfg.item_kind)
     offsets = pa.array(np.arange(0, len(queries) * k + 1, k, dtype=np.int32))
     columns = [qids,
                pa.ListArray.from_arrays(offsets, pa.array(loaded.ids[labels].ravel(), item_type)),
                pa.ListArray.from_arrays(offsets, pa.array(distances.ravel(), pa.float32()))]
     names = [FOUND_QID, INDICES, DISTANCES]
     if local:
-        query_type = arrow_id_type(cfg["query_kind"])
+        query_type = arrow_id_type(cfg.query_kind)
         columns += [pa.nulls(len(qids), pa.int32()), pa.nulls(len(qids), pa.list_(query_type)),
                     pa.nulls(len(qids), pa.binary())]
         names += [MISS_PART, QIDS, QVECS]
@@ -282,7 +271,7 @@ def _search_pending(loaded: _LoadedIndex, pending: list[tuple[Any, np.ndarray, A
             names.append(QCONDS)
     yield pa.RecordBatch.from_arrays(columns, names)
 
-def _filtered(loaded: _LoadedIndex, queries: np.ndarray, conds: Any, cfg: dict[str, Any]
+def _filtered(loaded: _LoadedIndex, queries: np.ndarray, conds: Any, cfg: SearchTask
               ) -> tuple[np.ndarray, np.ndarray]:
     """Each query's top-k among the partition's items whose label it allows."""
     from synapseml_ext.nn import filtered
@@ -291,5 +280,5 @@ def _filtered(loaded: _LoadedIndex, queries: np.ndarray, conds: Any, cfg: dict[s
         raise RuntimeError(f"index partition {loaded.part} has no labels: the model was "
                            "fitted without labelCol")
     return filtered.search(loaded.index, loaded.labels, queries,
-                           labels_mod.allowed_sets(conds, cfg["label_kind"]), cfg["k"],
-                           cfg["search"])
+                           labels_mod.allowed_sets(conds, cfg.label_kind), cfg.k,
+                           dict(cfg.search))

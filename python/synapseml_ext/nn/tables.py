@@ -5,9 +5,12 @@ take its share of the cores) or last (keep an index partition in the local store
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from synapseml_ext.nn.task_config import LocalStore
 
 # Column names of the tables passed between stages (internal; users never see them).
 ID, VEC = "__id", "__vec"
@@ -79,13 +82,13 @@ def use_task_threads() -> None:
 
     set_threads(task_cpu_share())
 
-def keep_locally(cfg: dict[str, Any], part: int, row: Any) -> None:
+def keep_locally(store: LocalStore, part: int, row: Any) -> None:
     """Keep index partition ``part`` (a one-row index batch) in this executor's local store,
-    where the plan uses local copies (``cfg["token"]`` set)."""
+    where the plan uses local copies (``store.token`` set)."""
     from synapseml_ext.nn import local_store
 
-    if cfg.get("token"):
-        local_store.write(cfg["token"], part, row, int(cfg.get("store_limit", local_store.AUTO)))
+    if store.token:
+        local_store.write(store.token, part, row, store.limit)
 
 def task_name() -> str | None:
     """``stage.partition`` of the Spark task running this (None outside Spark)."""
