@@ -74,6 +74,18 @@ def test_duplicate_ids(spark):
         exact().fit(strings)
 
 
+def test_duplicate_ids_in_different_input_partitions(spark):
+    # numPartitions unset builds each input partition where it is: the driver checks the
+    # ids across partitions after the build.
+    rows = [(0, i, [float(i), 1.0]) for i in range(6)] + [(1, 3, [9.0, 1.0]), (1, 7, [7.0, 1.0])]
+    df = (spark.createDataFrame(rows, "shard int, id long, v array<float>")
+          .repartitionByRange(2, "shard").select("id", "v"))
+    assert sorted(map(sorted, df.rdd.glom().map(lambda p: [r.id for r in p]).collect())) == [
+        [0, 1, 2, 3, 4, 5], [3, 7]]  # id 3 in both partitions
+    with pytest.raises(ValueError, match="item id 3 occurs 2 times; idCol must identify"):
+        exact().fit(df)
+
+
 @pytest.mark.parametrize("partitions", [1, 3])
 def test_duplicate_query_ids_name_the_id(spark, partitions):
     rng = np.random.default_rng(6)

@@ -75,6 +75,24 @@ def test_the_fit_never_shuffles_index_bytes(spark):
     assert re.search(r"Exchange hashpartitioning\(__id", below_build)
 
 
+def test_by_default_each_input_partition_is_built_where_it_is(spark, tmp_path):
+    """numPartitions unset keeps the input's partitions: no shuffle at all in the fit, one
+    index per input partition, and the neighbours of a fit that hashes the items."""
+    rng = np.random.default_rng(4)
+    items, queries = rng.standard_normal((600, 8)), rng.standard_normal((20, 8))
+    vector_df(spark, items, partitions=3).write.parquet(str(tmp_path / "items"))
+    source = spark.read.parquet(str(tmp_path / "items"))
+    estimator = ApproximateNearestNeighbors(k=4, algorithm="exact", inputCol="v", idCol="id",
+                                            backend="cpu")
+    model = estimator.fit(source)
+    plan = model._index_df._jdf.queryExecution().executedPlan().toString()
+    assert "Exchange" not in plan.split("== Initial Plan ==")[0]
+    assert model.buildSummary["partitions"] == source.rdd.getNumPartitions()
+    hashed = estimator.copy().setNumPartitions(2).fit(source)
+    query_df = vector_df(spark, queries, id_offset=10_000)
+    assert _search(model, query_df) == _search(hashed, query_df)
+
+
 def _search(model, queries) -> list:
     return [tuple(row) for row in model.kneighbors(queries)[2].collect()]
 

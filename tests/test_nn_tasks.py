@@ -97,3 +97,21 @@ def test_task_configs_are_frozen_and_reach_an_executor_intact():
     assert cloudpickle.loads(cloudpickle.dumps(cfg)) == cfg
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.k = 6  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "inner_product"])
+def test_ties_at_the_kth_place_are_broken_by_item_id_as_the_merge_does(metric):
+    rng = np.random.default_rng(9)
+    items = rng.standard_normal((300, 8)).astype(np.float32)
+    items /= np.linalg.norm(items, axis=1, keepdims=True)
+    copies = [0, 3, 40, 77, 150, 299]  # six identical items, ids falling as labels rise
+    items[copies] = items[0]
+    item_ids = np.arange(5000, 5000 - len(items), -1, dtype=np.int64)
+    built = index_build.build_index(items, "exact", metric, {}, k=2)
+    search = search_tasks.make_search_fn(SearchTask("long", "long", metric, k=2, dim=8))
+    out = pa.Table.from_batches(list(search(iter([pair_rows(built, item_ids, [items[[0]]],
+                                                           0)]))))
+    tied = sorted(item_ids[copies].tolist())
+    # The merge sorts (distance, id) ascending, and descending for inner_product.
+    expected = tied[:2] if metric == "euclidean" else tied[::-1][:2]
+    assert out.column(tables.INDICES).to_pylist()[0] == expected

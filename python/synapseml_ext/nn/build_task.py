@@ -83,7 +83,8 @@ def make_build_fn(cfg: BuildTask) -> Callable:
     return build
 
 def _check_unique(ids: np.ndarray) -> None:
-    """Items are hash-partitioned by id, so every copy of a duplicated id is in this task."""
+    """Duplicates within this task: all of them where the items were hashed by id, else the
+    driver checks across partitions after the build."""
     if ids.dtype == object:
         uniques, counts = np.unique(ids.astype(str), return_counts=True)
     else:

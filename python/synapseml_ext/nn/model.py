@@ -38,7 +38,7 @@ from synapseml_ext.nn.placement import kept_in_place
 from synapseml_ext.nn.schema import _SchemaMixin, materialized
 from synapseml_ext.nn.task_config import BuildTask, LocalStore
 from synapseml_ext.nn.transform import add_neighbors
-from synapseml_ext.nn.vectors import ERROR_PREFIX, DataErrors
+from synapseml_ext.nn.vectors import ERROR_PREFIX, DataErrors, VectorDataError
 
 __all__ = ["ApproximateNearestNeighbors", "ApproximateNearestNeighborsModel"]
 
@@ -174,12 +174,17 @@ class ApproximateNearestNeighbors(Estimator, _SchemaMixin, BridgedParamsReadable
     def _fit_cpu(self, items: DataFrame, id_kind: str, vector: Column, label_kind: str | None,
                  reason: str) -> ApproximateNearestNeighborsModel:
         id_col = self._id_col_or_default()
+        # numPartitions unset: one index per input partition, built where it is (no shuffle
+        # of the vectors); set: the items hashed by id into that many.
+        in_place = not self.getNumPartitions() and not plan.is_connect(items)
         partitions = self.getNumPartitions() or _num_partitions(items)
         columns = [F.col(id_col).cast(tables.spark_id_type(id_kind)).alias(tables.ID),
                    vector.alias(tables.VEC)]
         if label_kind is not None:  # kept with the index: each partition filters its own
             columns.append(F.col(self.getLabelCol()).alias(tables.LABEL))
-        prepared = items.select(*columns).repartition(partitions, tables.ID)
+        prepared = items.select(*columns)
+        if not in_place:
+            prepared = prepared.repartition(partitions, tables.ID)
         token = local_store.new_token()
         cfg = BuildTask(id_kind, self._input_name(), self._cpu_algorithm(), self.getMetric(),
                         self._cpu_algo_params(), self.getK(), partitions,
@@ -195,8 +200,11 @@ class ApproximateNearestNeighbors(Estimator, _SchemaMixin, BridgedParamsReadable
             raise ValueError("the item DataFrame is empty: nothing to search")
         infos = [(row[0], json.loads(row[1])) for row in rows]
         summary = _summarise([info for _, info in infos], self._input_name())
-        summary.update(token=token, parts=sorted(part for part, _ in infos),
-                       index_partitions=partitions, digests=integrity.digests_of(infos))
+        parts = sorted(part for part, _ in infos)
+        if in_place:  # a task saw its own partition's ids only
+            _check_unique_ids(indexes, id_kind)
+        summary.update(token=token, parts=parts, index_partitions=max(partitions, parts[-1] + 1),
+                       digests=integrity.digests_of(infos))
         if label_kind is not None:
             summary["label_kind"] = label_kind
         model = ApproximateNearestNeighborsModel()
@@ -329,6 +337,18 @@ def _num_partitions(df: DataFrame) -> int:
         return max(1, df.rdd.getNumPartitions())
     except Exception:  # Spark Connect has no RDDs
         return int(df.sparkSession.conf.get("spark.sql.shuffle.partitions", "200"))
+
+
+def _check_unique_ids(indexes: DataFrame, id_kind: str) -> None:
+    """Every item id once across the index partitions (one small shuffle of the ids)."""
+    ids = indexes.select(F.explode(tables.IDS).alias("__item_id"))
+    with DataErrors():
+        repeated = ids.groupBy("__item_id").count().where(F.col("count") > 1).head()
+    if repeated is not None:
+        indexes.unpersist()
+        shown = repr(str(repeated[0])) if id_kind == "string" else int(repeated[0])
+        raise VectorDataError(f"item id {shown} occurs {repeated[1]} times; idCol must "
+                              "identify each item uniquely")
 
 
 def _summarise(infos: list[dict[str, Any]], column: str) -> dict[str, Any]:

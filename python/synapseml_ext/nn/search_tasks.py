@@ -249,7 +249,7 @@ def _search_pending(loaded: _LoadedIndex, pending: list[tuple[Any, np.ndarray, A
     pending.clear()
     queries = engine.prepare_vectors(queries, metric)
     if conds is None:
-        distances, labels = loaded.index.search(queries, k, dict(cfg.search))
+        distances, labels = _nearest(loaded, queries, k, dict(cfg.search), metric)
     else:
         distances, labels = _filtered(loaded, queries, conds, cfg)
     labels = np.where(labels < 0, len(loaded.ids) - 1, labels)
@@ -270,6 +270,45 @@ def _search_pending(loaded: _LoadedIndex, pending: list[tuple[Any, np.ndarray, A
             columns.append(pa.nulls(len(qids), pa.list_(conds.type)))
             names.append(QCONDS)
     yield pa.RecordBatch.from_arrays(columns, names)
+
+def _nearest(loaded: _LoadedIndex, queries: np.ndarray, k: int, search: dict[str, Any],
+             metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """The partition's k nearest, ties broken by item id as the merge breaks them (faiss keeps
+    either of two tied items): one more is fetched to see a tie at the k-th place, and only
+    the rows with one are searched wider, doubling, until the tie ends."""
+    n = len(loaded.ids) - 1  # the last id is the pad
+    distances, labels = loaded.index.search(queries, k + 1, search)
+    out_d, out_l = distances[:, :k].copy(), labels[:, :k].copy()
+    # Rows whose k+1 found items hold equal distances: re-ranked by (distance, id) below.
+    adjacent = (distances[:, 1:] == distances[:, :-1]) & (labels[:, 1:] >= 0)
+    boundary = adjacent[:, k - 1]
+    for row in np.flatnonzero(adjacent.any(axis=1) & ~boundary):
+        out_d[row], out_l[row] = _by_id(distances[row], labels[row], loaded.ids, k, metric)
+    rows, width = np.flatnonzero(boundary), k + 1
+    while len(rows):
+        width = min(2 * width, n)
+        d, lab = loaded.index.search(queries[rows], width, search)
+        done = (width >= n) | (lab[:, -1] < 0) | (d[:, -1] != distances[rows, k - 1])
+        for i in np.flatnonzero(done):
+            out_d[rows[i]], out_l[rows[i]] = _by_id(d[i], lab[i], loaded.ids, k, metric)
+        rows = rows[~done]
+    return out_d, out_l
+
+
+def _by_id(distances: np.ndarray, labels: np.ndarray, ids: np.ndarray, k: int, metric: str
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """One row's first k by (distance, item id), in the merge's order (descending for
+    inner_product, whose sort_array is descending)."""
+    found = [(float(d), ids[lab], lab) for d, lab in zip(distances, labels, strict=True)
+             if lab >= 0]
+    found.sort(key=lambda f: (f[0], f[1]), reverse=metric == "inner_product")
+    found = found[:k]
+    d = np.full(k, distances[-1] if len(found) < k else 0, dtype=np.float32)
+    lab = np.full(k, -1, dtype=np.int64)
+    d[: len(found)] = [f[0] for f in found]
+    lab[: len(found)] = [f[2] for f in found]
+    return d, lab
+
 
 def _filtered(loaded: _LoadedIndex, queries: np.ndarray, conds: Any, cfg: SearchTask
               ) -> tuple[np.ndarray, np.ndarray]:
