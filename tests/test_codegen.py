@@ -93,14 +93,14 @@ def test_scala_literals(value, literal):
 
 
 def test_reference_lists_every_param_and_flag():
-    from synapseml_ext.cli import _parser
+    from synapseml_ext.cli import build_parser
     from synapseml_ext.nn import ApproximateNearestNeighbors
 
     text = (REPO / "docs" / "reference.md").read_text(encoding="utf-8")
     for stage in (HuggingFaceSentenceEmbedder(), ApproximateNearestNeighbors()):
         for param in stage.params:
             assert f"| `{param.name}` |" in text, param.name
-    commands = _parser()._subparsers._group_actions[0].choices
+    commands = build_parser()._subparsers._group_actions[0].choices
     for name, sub in commands.items():
         assert f"### `synapseml-ext {name}`" in text
         for action in sub._actions:

@@ -20,6 +20,8 @@ from synapseml_ext.engine.runtimes.cuda.budget import (
     run_halving_on_oom,
 )
 
+pytestmark = pytest.mark.gpu
+
 GIB = 1 << 30
 
 

@@ -17,6 +17,8 @@ from synapseml_ext.engine.spec import check_runtime_precision
 
 from tiny_models import build_tiny_model
 
+pytestmark = pytest.mark.gpu
+
 SKYLAKE = {"avx512f", "avx2"}
 SAPPHIRE_RAPIDS = {"avx512f", "avx512_bf16", "amx_bf16"}
 

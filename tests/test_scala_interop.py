@@ -24,7 +24,7 @@ from conftest import REPO, seed_texts
 from helpers import cosines
 from standalone import standalone_cluster
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.scala]
 
 SCALA_APP = "io.github.synapsemlext.examples.EmbedReviews"
 

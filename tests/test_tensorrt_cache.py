@@ -31,6 +31,8 @@ from synapseml_ext.engine.runtimes.tensorrt.profiles import (
     split_for_profiles,
 )
 
+pytestmark = pytest.mark.gpu
+
 REPO = Path(__file__).resolve().parents[1]
 
 PARTS = {"build_version": 1, "graph": "g" * 24, "model": "m" * 24, "precision": "fp16",

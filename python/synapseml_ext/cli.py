@@ -13,7 +13,7 @@ from synapseml_ext.engine.spec import API_FORMATS, PRECISIONS, RUNTIMES
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     # Workers inherit the environment in local mode: keep their per-task lines out of the
     # table (set SYNAPSEML_EXT_LOG_LEVEL=INFO to see loads and throughput per task).
     os.environ.setdefault("SYNAPSEML_EXT_LOG_LEVEL", "WARNING")
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     from synapseml_ext.cli_io import OUTPUT_FORMATS, PROGRESS_MODES, version
 
     parser = _Parser(prog="synapseml-ext", description=__doc__)

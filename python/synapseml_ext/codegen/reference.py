@@ -42,9 +42,9 @@ def _stage_section(python_class: str) -> list[str]:
 
 
 def _cli_section() -> list[str]:
-    from synapseml_ext.cli import _parser
+    from synapseml_ext.cli import build_parser
 
-    parser = _parser()
+    parser = build_parser()
     lines = ["## `synapseml-ext`", ""]
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     helps = {c.dest: c.help for c in commands._choices_actions}
