@@ -9,7 +9,8 @@ search.
 Each measurement is a fresh Python process (a new JVM: Spark local[2], 6 GB heap, its own
 ``spark.local.dir``, which also holds the executors' local index copies) with PYTHONPATH on
 that version's python/; the versions alternate (before, after, after, before) x --rounds and
-the table takes the median per version. Local disk is sampled every 0.5 s.
+the table takes the median per version. Local disk and the resident memory of the driver
+process and of its whole process tree (JVM, Python workers) are sampled every 0.5 s.
 """
 
 from __future__ import annotations
@@ -48,11 +49,31 @@ def disk_bytes():
                 pass
     return total
 
+def rss_bytes():
+    # (this Python driver's RSS, the RSS of it and every descendant: JVM, Python workers)
+    parent, rss = {}, {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                parent[int(entry)], rss[int(entry)] = int(fields[1]), int(fields[21]) * 4096
+            except (OSError, IndexError, ValueError):
+                pass
+    me, tree, frontier = os.getpid(), set(), {os.getpid()}
+    while frontier:
+        tree |= frontier
+        frontier = {pid for pid, ppid in parent.items() if ppid in frontier} - tree
+    return rss.get(me, 0), sum(rss.get(pid, 0) for pid in tree)
+
 peak = [0]
+peak_rss = [0, 0]
 stop = threading.Event()
 def sample():
     while not stop.wait(0.5):
         peak[0] = max(peak[0], disk_bytes())
+        driver, tree = rss_bytes()
+        peak_rss[0], peak_rss[1] = max(peak_rss[0], driver), max(peak_rss[1], tree)
 threading.Thread(target=sample, daemon=True).start()
 
 from synapseml_ext._spark import local_spark
@@ -77,7 +98,8 @@ stop.set()
 rows.sort(key=lambda r: r[0])
 np.save(out, np.array([r[1] for r in rows]))
 print(json.dumps({"fit_s": fit_s, "fit_peak_disk": fit_peak, "after_fit_disk": after_fit,
-                  "peak_disk": max(peak[0], fit_peak), "first_s": first_s, "warm_s": warm_s}))
+                  "peak_disk": max(peak[0], fit_peak), "first_s": first_s, "warm_s": warm_s,
+                  "peak_driver_rss": peak_rss[0], "peak_tree_rss": peak_rss[1]}))
 spark.stop()
 """
 

@@ -4,7 +4,8 @@
     .venv/bin/python tools/bench/plot_benchmarks.py [--data FILE] [--out docs/img]
 
 Writes three PNGs: embedding throughput by runtime and precision against the peers measured
-in the same runs, ANN recall against search time, and the quickstart's end-to-end seconds.
+in the same runs, ANN recall against search time, and the quickstart's end-to-end seconds;
+and a fourth, the k-NN's growth with items, from results/ann_scaling.json (ann_scaling.py).
 The JSON holds the numbers the document quotes (no benchmark runs here): update it with the
 document, then run this script.
 """
@@ -129,6 +130,51 @@ def quickstart(fig_data: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def ann_scaling(runs_data: dict, path: Path) -> None:
+    """results/ann_scaling.json (``ann_scaling.py``): time, local disk and memory against
+    the number of items."""
+    import matplotlib.pyplot as plt
+
+    runs = runs_data["runs"]
+    items = [r["items"] / 1e6 for r in runs]
+    gib = 2**30
+    fig, (left, mid, right) = plt.subplots(1, 3, figsize=(14, 4.4))
+    left.plot(items, [r["fit_s"] for r in runs], "o-", color=OURS, label="fit")
+    left.plot(items, [r["first_s"] for r in runs], "s--", color=OTHER,
+              markerfacecolor="white", label=f"first search ({runs_data['queries']:,} queries)")
+    left.plot(items, [r["warm_s"] for r in runs], "s-", color=OTHER, label="warm search")
+    left.set_ylabel("seconds")
+    left.set_title("time (lower is better)", fontsize=9.5)
+    mid.plot(items, [r["vector_bytes"] / gib for r in runs], ":", color=PEER,
+             label="the vectors (float32)")
+    mid.plot(items, [2 * r["vector_bytes"] / gib for r in runs], "--", color=PEER,
+             label="2x the vectors (the target)")
+    mid.plot(items, [r["fit_peak_disk"] / gib for r in runs], "o-", color=OURS,
+             label="peak during fit")
+    mid.plot(items, [r["after_fit_disk"] / gib for r in runs], "s--", color=OURS,
+             markerfacecolor="white", label="after fit")
+    mid.set_ylabel("GiB on Spark's local disk")
+    mid.set_title("local disk", fontsize=9.5)
+    right.plot(items, [r["peak_tree_rss"] / gib for r in runs], "o-", color=OURS,
+               label="all processes (JVM with a 6 GB heap, Python workers)")
+    right.plot(items, [r["peak_driver_rss"] / gib for r in runs], "s-", color=OTHER,
+               label="the Python driver")
+    right.set_ylabel("peak resident memory, GiB")
+    right.set_title("memory", fontsize=9.5)
+    for ax in (left, mid, right):
+        ax.set_xlabel("items, millions (384 dimensions)")
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7.5, loc="upper left")
+    facts = runs_data["facts"]
+    fig.suptitle("k-NN fit and search against the number of items: 2-core "
+                 f"{facts['cpu']}, 24 GB, Spark local[2] (same-run fp32 matmul "
+                 f"{facts['matmul_fp32_gflops']:g} GFLOP/s)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawTextHelpFormatter)
@@ -144,6 +190,10 @@ def main() -> None:
                        ("quickstart_end_to_end.png", quickstart)):
         draw(fig_data, args.out / name)
         print(args.out / name)
+    scaling = HERE / "results" / "ann_scaling.json"
+    if scaling.exists():
+        ann_scaling(json.loads(scaling.read_text()), args.out / "ann_scaling.png")
+        print(args.out / "ann_scaling.png")
 
 
 if __name__ == "__main__":
