@@ -57,7 +57,7 @@ def _run_on_cluster(tmp_path: Path, driver: str, *args: str, python: str = sys.e
     with ``path`` as PYTHONPATH: (its JSON output, event log)."""
     events = tmp_path / "events.jsonl"
     out = tmp_path / "out.json"
-    env = dict(os.environ, PYSPARK_PYTHON=sys.executable, PYTHONPATH=str(REPO / "python"),
+    env = dict(os.environ, PYSPARK_PYTHON=python, PYTHONPATH=str(REPO / "python"),
                SPARK_LOCAL_IP="127.0.0.1")
     env.pop("SYNAPSEML_EXT_EVENT_LOG", None)
     with standalone_cluster(tmp_path / "cluster") as master:
@@ -137,7 +137,8 @@ spark.stop()
 
 
 def test_executors_without_the_package_fail_at_the_first_stage_in_one_line(tmp_path,
-                                                                          minilm_dir):
+                                                                          minilm_dir,
+                                                                          monkeypatch):
     """The executors run the base interpreter of this venv, without synapseml-ext: the
     embedder's transform and the k-NN fit each fail on the driver in one line naming the
     install, not with the worker's trace from the first task."""
@@ -145,6 +146,7 @@ def test_executors_without_the_package_fail_at_the_first_stage_in_one_line(tmp_p
     if subprocess.run([bare, "-c", "import synapseml_ext"], capture_output=True,
                       env={}).returncode == 0:
         pytest.skip(f"{bare} has synapseml-ext installed: no bare Python to run executors on")
+    monkeypatch.delenv("PYTHONPATH", raising=False)  # the workers' daemons pass theirs on
     result, _ = _run_on_cluster(tmp_path, BARE_DRIVER, minilm_dir, python=bare, path="")
     for kind, message in result["errors"]:
         assert kind == "ExecutorSetupError"

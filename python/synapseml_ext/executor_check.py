@@ -59,7 +59,9 @@ def check_executors(spark_context: Any) -> None:
     with _lock:
         if key in _checked:
             return
-    python = spark_context.pythonExec
+    # The Python the tasks run: PYSPARK_PYTHON as the driver saw it (spark-submit sets it
+    # from spark.pyspark.python).
+    python = str(spark_context.pythonExec)
     try:
         found = spark_context.parallelize([0], 1).mapPartitions(_probe()).collect()
     except Exception as error:  # the worker never ran the probe: say why, in one line
