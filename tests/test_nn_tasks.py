@@ -99,8 +99,9 @@ def test_task_configs_are_frozen_and_reach_an_executor_intact():
         cfg.k = 6  # type: ignore[misc]
 
 
+@pytest.mark.parametrize("filtered", [False, True])
 @pytest.mark.parametrize("metric", ["euclidean", "inner_product"])
-def test_ties_at_the_kth_place_are_broken_by_item_id_as_the_merge_does(metric):
+def test_ties_at_the_kth_place_are_broken_by_item_id_as_the_merge_does(metric, filtered):
     rng = np.random.default_rng(9)
     items = rng.standard_normal((300, 8)).astype(np.float32)
     items /= np.linalg.norm(items, axis=1, keepdims=True)
@@ -108,9 +109,18 @@ def test_ties_at_the_kth_place_are_broken_by_item_id_as_the_merge_does(metric):
     items[copies] = items[0]
     item_ids = np.arange(5000, 5000 - len(items), -1, dtype=np.int64)
     built = index_build.build_index(items, "exact", metric, {}, k=2)
-    search = search_tasks.make_search_fn(SearchTask("long", "long", metric, k=2, dim=8))
-    out = pa.Table.from_batches(list(search(iter([pair_rows(built, item_ids, [items[[0]]],
-                                                           0)]))))
+    rows = pair_rows(built, item_ids, [items[[0]]], 0)
+    if filtered:  # copy 40 carries label 1, which the query does not allow (it allows 0, 2)
+        item_labels = np.arange(300) % 3
+        ordered = item_labels if built.order is None else item_labels[built.order]
+        rows = rows.append_column(tables.LABELS, pa.array([ordered.tolist()],
+                                                          pa.list_(pa.int64())))
+        rows = rows.append_column(tables.QCONDS, pa.array([[[0, 2]]],
+                                                          pa.list_(pa.list_(pa.int64()))))
+        copies = [c for c in copies if item_labels[c] != 1]
+    search = search_tasks.make_search_fn(SearchTask("long", "long", metric, k=2, dim=8,
+                                                    label_kind="long" if filtered else None))
+    out = pa.Table.from_batches(list(search(iter([rows]))))
     tied = sorted(item_ids[copies].tolist())
     # The merge sorts (distance, id) ascending, and descending for inner_product.
     expected = tied[:2] if metric == "euclidean" else tied[::-1][:2]

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from synapseml_ext import __version__
 from synapseml_ext.engine import EncoderSpec, SentenceEncoder
 
 from conftest import REPO
@@ -50,17 +51,19 @@ spark.stop()
 """
 
 
-def _run_on_cluster(tmp_path: Path, driver: str, *args: str) -> tuple[dict, Path]:
-    """Run ``driver`` against a fresh two-executor cluster: (its JSON output, event log)."""
+def _run_on_cluster(tmp_path: Path, driver: str, *args: str, python: str = sys.executable,
+                    path: str = str(REPO / "python")) -> tuple[dict, Path]:
+    """Run ``driver`` against a fresh two-executor cluster whose executors run ``python``
+    with ``path`` as PYTHONPATH: (its JSON output, event log)."""
     events = tmp_path / "events.jsonl"
     out = tmp_path / "out.json"
-    env = dict(os.environ, PYSPARK_PYTHON=sys.executable, PYTHONPATH=str(REPO / "python"),
+    env = dict(os.environ, PYSPARK_PYTHON=python, PYTHONPATH=str(REPO / "python"),
                SPARK_LOCAL_IP="127.0.0.1")
     env.pop("SYNAPSEML_EXT_EVENT_LOG", None)
     with standalone_cluster(tmp_path / "cluster") as master:
         done = subprocess.run(
-            [sys.executable, "-c", driver, master, sys.executable, str(out),
-             str(REPO / "python"), str(events), *args],
+            [sys.executable, "-c", driver, master, python, str(out), path, str(events),
+             *args],
             env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-4000:]
     return json.loads(out.read_text()), events
@@ -112,3 +115,43 @@ def test_knn_on_a_two_executor_standalone_cluster(tmp_path):
     assert {e["source"] for e in loads} <= {"local", "bytes"}
     for part in range(3):
         assert sum(e["partition"] == part for e in loads) == 4
+
+
+BARE_DRIVER = SESSION + """
+from synapseml_ext.hf import HuggingFaceSentenceEmbedder
+from synapseml_ext.nn import ApproximateNearestNeighbors
+model, = sys.argv[6:7]
+texts = spark.createDataFrame([("a",)], "text string")
+vectors = spark.createDataFrame([(1, [0.0, 1.0])], "id long, v array<float>")
+errors = []
+for attempt in (lambda: HuggingFaceSentenceEmbedder(modelName=model, inputCol="text").transform(texts),
+                lambda: ApproximateNearestNeighbors(inputCol="v", idCol="id", k=1).fit(vectors)):
+    try:
+        attempt()
+        errors.append(None)
+    except Exception as e:
+        errors.append([type(e).__name__, str(e)])
+json.dump({"errors": errors}, open(out, "w"))
+spark.stop()
+"""
+
+
+def test_executors_without_the_package_fail_at_the_first_stage_in_one_line(tmp_path,
+                                                                          minilm_dir,
+                                                                          monkeypatch):
+    """The executors run the base interpreter of this venv, without synapseml-ext: the
+    embedder's transform and the k-NN fit each fail on the driver in one line naming the
+    install, not with the worker's trace from the first task."""
+    bare = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
+    if subprocess.run([bare, "-c", "import synapseml_ext"], capture_output=True,
+                      env={}).returncode == 0:
+        pytest.skip(f"{bare} has synapseml-ext installed: no bare Python to run executors on")
+    monkeypatch.delenv("PYTHONPATH", raising=False)  # the workers' daemons pass theirs on
+    result, _ = _run_on_cluster(tmp_path, BARE_DRIVER, minilm_dir, python=bare, path="")
+    for kind, message in result["errors"]:
+        assert kind == "ExecutorSetupError"
+        assert message == (
+            f"synapseml-ext: the executors' Python ({bare}) cannot import synapseml-ext "
+            "(ModuleNotFoundError: No module named 'synapseml_ext'); install the driver's "
+            f"version on every node: pip install 'synapseml-ext=={__version__}' (or the init "
+            "script of docs/install.md)")

@@ -107,7 +107,7 @@ def _load(path: str, sc: Any) -> tuple[str, list[DataFrame]]:
     model = reader.load(path)
     metadata = reader.metadata  # read once, with the reader's one-line errors
     fitted = handover.state_of(model)
-    state: dict[str, Any] = json.loads(fitted.to_json())
+    state = fitted.as_dict()
     state["metadata"] = {key: metadata[key] for key in
                          ("class", "uid", "paramMap", "defaultParamMap", "sparkVersion")
                          if key in metadata}

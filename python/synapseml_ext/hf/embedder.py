@@ -20,6 +20,7 @@ from pyspark.sql.types import ArrayType, FloatType, StringType, StructType
 from synapseml_ext.contract.columns import ColumnTransform, InputColumn, OutputColumn
 from synapseml_ext.contract.persistence import BridgedParamsReadable
 from synapseml_ext.engine.errors import EngineError, ModelLoadError
+from synapseml_ext.executor_check import check_executors_of
 from synapseml_ext.hf.checks import driver_checks, is_local_master
 from synapseml_ext.hf.params import _SentenceEmbedderParams
 
@@ -219,6 +220,7 @@ class HuggingFaceSentenceEmbedder(
         self.transformSchema(dataset.schema)
         spec = self.encoder_spec()
         # Fail here, in one line, on what the driver can see, not in every task.
+        check_executors_of(dataset)
         local = is_local_master(_master(dataset))
         if spec.runtime == "remote":
             if local:

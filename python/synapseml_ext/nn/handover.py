@@ -27,8 +27,12 @@ class FittedState:
     summary: dict[str, Any]
     reason: str = ""
 
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON-safe part (summary and reason), for a caller to extend before sending."""
+        return {"summary": self.summary, "reason": self.reason}
+
     def to_json(self) -> str:
-        return json.dumps({"summary": self.summary, "reason": self.reason})
+        return json.dumps(self.as_dict())
 
     @staticmethod
     def from_json(state: dict[str, Any], items: DataFrame, indexes: DataFrame) -> FittedState:

@@ -31,6 +31,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from synapseml_ext.contract.persistence import BridgedParamsReadable  # loads Scala-saved too
+from synapseml_ext.executor_check import check_executors_of
 from synapseml_ext.nn import build_task, dropin, gpu, integrity, local_store, plan, tables
 from synapseml_ext.nn.engine import breadth_knob
 from synapseml_ext.nn.persistence import EstimatorWriter, ModelReader, ModelWriter
@@ -120,6 +121,7 @@ class ApproximateNearestNeighbors(Estimator, _SchemaMixin, BridgedParamsReadable
 
     def _fit_logged(self, dataset: DataFrame, cpu_reason: str | None
                     ) -> ApproximateNearestNeighborsModel:
+        check_executors_of(dataset)
         items = self._with_id(dataset, "item", materialize=False)
         id_kind = self._id_kind(items.schema, "item")
         vector = self._vector_expr(items.schema, "item")

@@ -273,26 +273,40 @@ def _search_pending(loaded: _LoadedIndex, pending: list[tuple[Any, np.ndarray, A
 
 def _nearest(loaded: _LoadedIndex, queries: np.ndarray, k: int, search: dict[str, Any],
              metric: str) -> tuple[np.ndarray, np.ndarray]:
-    """The partition's k nearest, ties broken by item id as the merge breaks them (faiss keeps
-    either of two tied items): one more is fetched to see a tie at the k-th place, and only
-    the rows with one are searched wider, doubling, until the tie ends."""
-    n = len(loaded.ids) - 1  # the last id is the pad
-    distances, labels = loaded.index.search(queries, k + 1, search)
+    """The partition's k nearest of each query, ties broken by item id."""
+    def fetch(rows: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+        return loaded.index.search(_rows_of(queries, rows), width, search)
+
+    return _tie_broken(fetch, len(queries), k, loaded.ids, metric)
+
+
+def _tie_broken(fetch: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]], q: int,
+                k: int, ids: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """``fetch(rows, width)``'s first k, ties broken by item id as the merge breaks them
+    (faiss keeps either of two tied items): one more is fetched to see a tie at the k-th
+    place, and only the rows with one are fetched wider, doubling, until the tie ends."""
+    n = len(ids) - 1  # the last id is the pad
+    distances, labels = fetch(np.arange(q), k + 1)
     out_d, out_l = distances[:, :k].copy(), labels[:, :k].copy()
     # Rows whose k+1 found items hold equal distances: re-ranked by (distance, id) below.
     adjacent = (distances[:, 1:] == distances[:, :-1]) & (labels[:, 1:] >= 0)
     boundary = adjacent[:, k - 1]
     for row in np.flatnonzero(adjacent.any(axis=1) & ~boundary):
-        out_d[row], out_l[row] = _by_id(distances[row], labels[row], loaded.ids, k, metric)
+        out_d[row], out_l[row] = _by_id(distances[row], labels[row], ids, k, metric)
     rows, width = np.flatnonzero(boundary), k + 1
     while len(rows):
         width = min(2 * width, n)
-        d, lab = loaded.index.search(queries[rows], width, search)
+        d, lab = fetch(rows, width)
         done = (width >= n) | (lab[:, -1] < 0) | (d[:, -1] != distances[rows, k - 1])
         for i in np.flatnonzero(done):
-            out_d[rows[i]], out_l[rows[i]] = _by_id(d[i], lab[i], loaded.ids, k, metric)
+            out_d[rows[i]], out_l[rows[i]] = _by_id(d[i], lab[i], ids, k, metric)
         rows = rows[~done]
     return out_d, out_l
+
+
+def _rows_of(queries: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    # ``rows`` is sorted and distinct: all of them means the block itself, uncopied.
+    return queries if len(rows) == len(queries) else queries[rows]
 
 
 def _by_id(distances: np.ndarray, labels: np.ndarray, ids: np.ndarray, k: int, metric: str
@@ -318,6 +332,11 @@ def _filtered(loaded: _LoadedIndex, queries: np.ndarray, conds: Any, cfg: Search
     if loaded.labels is None:
         raise RuntimeError(f"index partition {loaded.part} has no labels: the model was "
                            "fitted without labelCol")
-    return filtered.search(loaded.index, loaded.labels, queries,
-                           labels_mod.allowed_sets(conds, cfg.label_kind), cfg.k,
-                           dict(cfg.search))
+    allowed = labels_mod.allowed_sets(conds, cfg.label_kind)
+
+    def fetch(rows: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+        subset = allowed if len(rows) == len(allowed) else [allowed[row] for row in rows]
+        return filtered.search(loaded.index, loaded.labels, _rows_of(queries, rows), subset,
+                               width, dict(cfg.search))
+
+    return _tie_broken(fetch, len(queries), cfg.k, loaded.ids, cfg.metric)
