@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from synapseml_ext import __version__
-from synapseml_ext.engine.errors import RuntimeUnavailableError
+from synapseml_ext.engine.errors import RuntimeUnavailableError, full_text
 
 __all__ = ["ExecutorSetupError", "check_executors", "check_executors_of", "explain_failure"]
 
@@ -105,7 +105,7 @@ def _compare(found: tuple, python: str) -> str:
 def explain_failure(error: BaseException, python: str) -> str:
     """One line for a probe task that failed before running: a Python version mismatch, an
     executor Python that cannot start, or else the worker's last error line."""
-    text = _error_text(error)
+    text = full_text(error)
     mismatch = _MISMATCH.search(text)
     if mismatch:
         return _mismatch(mismatch.group(1), python)
@@ -122,17 +122,6 @@ def _mismatch(worker: str, python: str) -> str:
     return (f"the executors run Python {worker} ({python}) and the driver Python {driver}: "
             "PySpark needs the same minor version on both; set spark.pyspark.python (or "
             f"PYSPARK_PYTHON) to a Python {driver} with synapseml-ext installed")
-
-
-def _error_text(error: BaseException) -> str:
-    parts: list[str] = []
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        parts.append(str(current))
-        current = current.__cause__ or current.__context__
-    return "\n".join(parts)
 
 
 def _last_error_line(text: str) -> str:

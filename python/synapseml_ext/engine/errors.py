@@ -62,7 +62,7 @@ def user_message(error: BaseException | str) -> str | None:
     """
     if isinstance(error, EngineError):
         return _strip(str(error))
-    found = _PREFIXED.findall(error if isinstance(error, str) else _full_text(error))
+    found = _PREFIXED.findall(error if isinstance(error, str) else full_text(error))
     return found[-1].strip() if found else None
 
 
@@ -70,7 +70,7 @@ def _strip(message: str) -> str:
     return message[len(ERROR_PREFIX):].strip() if message.startswith(ERROR_PREFIX) else message
 
 
-def _full_text(error: BaseException) -> str:
+def full_text(error: BaseException) -> str:
     """The text of ``error`` and of its causes (Py4J keeps the Java trace in ``str``)."""
     parts: list[str] = []
     seen: set[int] = set()
