@@ -64,6 +64,18 @@ def test_least_recently_used_partitions_are_evicted_first(store_root):
     assert kept == [0, 2, 3]
 
 
+def test_a_full_store_warns_once_naming_the_fix(store_root, caplog, monkeypatch):
+    monkeypatch.setattr(local_store, "_warned_full", False)
+    limit = 2 * 1000 + 2 * 1500
+    with caplog.at_level("WARNING", logger="synapseml_ext.nn"):
+        for part in range(4):  # the third and fourth evict: one warning
+            assert local_store.write(TOKEN, part, _row(part, 1000), limit)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1
+    assert "evicted or not kept" in warnings[0]
+    assert "spark.synapseml_ext.nn.localIndexBytes" in warnings[0]
+
+
 def test_a_row_larger_than_the_limit_is_refused_while_other_copies_are_held(store_root):
     limit = 4000
     assert local_store.write(TOKEN, 0, _row(0, 100), limit)
