@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from synapseml_ext import cli_io, cli_logs, cli_output
+from synapseml_ext._spark import is_local_master
 from synapseml_ext.engine.errors import (
     ERROR_PREFIX,
     EngineError,
@@ -175,7 +176,7 @@ def test_driver_checks_run_once_and_runtime_only_for_local_masters(monkeypatch, 
     assert calls == [("model", (minilm_dir,))]
     checks.driver_checks(minilm_dir, "cuda", local=True)
     assert calls[-1] == ("runtime", "cuda")
-    assert [checks.is_local_master(m) for m in
+    assert [is_local_master(m) for m in
             ("local", "local[2]", "local[*]", "local[2,3]", "spark://h:7077", "yarn", None)] == [
         True, True, True, True, False, False, False]
 

@@ -1,9 +1,34 @@
-"""A local SparkSession for the CLI, benchmarks and tests."""
+"""Spark-session helpers: where the driver runs (local, classic cluster, Spark Connect) and a
+local SparkSession for the CLI, benchmarks and tests. Imports nothing of the package, so every
+module can use it."""
 
 from __future__ import annotations
 
 import os
 import sys
+from typing import Any
+
+
+def is_connect(df: Any) -> bool:
+    """A Spark Connect DataFrame: this process is a client, with no SparkContext."""
+    return type(df).__module__.startswith("pyspark.sql.connect")
+
+
+def spark_context_of(df: Any) -> Any | None:
+    """The SparkContext behind ``df`` when this process is its driver; ``None`` on Spark
+    Connect and where the context is out of reach (shared-access clusters)."""
+    if is_connect(df):
+        return None
+    try:
+        return df.sparkSession.sparkContext
+    except Exception:  # shared-access clusters refuse sparkContext
+        return None
+
+
+def is_local_master(master: str | None) -> bool:
+    """``local``, ``local[N]``, ``local[*]``, ``local[N,F]``: driver and executors are this
+    process, so what the driver finds is what the tasks will find."""
+    return bool(master) and (master == "local" or master.startswith("local["))
 
 
 def local_spark(master: str = "local[2]", app_name: str = "synapseml-ext",

@@ -245,11 +245,11 @@ class _Run:
 
 def _prechecks(args) -> str:
     """Model, runtime and cache directory, checked before Spark starts; the model to use."""
-    from synapseml_ext._spark import bundled_model_dir
+    from synapseml_ext._spark import bundled_model_dir, is_local_master
     from synapseml_ext.cli_io import check_cache_dir
     from synapseml_ext.engine.errors import UserInputError
     from synapseml_ext.engine.spec import EncoderSpec
-    from synapseml_ext.hf.checks import driver_checks, is_local_master
+    from synapseml_ext.hf.checks import driver_checks
 
     check_cache_dir(args.cache_dir)
     try:

@@ -139,7 +139,7 @@ def _chunk_rows(runtime: str, spark: SparkSession, total: int, partitions: int) 
     """Rows per Arrow batch where the workers will embed on CPUs: about a quarter of a
     partition, between MIN_CHUNK and MAX_CHUNK; 0 (Spark's default) on GPUs and servers,
     where batches of 10,000 rows pass in about a second."""
-    from synapseml_ext.hf.checks import is_local_master
+    from synapseml_ext._spark import is_local_master
 
     if runtime not in ("cpu", "onnx"):
         if runtime != "auto" or not is_local_master(spark.sparkContext.master):
@@ -155,7 +155,7 @@ def _chunk_rows(runtime: str, spark: SparkSession, total: int, partitions: int) 
 def _channel_host(spark: SparkSession) -> str | None:
     """Where the tasks can reach the driver: loopback in local mode, else the driver's
     host as Spark gives it to the executors."""
-    from synapseml_ext.hf.checks import is_local_master
+    from synapseml_ext._spark import is_local_master
 
     sc = spark.sparkContext
     if is_local_master(sc.master):

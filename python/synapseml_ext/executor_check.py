@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from synapseml_ext import __version__
+from synapseml_ext._spark import is_local_master, spark_context_of
 from synapseml_ext.engine.errors import RuntimeUnavailableError, full_text
 
 __all__ = ["ExecutorSetupError", "check_executors", "check_executors_of", "explain_failure"]
@@ -39,21 +40,16 @@ class ExecutorSetupError(RuntimeUnavailableError):
 def check_executors_of(dataset: Any) -> None:
     """:func:`check_executors` for the application of ``dataset``; nothing on Spark Connect
     or where the SparkContext is out of reach (shared-access clusters)."""
-    if type(dataset).__module__.startswith("pyspark.sql.connect"):
-        return
-    try:
-        context = dataset.sparkSession.sparkContext
-    except Exception:
-        return
-    check_executors(context)
+    context = spark_context_of(dataset)
+    if context is not None:
+        check_executors(context)
 
 
 def check_executors(spark_context: Any) -> None:
     """Run the probe once per application; raise :class:`ExecutorSetupError` in one line
     when the executors' Python lacks synapseml-ext, has another version of it, or is of
     another minor version than the driver's."""
-    master = spark_context.master or ""
-    if master == "local" or master.startswith("local["):
+    if is_local_master(spark_context.master):
         return
     key = spark_context.applicationId
     with _lock:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from synapseml_ext.engine.errors import ModelLoadError, RuntimeUnavailableError, missing_package
 
-__all__ = ["check_model", "check_runtime", "driver_checks", "is_local_master"]
+__all__ = ["check_model", "check_runtime", "driver_checks"]
 
 HUB_TIMEOUT_S = 5.0
 
@@ -27,12 +27,6 @@ _RUNTIME_PACKAGES = {
 
 _passed: set[tuple] = set()
 _lock = threading.Lock()
-
-
-def is_local_master(master: str | None) -> bool:
-    """``local``, ``local[N]``, ``local[*]``, ``local[N,F]``: driver and executors are this
-    process, so what the driver finds is what the tasks will find."""
-    return bool(master) and (master == "local" or master.startswith("local["))
 
 
 def driver_checks(model: str, runtime: str, *, max_seq_length: int = 0,

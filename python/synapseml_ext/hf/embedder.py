@@ -17,11 +17,12 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, FloatType, StringType, StructType
 
+from synapseml_ext._spark import is_local_master, spark_context_of
 from synapseml_ext.contract.columns import ColumnTransform, InputColumn, OutputColumn
 from synapseml_ext.contract.persistence import BridgedParamsReadable
 from synapseml_ext.engine.errors import EngineError, ModelLoadError
-from synapseml_ext.executor_check import check_executors_of
-from synapseml_ext.hf.checks import driver_checks, is_local_master
+from synapseml_ext.executor_check import check_executors
+from synapseml_ext.hf.checks import driver_checks
 from synapseml_ext.hf.params import _SentenceEmbedderParams
 
 __all__ = ["HuggingFaceSentenceEmbedder"]
@@ -220,8 +221,10 @@ class HuggingFaceSentenceEmbedder(
         self.transformSchema(dataset.schema)
         spec = self.encoder_spec()
         # Fail here, in one line, on what the driver can see, not in every task.
-        check_executors_of(dataset)
-        local = is_local_master(_master(dataset))
+        context = spark_context_of(dataset)
+        if context is not None:
+            check_executors(context)
+        local = context is not None and is_local_master(context.master)
         if spec.runtime == "remote":
             if local:
                 from synapseml_ext.remote import check_endpoint
@@ -232,15 +235,6 @@ class HuggingFaceSentenceEmbedder(
                           local=local, revision=spec.revision)
         embed = make_embed_udf(spec.to_dict(), stats)
         return dataset.withColumn(self.getOutputCol(), embed(F.col(self.getInputCol())))
-
-
-def _master(dataset: DataFrame) -> str | None:
-    """The master URL when this process is the driver; ``None`` for a Spark Connect client,
-    which runs neither the driver nor the tasks."""
-    try:
-        return dataset.sparkSession.sparkContext.master
-    except Exception:  # Spark Connect has no SparkContext
-        return None
 
 
 def make_embed_udf(spec: dict, stats: Accumulator | None = None) -> Callable:

@@ -30,6 +30,7 @@ from pyspark.ml.util import DefaultParamsWritable, MLReadable, MLReader, MLWrita
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from synapseml_ext._spark import is_connect
 from synapseml_ext.contract.persistence import BridgedParamsReadable  # loads Scala-saved too
 from synapseml_ext.executor_check import check_executors_of
 from synapseml_ext.nn import build_task, dropin, gpu, integrity, local_store, plan, tables
@@ -178,7 +179,7 @@ class ApproximateNearestNeighbors(Estimator, _SchemaMixin, BridgedParamsReadable
         id_col = self._id_col_or_default()
         # numPartitions unset: one index per input partition, built where it is (no shuffle
         # of the vectors); set: the items hashed by id into that many.
-        in_place = not self.getNumPartitions() and not plan.is_connect(items)
+        in_place = not self.getNumPartitions() and not is_connect(items)
         partitions = self.getNumPartitions() or _num_partitions(items)
         columns = [F.col(id_col).cast(tables.spark_id_type(id_kind)).alias(tables.ID),
                    vector.alias(tables.VEC)]

@@ -13,6 +13,7 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from synapseml_ext._spark import is_connect
 from synapseml_ext.nn import local_store, search_tasks, tables
 from synapseml_ext.nn.placement import placement_key
 from synapseml_ext.nn.task_config import BlockTask, LocalStore, SearchTask
@@ -90,11 +91,6 @@ def _default_parallelism(spark: SparkSession) -> int:
         return int(spark.sparkContext.defaultParallelism)
     except Exception:  # Spark Connect has no SparkContext
         return int(spark.conf.get("spark.default.parallelism", "1") or 1)
-
-
-def is_connect(df: DataFrame) -> bool:
-    """A Spark Connect DataFrame (whose 3.5 client cannot checkpoint)."""
-    return type(df).__module__.startswith("pyspark.sql.connect")
 
 
 def store_limit(spark: SparkSession) -> int:

@@ -18,8 +18,8 @@ from pyspark.sql.types import (
     StructType,
 )
 
+from synapseml_ext._spark import is_connect
 from synapseml_ext.nn.params import _ApproximateNearestNeighborsParams, normalize_algo_params
-from synapseml_ext.nn.plan import is_connect
 from synapseml_ext.nn.tables import spark_id_type
 
 log = logging.getLogger("synapseml_ext.nn")
