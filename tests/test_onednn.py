@@ -88,3 +88,10 @@ def test_a_rewrite_that_does_not_run_is_left_out(minilm_bf16, monkeypatch):
     monkeypatch.setattr(onednn.PackedLinear, "__init__", fails)
     assert onednn.pack_bf16_linears(module) == 0
     assert sum(isinstance(m, nn.Linear) for m in module.modules()) == 37
+
+
+def test_the_switch_turns_packing_off(minilm_bf16, monkeypatch):
+    monkeypatch.setenv(onednn.SWITCH_ENV, "0")
+    module = copy.deepcopy(minilm_bf16)
+    assert onednn.pack_bf16_linears(module) == 0
+    assert sum(isinstance(m, nn.Linear) for m in module.modules()) == 37

@@ -4,9 +4,9 @@
 a separate pass over a 4x-wide activation. PyTorch's CPU build ships the oneDNN ops that its
 own compiler (inductor) uses for both: a weight reordered once into oneDNN's blocked layout
 and a linear with a GELU post-op. Measured on a 2-core Zen 4 (avx512_bf16), one thread,
-all-MiniLM-L6-v2 in bf16: +6% rows/s from packing alone, +11% with GELU fused on ~177-token
-rows, +5.5% on ~96-token rows (docs/cpu-precision.md). Same numbers as inductor without its
-compile (27 s per worker, measured).
+all-MiniLM-L6-v2 in bf16: +7% rows/s on ~177-token rows (packing alone about +5%), +4% on
+~96-token rows (tools/bench/cpu_onednn.py, docs/cpu-precision.md). These are steps inductor
+takes too, without its compile (27 s per worker, measured).
 
 These are private ops (``torch.ops.mkldnn``), so each rewrite is checked on a random input
 against the layer it replaces, and anything that does not run or does not match is left as
@@ -16,11 +16,15 @@ it was: the model then runs as before, never differently.
 from __future__ import annotations
 
 import logging
+import os
 
 import torch
 from torch import nn
 
 log = logging.getLogger("synapseml_ext.engine")
+
+# "0" runs the plain layers: to compare the two, or to rule this step out when diagnosing.
+SWITCH_ENV = "SYNAPSEML_EXT_ONEDNN_PACK"
 
 # Per-row cosine a rewritten layer must reach against the original on a random bf16 input.
 # bf16 rounding of the same sums gives >= 0.9999; a wrong rewrite gives far less.
@@ -61,7 +65,9 @@ class _LinearThenAct(nn.Module):
 def pack_bf16_linears(module: nn.Module) -> int:
     """Rewrite the bf16 ``nn.Linear`` layers of ``module`` in place as :class:`PackedLinear`,
     fusing a feed-forward GELU where the model has one; returns how many were rewritten
-    (0 where this PyTorch lacks the ops)."""
+    (0 where this PyTorch lacks the ops, or with ``SYNAPSEML_EXT_ONEDNN_PACK=0``)."""
+    if os.environ.get(SWITCH_ENV) == "0":
+        return 0
     if not (hasattr(torch.ops.mkldnn, "_linear_pointwise") and torch.backends.mkldnn.is_available()):
         return 0
     rewritten = 0
