@@ -122,3 +122,27 @@ def test_output_order_and_batching_do_not_change_results(minilm_dir, cache_dir, 
     for i in (0, 57, 199):
         assert cosines(a[i : i + 1], wide.encode([texts[i]]))[0] >= 0.99999
     assert wide.encode([]).shape == (0, 384)
+
+
+@pytest.mark.parametrize("runtime", ["cpu", "onnx"])
+def test_a_mixed_length_call_is_cut_where_rows_get_shorter(runtime, minilm_dir, cache_dir,
+                                                           review_texts, st_reference):
+    # A server's merged requests: 35 reviews in random order, one encode call.
+    rng = np.random.default_rng(0)
+    picks = rng.choice(len(review_texts), 35, replace=False)
+    texts = [review_texts[i] for i in picks]
+    encoder = SentenceEncoder(EncoderSpec(model=minilm_dir, runtime=runtime, precision="fp32",
+                                          cache_dir=cache_dir))
+    backend = encoder.model.backend
+    tokens = encoder.tokenize(texts)
+    batches = list(encoder.batches(tokens))
+    padded = sum(b.input_ids.size for b in batches)
+    one_batch = len(texts) * int(tokens.lengths.max())
+    assert len(batches) > 1 and padded < 0.7 * one_batch, (len(batches), padded, one_batch)
+    for b in batches:
+        widths = b.attention_mask.sum(axis=1)
+        keep = max(1, backend.min_batch_tokens // b.input_ids.shape[1])
+        # past min_batch_tokens no row is more than max_pad_waste shorter than the longest
+        assert widths[keep:].min(initial=b.input_ids.shape[1]) >= (
+            (1 - backend.max_pad_waste) * widths.max() - backend.pad_multiple)
+    assert cosines(encoder.encode(texts), st_reference[picks]).min() >= 0.9999

@@ -23,7 +23,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (
     DEFAULT_REVIEWS,
     MINILM_FLOP_PER_TOKEN,
-    REPO,
     cpu_facts,
     markdown_table,
     matmul_gflops,
@@ -87,7 +86,7 @@ def run_size(spark, csv: Path, n: int, model: str, cache_dir: str) -> dict:
     rows = result.collect()
     times["ann fit + search + join"] = time.perf_counter() - step
     times["total"] = time.perf_counter() - started
-    times["tokens per row"] = tokens_per_row(df, model, cache_dir)  # not timed
+    times["tokens per row"] = tokens_per_row(df, model)  # not timed
     assert len(rows) == 5 * len(QUERIES), len(rows)
     first = {r.query_id: r.data for r in sorted(rows, key=lambda r: r.distance)}
     times["top hit"] = {QUERIES[q - 1]: text[:80] for q, text in first.items()}
@@ -96,45 +95,18 @@ def run_size(spark, csv: Path, n: int, model: str, cache_dir: str) -> dict:
     return times
 
 
-def tokens_per_row(df, model: str, cache_dir: str, sample: int = 5000) -> float:
+def tokens_per_row(df, model: str, sample: int = 5000) -> float:
     """Mean tokens per row after truncation, over the first ``sample`` rows (shuffled rows,
     so a random sample): what the embedding's share of the matmul rate is computed from."""
-    from synapseml_ext.engine import EncoderSpec, SentenceEncoder
+    from transformers import AutoTokenizer
+
+    from synapseml_ext.engine.encoder import tokenize
+    from synapseml_ext.engine.model_files import cached_model_files
 
     texts = [r.data for r in df.select("data").limit(sample).collect()]
-    encoder = SentenceEncoder(EncoderSpec(model=model, runtime="onnx", cache_dir=cache_dir))
-    return encoder.count_tokens(texts) / max(len(texts), 1)
-
-
-def plot(results: dict[int, dict], path: Path) -> bool:
-    """Draw the totals beside the seed's; False (and why, printed) without matplotlib."""
-    try:
-        import matplotlib
-    except ImportError:
-        print("no plot: matplotlib is not installed (pip install -e '.[bench]')")
-        return False
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    sizes = sorted(results)
-    width = 0.27
-    xs = range(len(sizes))
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.bar([x - width for x in xs], [results[s]["total"] for s in sizes], width,
-           label="synapseml-ext, 1 machine, 2 CPU cores")
-    ax.bar(list(xs), [SEED_GPU[s] for s in sizes], width, label="seed: 6x A100, TensorRT + RAPIDS")
-    ax.bar([x + width for x in xs], [SEED_OPENAI_CPU_KNN[s] for s in sizes], width,
-           label="seed: Azure OpenAI + CPU KNN")
-    ax.set_xticks(list(xs), [f"{s:,}" for s in sizes])
-    ax.set_yscale("log")
-    ax.set_xlabel("rows")
-    ax.set_ylabel("seconds, end to end (log)")
-    ax.set_title("Seed quickstart benchmark: embed + ANN, k=5, two queries")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    return True
+    files = cached_model_files(model)
+    tokens = tokenize(AutoTokenizer.from_pretrained(str(files.transformer_dir)), files, texts)
+    return float(tokens.lengths.mean()) if len(texts) else 0.0
 
 
 def share(n: int, t: dict, bf16_gflops: float) -> float:
@@ -149,7 +121,6 @@ def main() -> None:
     parser.add_argument("--csv", type=Path, default=DEFAULT_REVIEWS)
     parser.add_argument("--sizes", default="100,1000,10000,100000")
     parser.add_argument("--cache-dir", default="/tmp/synapseml-ext-bench-cache")
-    parser.add_argument("--plot", type=Path, default=REPO / "docs" / "img" / "seed_quickstart.png")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
     os.environ.setdefault("SYNAPSEML_EXT_LOG_LEVEL", "WARNING")
@@ -188,9 +159,8 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps({"matmul_gflops": {"fp32": fp32, "bf16": bf16},
                                          "sizes": results}, indent=2, default=str))
-    # The docs' plot shows the whole default set; a partial run leaves it alone.
-    if set(results) == set(SEED_GPU) and plot(results, args.plot):
-        print(f"\nplot: {args.plot}")
+    print("\ndocs' plot: put the totals in tools/bench/results/figures.json (\"quickstart\"), "
+          "then run tools/bench/plot_benchmarks.py")
 
 
 if __name__ == "__main__":

@@ -47,22 +47,28 @@ class LoadedModel:
     dimension: int
 
     def tokenize(self, texts: Sequence[str]) -> Tokenized:
-        if self.files.do_lower_case:
-            texts = [t.lower() for t in texts]
-        encoded = self.tokenizer(
-            list(texts),
-            truncation=True,
-            max_length=self.files.max_seq_length,
-            padding=False,
-            return_attention_mask=False,
-            return_token_type_ids=False,
-        )
-        return Tokenized(encoded["input_ids"])
+        return tokenize(self.tokenizer, self.files, texts)
 
     @property
     def pad_id(self) -> int:
         pad = getattr(self.tokenizer, "pad_token_id", None)
         return int(pad) if pad is not None else 0
+
+
+def tokenize(tokenizer: Callable[..., Any], files: ModelFiles, texts: Sequence[str]) -> Tokenized:
+    """Token ids of ``texts`` as the model sees them: lower-cased where the model says so,
+    truncated at its max_seq_length, unpadded."""
+    if files.do_lower_case:
+        texts = [t.lower() for t in texts]
+    encoded = tokenizer(
+        list(texts),
+        truncation=True,
+        max_length=files.max_seq_length,
+        padding=False,
+        return_attention_mask=False,
+        return_token_type_ids=False,
+    )
+    return Tokenized(encoded["input_ids"])
 
 
 @dataclass

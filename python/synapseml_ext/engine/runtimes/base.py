@@ -24,8 +24,10 @@ class Backend(Protocol):
     device: str
     num_threads: int
     pad_multiple: int         # batch widths are rounded up to a multiple of this
-    max_pad_waste: float      # padding a batch may add to reach min_batch_tokens (a share)
-    min_batch_tokens: int     # merge short batches up to this many tokens (0: never)
+    # A batch holding min_batch_tokens ends at the first row more than max_pad_waste shorter
+    # than its longest (0: batches are cut by the token budget alone); see iter_batches.
+    max_pad_waste: float
+    min_batch_tokens: int
     overlaps_batches: bool    # run_pipelined launches the next batch while one computes
 
     @property

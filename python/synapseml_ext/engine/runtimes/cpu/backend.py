@@ -24,6 +24,12 @@ CPU_MAX_TOKENS = 2048
 class TorchBackend(RunsInTurn):
     """A :class:`~synapseml_ext.engine.modules.SentenceModule` on one torch device."""
 
+    # Mixed lengths in one call (a server's merged requests, a small partition) are cut where
+    # rows get 10% shorter: calls of 35 random reviews +22% rows/s fp32, +18% bf16; sorted
+    # sets unchanged (2-core Zen 4, tools/bench/mixed_batches.py).
+    max_pad_waste = 0.1
+    min_batch_tokens = 512
+
     def __init__(self, module, *, runtime: str, precision: str, device: str, num_threads: int,
                  pad_multiple: int = 8, default_max_tokens: int = CPU_MAX_TOKENS) -> None:
         self.module = module

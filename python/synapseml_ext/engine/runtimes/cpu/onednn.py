@@ -76,7 +76,7 @@ def pack_bf16_linears(module: nn.Module) -> int:
             rewritten += _fuse_intermediate(parent)
             for name, child in list(parent.named_children()):
                 if isinstance(child, nn.Linear) and child.weight.dtype == torch.bfloat16:
-                    packed = _checked(child, lambda c=child: PackedLinear(c))
+                    packed = _checked(child, lambda c=child: PackedLinear(c), child.in_features)
                     if packed is not None:
                         setattr(parent, name, packed)
                         rewritten += 1
@@ -93,7 +93,8 @@ def _fuse_intermediate(parent: nn.Module) -> int:
             and dense.weight.dtype == torch.bfloat16 and isinstance(act, nn.Module)
             and algorithm is not None):
         return 0
-    fused = _checked(_LinearThenAct(dense, act), lambda: PackedLinear(dense, gelu=algorithm))
+    fused = _checked(_LinearThenAct(dense, act), lambda: PackedLinear(dense, gelu=algorithm),
+                     dense.in_features)
     if fused is None:
         return 0
     parent.dense, parent.intermediate_act_fn = fused, nn.Identity()
@@ -110,9 +111,8 @@ def _gelu_algorithm(act: object) -> str | None:
     return None
 
 
-def _checked(original: nn.Module, build) -> nn.Module | None:
+def _checked(original: nn.Module, build, in_features: int) -> nn.Module | None:
     """``build()`` when it runs and matches ``original`` on a random input, else ``None``."""
-    in_features = _in_features(original)
     try:
         candidate = build()
         x = torch.randn(3, 5, in_features, dtype=torch.bfloat16)
@@ -126,8 +126,3 @@ def _checked(original: nn.Module, build) -> nn.Module | None:
         return None
     return candidate
 
-
-def _in_features(module: nn.Module) -> int:
-    linear = module.linear if isinstance(module, _LinearThenAct) else module
-    assert isinstance(linear, nn.Linear)
-    return linear.in_features
