@@ -11,9 +11,13 @@ In one run, over the fine-food reviews ("Title: ...; Content: ...", all-MiniLM-L
                then driven by the same closed-loop load: 1, 8 and 64 clients (asyncio, one
                keep-alive connection each), each sending single reviews, then batches of 32,
                to the OpenAI route (POST /v1/embeddings) for a fixed time per cell.
-Per cell: texts/s, p50/p99 latency per request, errors, and this client's own CPU seconds
-(the client shares the cores with the server). Ratios: ours / bare engine at the same runtime
-and precision (goal >= 0.8) and ours / Infinity at fp32 (goal >= 3), at 64 single-text clients.
+Per cell: texts/s, p50/p99 latency per request, errors, and the client's own CPU seconds
+(the client shares the cores with the server). ``--load wrk`` drives the cells with wrk
+(C, one thread, a random review per request: 0.1 CPU seconds a cell) instead, which leaves
+the server its cores, as clients on other machines would; a cell counts only the requests
+answered within it, so keep --seconds well above a cell's queue time (64 x 32 at fp32:
+~30 s). Ratios: ours / bare engine at the same runtime and precision (goal >= 0.8) and ours /
+Infinity at fp32 (goal >= 3), at 64 single-text clients.
 """
 
 from __future__ import annotations
@@ -227,6 +231,79 @@ async def load_cell(run: ServerRun, meter: CpuMeter, texts: list[str], clients: 
                 round(max(busy - server - client_cpu, 0.0) / elapsed, 2))
 
 
+WRK_SCRIPT = """
+dofile("{bodies}")
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+math.randomseed({seed})
+request = function()
+  return wrk.format(nil, "/v1/embeddings", nil, bodies[math.random(#bodies)])
+end
+"""
+WRK_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}
+
+
+def wrk_script(texts: list[str], batch: int, folder: Path) -> Path:
+    """A wrk Lua script whose requests post ``batch`` reviews from a random start."""
+    bodies = folder / f"bodies_{batch}.lua"
+    with bodies.open("w") as f:
+        f.write("bodies = {\n")
+        for i in range(len(texts)):
+            chunk = [texts[(i + j) % len(texts)] for j in range(batch)]
+            # ASCII JSON has only \" and \\ escapes once quoted again: a valid Lua literal
+            f.write(json.dumps(json.dumps({"input": chunk, "model": MODEL_NAME})) + ",\n")
+        f.write("}\n")
+    script = folder / f"wrk_{batch}.lua"
+    script.write_text(WRK_SCRIPT.format(bodies=bodies, seed=batch))
+    return script
+
+
+def wrk_cell(run: ServerRun, meter: CpuMeter, script: Path, clients: int, batch: int,
+             seconds: float) -> Cell:
+    """``clients`` connections of ``wrk`` (C, one thread: it takes almost no CPU from the
+    server, as clients on other machines would not), each posting ``batch`` reviews."""
+    import resource
+
+    command = ["wrk", "-t1", f"-c{clients}", f"-d{max(1, round(seconds))}s", "--timeout", "900s",
+               "--latency", "-s", str(script), run.url]
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    before, started = meter.read(), time.perf_counter()
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    elapsed = time.perf_counter() - started
+    busy, server, _ = (b - a for a, b in zip(before, meter.read(), strict=True))
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    client_cpu = (after.ru_utime - children.ru_utime) + (after.ru_stime - children.ru_stime)
+    # wrk leaves its last requests unanswered: one request queued behind them returns once
+    # the server has worked through them, so they do not load the next cell.
+    httpx.post(run.url + "/v1/embeddings", json={"input": ["drain"], "model": MODEL_NAME},
+               timeout=900)
+
+    def latency_ms(percent: str) -> float:
+        for line in out.splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[0] == percent:
+                number = parts[1].rstrip("smu")
+                return float(number) * WRK_UNITS[parts[1][len(number):]]
+        return float("nan")
+
+    requests = int(next(line.split()[0] for line in out.splitlines()
+                        if "requests in" in line))
+    duration = float(next(line.split("requests in ")[1].split("s,")[0]
+                          for line in out.splitlines() if "requests in" in line))
+    errors: dict[str, int] = {}
+    for line in out.splitlines():
+        if "Non-2xx or 3xx responses:" in line:
+            errors["non-2xx"] = int(line.rsplit(":", 1)[1])
+        if "Socket errors:" in line:
+            counts = {k: int(v) for k, v in (p.split() for p in line.split(":", 1)[1].split(","))}
+            errors.update({f"socket {k}": v for k, v in counts.items() if v})
+    ok = requests - errors.get("non-2xx", 0)
+    return Cell(run.name, clients, batch, ok, ok * batch, errors, round(duration, 2),
+                round(ok * batch / duration, 1), round(latency_ms("50%"), 1),
+                round(latency_ms("99%"), 1), round(client_cpu, 2), round(server / elapsed, 2),
+                round(max(busy - server - client_cpu, 0.0) / elapsed, 2))
+
+
 def engine_counters(run: ServerRun) -> tuple[float, float] | None:
     """(engine calls, texts embedded) from our server's /metrics; None for other servers."""
     try:
@@ -249,7 +326,7 @@ def check_vectors(run: ServerRun, texts: list[str], reference: np.ndarray) -> No
 
 def bench_server(run: ServerRun, texts: list[str], reference: np.ndarray, seconds: float,
                  quiet_wait_s: float, log_dir: Path, clients_list: tuple[int, ...] = CLIENTS,
-                 batches: tuple[int, ...] = BATCHES) -> list[Cell]:
+                 batches: tuple[int, ...] = BATCHES, load: str = "python") -> list[Cell]:
     print(f"\n== {run.name}: {' '.join(run.command)}", flush=True)
     run.quiet = wait_quiet(quiet_wait_s)
     load_before = os.getloadavg()[0]
@@ -271,7 +348,11 @@ def bench_server(run: ServerRun, texts: list[str], reference: np.ndarray, second
         for batch in batches:
             for clients in clients_list:
                 before = engine_counters(run)
-                cell = asyncio.run(load_cell(run, meter, texts, clients, batch, seconds))
+                if load == "wrk":
+                    cell = wrk_cell(run, meter, wrk_script(texts, batch, log_dir), clients,
+                                    batch, seconds)
+                else:
+                    cell = asyncio.run(load_cell(run, meter, texts, clients, batch, seconds))
                 after = engine_counters(run)
                 if before and after and after[0] > before[0]:
                     cell.texts_per_engine_call = round((after[1] - before[1])
@@ -325,6 +406,9 @@ def main() -> None:
     parser.add_argument("--infinity-bin", default="/work/venvs/infinity/bin/infinity_emb")
     parser.add_argument("--seconds", type=float, default=15.0, help="per cell")
     parser.add_argument("--quick", action="store_true", help="3 s cells, 200 rows: a smoke run")
+    parser.add_argument("--load", choices=("python", "wrk"), default="python",
+                        help="the load generator: asyncio + httpx in this process, or wrk "
+                             "(apt install wrk), which leaves the server its cores")
     parser.add_argument("--quiet-wait", type=float, default=90.0,
                         help="before the engine and each server, wait up to this long for the "
                              "other jobs on the machine to go under 0.3 cores")
@@ -366,7 +450,7 @@ def main() -> None:
     cells: list[Cell] = []
     for run in runs:
         cells += bench_server(run, texts, reference, args.seconds, args.quiet_wait, log_dir,
-                              _ints(args.clients), _ints(args.batches))
+                              _ints(args.clients), _ints(args.batches), args.load)
 
     summary = goals(cells, runs, engine_rows)
     load_end, fp32_end = os.getloadavg(), matmul_gflops("float32")
