@@ -143,6 +143,7 @@ def test_empty_string_is_a_valid_input(server, reference):
 @pytest.mark.parametrize("content", [
     b'{"inputs": ["a", null]}', b'{"inputs": []}', b'{"inputs": 3}', b'{"inputs": [1, 2]}',
     b'{"inputs": "a", "normalize": "yes"}', b'{"nothing": 1}', b"{not json", b'["a"]',
+    b'{"inputs": "\xff"}',  # not UTF-8
 ])
 def test_malformed_requests_are_422_json(server, content):
     response = httpx.post(f"{server.url}/embed", content=content,

@@ -286,10 +286,10 @@ def wrk_cell(run: ServerRun, meter: CpuMeter, script: Path, clients: int, batch:
                 return float(number) * WRK_UNITS[parts[1][len(number):]]
         return float("nan")
 
-    requests = int(next(line.split()[0] for line in out.splitlines()
-                        if "requests in" in line))
-    duration = float(next(line.split("requests in ")[1].split("s,")[0]
-                          for line in out.splitlines() if "requests in" in line))
+    # e.g. "  847 requests in 15.04s, 9.61MB read"
+    summary = next(line for line in out.splitlines() if "requests in" in line)
+    requests = int(summary.split()[0])
+    duration = float(summary.split("requests in ")[1].split("s,")[0])
     errors: dict[str, int] = {}
     for line in out.splitlines():
         if "Non-2xx or 3xx responses:" in line:
@@ -346,11 +346,11 @@ def bench_server(run: ServerRun, texts: list[str], reference: np.ndarray, second
             asyncio.run(load_cell(run, meter, texts, clients, batch, seconds / 3))
         cells = []
         for batch in batches:
+            script = wrk_script(texts, batch, log_dir) if load == "wrk" else None
             for clients in clients_list:
                 before = engine_counters(run)
-                if load == "wrk":
-                    cell = wrk_cell(run, meter, wrk_script(texts, batch, log_dir), clients,
-                                    batch, seconds)
+                if script is not None:
+                    cell = wrk_cell(run, meter, script, clients, batch, seconds)
                 else:
                     cell = asyncio.run(load_cell(run, meter, texts, clients, batch, seconds))
                 after = engine_counters(run)

@@ -2,7 +2,8 @@
 
 TEI's ``POST /embed`` and OpenAI's ``POST /v1/embeddings``, with dynamic batching on one
 engine thread, ``/health``, ``/info`` and Prometheus ``/metrics``. Needs the ``serve`` extra
-(starlette, uvicorn, prometheus-client), imported only when a server is built.
+(starlette, uvicorn with httptools and uvloop, orjson, prometheus-client), imported only
+when a server is built.
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+import orjson
+
 from synapseml_ext.serve.engine import RequestError
 
 
@@ -26,8 +28,8 @@ class OpenAIRequest:
 
 def parse_json(raw: bytes) -> dict:
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
         raise _invalid(f"the body is not valid JSON ({e})") from None
     if not isinstance(body, dict):
         raise _invalid("the body must be a JSON object")
