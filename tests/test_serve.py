@@ -355,6 +355,20 @@ def test_failed_load_is_reported(raw_encoder, minilm_dir):
         start_in_thread(_config(raw_encoder, minilm_dir, factory=broken))
 
 
+def test_non_finite_vectors_are_an_error_not_nulls(raw_encoder, minilm_dir):
+    def nan_model(config: ServeConfig) -> SentenceEncoder:
+        encoder = SentenceEncoder(raw_encoder.spec, raw_encoder.model)
+        encoder.encode_tokens = lambda tokens: np.full((len(tokens.ids), 384), np.nan, "f4")
+        return encoder
+
+    with start_in_thread(_config(raw_encoder, minilm_dir, factory=nan_model)) as handle:
+        for route, body in (("/embed", {"inputs": ["a"]}), ("/v1/embeddings", {"input": "a"})):
+            response = httpx.post(f"{handle.url}{route}", json=body)
+            assert response.status_code == 500, response.text
+            assert response.json()["error_type"] == "backend"
+            assert "non-finite" in response.json()["error"]
+
+
 # ---------------------------------------------------------------------------------------
 # The command
 

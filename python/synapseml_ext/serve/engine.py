@@ -70,7 +70,12 @@ class Embedder:
                 results.append(error)
                 continue
             n = len(item.texts)
-            results.append(Embedded(vectors[row:row + n], int(tokens.lengths[row:row + n].sum())))
+            mine = vectors[row:row + n]
+            if np.isfinite(mine).all():
+                results.append(Embedded(mine, int(tokens.lengths[row:row + n].sum())))
+            else:  # a model gone wrong: an error, never nulls in the JSON
+                results.append(RequestError(500, "the model gave non-finite values (NaN or "
+                                                 "infinity) for this request", "backend"))
             row += n
         return results
 
