@@ -13,7 +13,7 @@ request, then 32), for each server stack in one run:
 - ``h11 + asyncio, orjson``: vectors written by orjson;
 - ``httptools + uvloop, orjson``: what ``pip install "synapseml-ext[serve]"`` now installs.
 
-Prints CPU flags, requests/s, texts/s, p99 and the server's CPU milliseconds per request.
+Prints CPU flags, the same-run matmul rate, requests/s, texts/s, p99 and the server's CPU milliseconds per request.
 """
 
 from __future__ import annotations
@@ -26,7 +26,14 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEFAULT_REVIEWS, cpu_facts, markdown_table, save_results, seed_texts_from_csv
+from common import (
+    DEFAULT_REVIEWS,
+    cpu_facts,
+    markdown_table,
+    matmul_gflops,
+    save_results,
+    seed_texts_from_csv,
+)
 from serve_load import (
     CpuMeter,
     ServerRun,
@@ -84,11 +91,13 @@ def main() -> None:
     args = parser.parse_args()
 
     facts = cpu_facts()
-    print(f"CPU: {facts['cpu']} ({facts['cores']} cores)\nflags: {facts['flags']}", flush=True)
+    fp32 = matmul_gflops("float32")
+    print(f"CPU: {facts['cpu']} ({facts['cores']} cores)\nflags: {facts['flags']}\n"
+          f"same-run torch matmul fp32 {fp32:.0f} GFLOP/s", flush=True)
     texts = seed_texts_from_csv(args.csv)
     folder = Path(tempfile.mkdtemp(prefix="serve_overhead_"))
     scripts = {batch: wrk_script(texts, batch, folder) for batch in (1, 32)}
-    rows, data = [], {"cpu": facts, "args": vars(args) | {"csv": str(args.csv)}, "cells": []}
+    rows, data = [], {"cpu": facts, "matmul_gflops": {"fp32": fp32}, "args": vars(args) | {"csv": str(args.csv)}, "cells": []}
     for name, (http, loop, writer) in STACKS.items():
         port = free_port()
         run = ServerRun(name, [sys.executable, "-c", SERVER, default_model_dir(), str(port),
@@ -113,7 +122,8 @@ def main() -> None:
                 print(markdown_table(HEADER, rows[-1:]).split("\n", 2)[2], flush=True)
         finally:
             stop(proc)
-    text = (f"CPU: {facts['cpu']} ({facts['cores']} cores), {facts['flags']}; {args.clients} wrk "
+    text = (f"CPU: {facts['cpu']} ({facts['cores']} cores), {facts['flags']}; same-run torch "
+            f"matmul fp32 {fp32:.0f} GFLOP/s; {args.clients} wrk "
             f"connections, {args.seconds:g} s per cell, constant-vector engine\n\n"
             f"{markdown_table(HEADER, rows)}\n")
     print("\n" + text)
