@@ -220,11 +220,15 @@ def _sample_csv(tmp_path: Path) -> Path:
 CASES = {
     "missing input": (lambda t: ["--input", str(t / "nope.csv")], "does not exist: check the path"),
     "unknown format": (lambda t: ["--input", str(t / "in.txt")], "pass --format csv"),
+    "empty input file": (lambda t: ["--input", str(t / "empty.csv")],
+                         "is empty (0 bytes): pass a file with data"),
     "existing output": (lambda t: ["--output", str(t / "full")], "already exists: pass --overwrite"),
     "existing output not ours": (lambda t: ["--output", str(t / "full"), "--overwrite"],
                                  "is not a synapseml-ext output"),
     "missing parent": (lambda t: ["--output", str(t / "nowhere" / "out")],
                        "does not exist: create it first"),
+    "parent is a file": (lambda t: ["--output", str(t / "in.txt" / "out")],
+                         "is a file, not a directory"),
     "latin-1 bytes": (lambda t: ["--input", str(t / "latin.csv")],
                       "is not valid utf-8: 0xe9 at byte offset 13 (line 2); pass its encoding "
                       "with --encoding"),
@@ -250,6 +254,7 @@ def test_user_errors_are_one_line_before_spark(tmp_path, cache_dir, case):
             pytest.skip("this machine has a GPU")
     _sample_csv(tmp_path)
     (tmp_path / "in.txt").write_text("Text\nx\n")
+    (tmp_path / "empty.csv").write_bytes(b"")
     (tmp_path / "latin.csv").write_bytes("id,Text\n1,café\n".encode("latin-1"))
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "keep.txt").write_text("keep")
@@ -292,3 +297,35 @@ def test_debug_shows_the_traceback_and_version_is_printed(tmp_path, cache_dir):
     done = _run(["--version"], cache_dir)
     assert done.returncode == 0
     assert done.stdout.strip() == f"synapseml-ext {version('synapseml-ext')}"
+
+
+@pytest.mark.spark
+def test_ctrl_c_during_the_job_is_one_line_and_leaves_nothing(tmp_path, cache_dir):
+    """SIGINT while the main thread waits on the JVM: pyspark's handler calls into py4j
+    again and py4j logs three tracebacks; the user reads one line, and no output is left."""
+    import signal
+
+    source = tmp_path / "many.csv"
+    texts = [f"review {i}: the tea was {'fine ' * (i % 40)}and arrived late" for i in range(4000)]
+    pd.DataFrame({"Text": texts}).to_csv(source, index=False)
+    env = dict(os.environ, PYTHONPATH=str(REPO / "python"), SYNAPSEML_EXT_CACHE=cache_dir,
+               SYNAPSEML_EXT_PROGRESS_EVERY="0.2", XDG_STATE_HOME=str(tmp_path / "state"))
+    argv = [sys.executable, "-m", "synapseml_ext.cli", "embed", "--input", str(source),
+            "--text-col", "Text", "--output", str(tmp_path / "out"), "--runtime", "cpu",
+            "--precision", "fp32", "--progress", "lines"]
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    seen = []
+    assert proc.stderr is not None
+    for line in proc.stderr:  # the tasks have started once the model loads on a worker
+        seen.append(line)
+        if line.startswith("loading model"):
+            break
+    proc.send_signal(signal.SIGINT)
+    _, rest = proc.communicate(timeout=120)
+    err = "".join(seen) + rest
+    assert proc.returncode == 130, err[-3000:]
+    assert err.strip().splitlines()[-1] == "synapseml-ext: interrupted", err[-3000:]
+    assert "Traceback" not in err and "ERROR:root" not in err, err[-3000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["many.csv", "state"] or \
+        sorted(p.name for p in tmp_path.iterdir()) == ["many.csv"], list(tmp_path.iterdir())

@@ -7,6 +7,7 @@ from __future__ import annotations
 import glob
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -189,6 +190,9 @@ SEARCH_ERRORS = {
                                   "{root}/full", "--overwrite"],
                                  "is not a synapseml-ext output"),
     "no queries": (["--table", "{root}/table"], "no queries: pass --query TEXT"),
+    "table of 0 rows": (["--table", "{root}/empty_table", "--query", "x"],
+                        "--table '{root}/empty_table' holds 0 rows",
+                        "embed an input with rows first"),
     "empty queries file": (["--table", "{root}/table", "--queries", "{root}/empty.txt"],
                            "holds no query (one per line)"),
     "output inside the table": (["--table", "{root}/table", "--query", "x", "--output",
@@ -203,7 +207,10 @@ SEARCH_ERRORS = {
 
 def test_user_errors_are_one_line_before_spark(tmp_path, cache_dir):
     root = tmp_path
-    _fake_table(root)
+    table = _fake_table(root)
+    empty = shutil.copytree(table, root / "empty_table")  # what embed writes for 0 rows
+    marker = json.loads((empty / "_SYNAPSEML_EXT_OUTPUT").read_text())
+    (empty / "_SYNAPSEML_EXT_OUTPUT").write_text(json.dumps({**marker, "rows": 0}))
     (root / "plain").mkdir()
     pd.DataFrame({"Text": ["a"]}).to_parquet(root / "plain" / "part-00000.parquet")
     (root / "full").mkdir()
@@ -229,6 +236,23 @@ def test_user_errors_are_one_line_before_spark(tmp_path, cache_dir):
     assert (root / "full" / "keep.txt").read_text() == "keep"
     assert sorted(p.name for p in (root / "table").iterdir()) == [
         "_SYNAPSEML_EXT_OUTPUT", "part-00000.parquet"]
+
+
+@pytest.mark.spark
+def test_embeddings_column_of_the_wrong_kind_is_one_line(tmp_path, cache_dir, minilm_dir):
+    """A table without our marker, following the hint to name the columns: a text column or
+    a number column as --embeddings-col says so, instead of "the item DataFrame is empty"."""
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    pd.DataFrame({"Text": ["sweet tea", "salty nuts"], "Score": [5, 1]}).to_parquet(
+        plain / "part-00000.parquet")
+    common = ["search", "--table", str(plain), "--query", "tea", "--text-col", "Text",
+              "--model", minilm_dir, "--runtime", "onnx"]
+    done = _run([*common, "--embeddings-col", "Score"], cache_dir)
+    _one_line_error(done, "--embeddings-col 'Score' is a bigint column of --table, not an "
+                          "array of floats: name the column that holds the embeddings")
+    done = _run([*common, "--embeddings-col", "Text"], cache_dir)
+    _one_line_error(done, "no row of --table has an embedding in --embeddings-col 'Text'")
 
 
 # -- the progress channel, without Spark ------------------------------------------------------

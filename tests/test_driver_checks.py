@@ -103,6 +103,35 @@ def test_model_directory_checks(tmp_path, minilm_dir):
     checks.check_model(str(tmp_path / "no-such-model"), local=False)
 
 
+def test_model_without_its_vocabulary_is_refused_not_noise(tmp_path, minilm_dir):
+    """Without tokenizer.json and vocab.txt transformers builds a tokenizer of 5 special tokens
+    and every word embeds as the unknown token: a load error, not vectors of noise."""
+    from synapseml_ext.engine.encoder import load_model
+    from synapseml_ext.engine.spec import EncoderSpec
+
+    no_vocab = tmp_path / "no-vocab"
+    shutil.copytree(minilm_dir, no_vocab,
+                    ignore=shutil.ignore_patterns("tokenizer.json", "vocab.txt"))
+    spec = EncoderSpec(model=str(no_vocab), runtime="cpu", precision="fp32",
+                       cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(ModelLoadError, match=r"tokenizer has \d+ tokens but the model has "
+                                             r"30522.*vocabulary file .* missing or damaged"):
+        load_model(spec)
+
+
+def test_cli_keeps_a_relative_model_path_as_absolute(tmp_path, monkeypatch, minilm_dir):
+    """The embed table's marker names the model for a later `search`, which may run from
+    another directory."""
+    from synapseml_ext import cli
+
+    (tmp_path / "my-model").symlink_to(minilm_dir)
+    monkeypatch.chdir(tmp_path)
+    args = cli.build_parser().parse_args(
+        ["embed", "--input", "in.csv", "--text-col", "Text", "--output", "out",
+         "--model", "my-model", "--cache-dir", str(tmp_path / "cache")])
+    assert cli._prechecks(args) == str(tmp_path / "my-model")
+
+
 def test_hub_id_offline_and_not_cached(monkeypatch, tmp_path):
     from huggingface_hub import constants
 
@@ -230,8 +259,8 @@ def test_staged_output_moves_into_place_only_on_success(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["in.csv", "out"]
 
     (out / "notes.txt").write_text("mine")  # no longer only ours
-    with pytest.raises(UserInputError, match=r"holds files synapseml-ext did not write "
-                                             r"\(notes.txt\)"):
+    with pytest.raises(UserInputError, match=rf"--output '{out}' holds files synapseml-ext "
+                                             r"did not write \(notes.txt\)"):
         cli_output.check_output(str(out), inputs, overwrite=True)
     (out / cli_output.MARKER).unlink()
     with pytest.raises(UserInputError, match="is not a synapseml-ext output"):
@@ -259,3 +288,28 @@ def test_log_files_are_private(tmp_path, monkeypatch):
     assert props.stat().st_mode & 0o777 == 0o600
     assert f"fileName = {log}" in props.read_text()
     assert str(props) in conf["spark.driver.extraJavaOptions"]
+
+
+def test_py4j_tracebacks_go_to_the_log_not_the_terminal(tmp_path, monkeypatch, capsys):
+    """Ctrl-C during a job: py4j logs the cut connection with logging.exception on the root
+    logger (three tracebacks); the CLI sends those to its log and keeps other warnings."""
+    import logging
+
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [])
+    log_file = tmp_path / "run.log"
+    handlers = cli_logs.quiet_py4j_logging(log_file)
+    try:
+        py4j_record = logging.LogRecord(
+            "root", logging.ERROR, "/venv/site-packages/py4j/java_gateway.py", 1070,
+            "KeyboardInterrupt while sending command.", None, None)
+        root.handle(py4j_record)
+        logging.getLogger("synapseml_ext.engine").warning("bf16 rejected, falling back")
+        logging.getLogger("synapseml_ext.engine").info("not shown: below WARNING")
+    finally:
+        cli_logs.drop_handlers(handlers)
+    assert root.handlers == []
+    err = capsys.readouterr().err
+    assert err == "bf16 rejected, falling back\n"
+    assert "KeyboardInterrupt while sending command." in log_file.read_text()
+    assert "bf16 rejected" not in log_file.read_text()

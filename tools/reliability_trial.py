@@ -201,6 +201,18 @@ def _truncated_weights(root: Path):
     return [*_embed(root, _reviews(root), root / "out"), "--model", str(model)], root / "out"
 
 
+def _model_without_vocabulary(root: Path):
+    model = _model_copy(root)
+    for name in ("tokenizer.json", "vocab.txt"):
+        (model / name).unlink()
+    return [*_embed(root, _reviews(root), root / "out"), "--model", str(model)], root / "out"
+
+
+def _empty_input_file(root: Path):
+    (root / "empty.csv").write_bytes(b"")
+    return _embed(root, root / "empty.csv", root / "out"), root / "out"
+
+
 def _empty_model_dir(root: Path):
     (root / "model").mkdir()
     return [*_embed(root, _reviews(root), root / "out"), "--model", str(root / "model")], \
@@ -304,6 +316,11 @@ CLI_CASES = [
          cli_case(_empty_model_dir)),
     Case("CLI", "model weights cut in half", "one line: damaged weights",
          cli_case(_truncated_weights)),
+    Case("CLI", "model without its vocabulary (tokenizer.json and vocab.txt deleted)",
+         "one line: vocabulary missing (was: vectors of noise, exit 0)",
+         cli_case(_model_without_vocabulary)),
+    Case("CLI", "empty (0-byte) input file", "one line before Spark starts",
+         cli_case(_empty_input_file)),
     Case("CLI", "unknown hub id, no network", "one line: pass a local directory", cli_case(
         lambda r: ([*_embed(r, _reviews(r), r / "out"), "--model", "acme/no-such-model"],
                    r / "out"))),

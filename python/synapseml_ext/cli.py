@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -30,10 +32,9 @@ def main(argv: list[str] | None = None) -> int:
             code = {"quickstart": _quickstart, "embed": _embed,
                     "search": _search}[args.command](args, run)
     except KeyboardInterrupt:
-        print("synapseml-ext: interrupted", file=sys.stderr)
-        code = 130
-    except Exception as e:
-        code = run.report(e)
+        code = run.interrupted_exit()
+    except Exception as e:  # after Ctrl-C: the cancelled job's error
+        code = run.interrupted_exit() if run.interrupted else run.report(e)
     finally:
         run.stop()
     run.finish(code)
@@ -190,17 +191,48 @@ class _Run:
         self.spark = None
         self.log_file: Path | None = None
         self.keep_log = False  # only a log that an error message points to
+        self.log_handlers: list = []  # root-logger handlers writing to log_file
+        self.interrupted = False  # Ctrl-C came while Spark ran
 
     def start_spark(self, master: str, app_name: str, conf: dict[str, str] | None = None):
         from synapseml_ext import cli_logs
         from synapseml_ext._spark import local_spark
 
         self.log_file = cli_logs.new_log_file(app_name.rsplit(" ", 1)[-1])
+        if not self.debug:
+            self.log_handlers = cli_logs.quiet_py4j_logging(self.log_file)
         # Spark's log goes to the private log, not the terminal (--debug keeps it there).
         quiet = ({"spark.ui.showConsoleProgress": "false"} if self.debug
                  else cli_logs.quiet_spark_conf(self.log_file))
         self.spark = local_spark(master, app_name, conf={**quiet, **(conf or {})})
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, self._on_interrupt)  # replaces pyspark's
         return self.spark
+
+    def _on_interrupt(self, signum, frame) -> None:
+        """Ctrl-C: cancel Spark's jobs from another thread and let the main thread's JVM call
+        end with the cancelled job's error. pyspark's handler calls the JVM from the main
+        thread, which is often inside a py4j call already: a reentrant read that logs three
+        tracebacks or fails as "Gateway must be connected to send cancel cmd."."""
+        if self.interrupted:  # a second Ctrl-C: stop waiting
+            raise KeyboardInterrupt
+        self.interrupted = True
+        threading.Thread(target=self._cancel_jobs, daemon=True,
+                         name="synapseml-ext-cancel").start()
+
+    def _cancel_jobs(self) -> None:
+        # again and again: the main thread may be between two jobs when Ctrl-C comes
+        while self.spark is not None:
+            try:
+                self.spark.sparkContext.cancelAllJobs()
+            except Exception:  # Spark is stopping
+                return
+            time.sleep(0.5)
+
+    def interrupted_exit(self) -> int:
+        self.keep_log = False
+        print("synapseml-ext: interrupted", file=sys.stderr)
+        return 130
 
     def report(self, error: Exception) -> int:
         """Print one line for ``error``; exit code 2 for errors the user can fix, else 1."""
@@ -238,6 +270,9 @@ class _Run:
         """Keep only a log that an error message names; Spark's log4j settings go."""
         if self.log_file is None:
             return
+        from synapseml_ext.cli_logs import drop_handlers
+
+        drop_handlers(self.log_handlers)
         self.log_file.with_suffix(".log4j2.properties").unlink(missing_ok=True)
         if not self.keep_log:
             self.log_file.unlink(missing_ok=True)
@@ -267,6 +302,9 @@ def _prechecks(args) -> str:
         check_endpoint(spec)
     else:
         driver_checks(model, args.runtime, local=is_local_master(args.master))
+        if os.path.isdir(model):
+            # the table's marker keeps it, and `search` may run from another directory
+            model = os.path.abspath(model)
     return model
 
 

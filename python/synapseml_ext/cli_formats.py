@@ -9,9 +9,17 @@ from pathlib import Path
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import ArrayType, DataType, MapType, StringType, StructType
+from pyspark.sql.types import (
+    ArrayType,
+    DataType,
+    MapType,
+    NumericType,
+    StringType,
+    StructType,
+)
 
 from synapseml_ext.cli_io import InputPlan
+from synapseml_ext.engine.errors import UserInputError
 
 # Python codec names that Java spells differently (Spark's readers take Java charset names).
 _JAVA_CHARSETS = {"iso8859-1": "ISO-8859-1", "utf-8-sig": "UTF-8", "mac-roman": "x-MacRoman"}
@@ -69,10 +77,15 @@ def schema_from_marker(marker: dict | None) -> StructType | None:
     return StructType.fromJson(json.loads(text) if isinstance(text, str) else text)
 
 
-def as_vectors(df: DataFrame, name: str) -> Column:
-    """Column ``name`` as ``array<float>``: an array column, or a JSON array string (csv)."""
+def as_vectors(df: DataFrame, name: str, where: str = "--table") -> Column:
+    """Column ``name`` as ``array<float>``: an array of numbers, or a JSON array string (csv);
+    any other type is a one-line error naming ``--embeddings-col``."""
     data_type = df.schema[name].dataType
     column = F.col(f"`{name}`")
     if isinstance(data_type, StringType):
         return F.from_json(column, VECTOR)
-    return column
+    if isinstance(data_type, ArrayType) and isinstance(data_type.elementType, NumericType):
+        return column
+    raise UserInputError(f"--embeddings-col {name!r} is a {data_type.simpleString()} column "
+                         f"of {where}, not an array of floats: name the column that holds the "
+                         "embeddings")

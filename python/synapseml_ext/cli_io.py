@@ -85,6 +85,9 @@ def check_input(path: str, fmt: str | None, encoding: str, *, flag: str = "--inp
     for f in files:
         if not os.access(f, os.R_OK):
             raise UserInputError(f"cannot read input file {str(f)!r}: permission denied")
+    if all(os.path.getsize(f) == 0 for f in files):
+        # Spark would read it as a table without columns and blame the text column
+        raise UserInputError(f"{flag} {path!r} is empty (0 bytes): pass a file with data")
     return InputPlan(path, fmt, files)
 
 

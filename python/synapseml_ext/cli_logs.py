@@ -5,8 +5,10 @@ output instead of the terminal and the traceback of a failure.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -67,3 +69,35 @@ def quiet_spark_conf(log_file: Path) -> dict[str, str]:
 def append_log(log_file: Path, text: str) -> None:
     with open(log_file, "a", encoding="utf-8") as f:
         f.write(text)
+
+
+def _from_py4j(record: logging.LogRecord) -> bool:
+    return "py4j" in Path(record.pathname).parts
+
+
+def quiet_py4j_logging(log_file: Path) -> list[logging.Handler]:
+    """py4j reports a connection cut by Ctrl-C (and pyspark's SIGINT handler calling into it
+    again) with ``logging.exception`` on the root logger, which prints three tracebacks on the
+    terminal: send them to ``log_file``. Everything else still reaches stderr as Python's
+    last-resort handler shows it (WARNING and above, the message alone). Returns the handlers
+    added to the root logger (none where the caller configured logging)."""
+    root = logging.getLogger()
+    if root.handlers:  # the caller configured logging: theirs to decide
+        return []
+    to_file = logging.FileHandler(log_file, encoding="utf-8")
+    to_file.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+    to_file.addFilter(_from_py4j)
+    to_stderr = logging.StreamHandler(sys.stderr)
+    to_stderr.setLevel(logging.WARNING)
+    to_stderr.addFilter(lambda record: not _from_py4j(record))
+    handlers: list[logging.Handler] = [to_file, to_stderr]
+    for handler in handlers:
+        root.addHandler(handler)
+    return handlers
+
+
+def drop_handlers(handlers: list[logging.Handler]) -> None:
+    """Take ``handlers`` off the root logger and close them (the log file may go next)."""
+    for handler in handlers:
+        logging.getLogger().removeHandler(handler)
+        handler.close()

@@ -55,6 +55,9 @@ def check_output(output: str, inputs: InputPlan | Sequence[InputPlan], overwrite
                     f"--output {output!r} contains or is inside the input {plan.path!r}: "
                     "choose an output directory outside the input")
     parent = final.parent
+    if parent.exists() and not parent.is_dir():
+        raise UserInputError(f"the parent of --output {output!r} ({parent}) is a file, not a "
+                             "directory: choose another --output")
     if not parent.is_dir():
         raise UserInputError(f"the parent of --output {output!r} ({parent}) does not exist: "
                              "create it first, or choose another --output")
@@ -108,9 +111,9 @@ def _check_ours(directory: Path, shown: str) -> dict:
         ) from None
     others = sorted(p.name for p in directory.iterdir() if p.name not in ours)
     if others:
-        shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+        listed = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
         raise UserInputError(
-            f"--output {shown!r} holds files synapseml-ext did not write ({shown}); "
+            f"--output {shown!r} holds files synapseml-ext did not write ({listed}); "
             "--overwrite replaces only a previous output: move them or choose a new directory")
     return marker
 

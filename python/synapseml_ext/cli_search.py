@@ -82,6 +82,9 @@ def _check_table(args: Namespace) -> tuple[cli_io.InputPlan, dict | None]:
     marker = cli_output.read_marker(Path(local)) if local and os.path.isdir(local) else None
     fmt = cli_io.output_format(args.table, (marker or {}).get("format"))
     table = cli_io.check_input(args.table, fmt, "utf-8", flag="--table")
+    if marker and marker.get("rows") == 0:
+        raise UserInputError(f"--table {args.table!r} holds 0 rows (its {cli_output.MARKER} "
+                             "marker): nothing to search; embed an input with rows first")
     return table, marker
 
 
@@ -219,9 +222,14 @@ def _items(spark, plan: SearchPlan):
     else:
         _check_id_type(df, plan.id_col)
         ident = F.col(f"`{plan.id_col}`")
-    return (df.select(ident.alias("id"), F.col(f"`{plan.text_col}`").alias("text"),
-                      vec.alias("vec"))
-            .where(F.col("vec").isNotNull()))
+    items = (df.select(ident.alias("id"), F.col(f"`{plan.text_col}`").alias("text"),
+                       vec.alias("vec"))
+             .where(F.col("vec").isNotNull()))
+    if not items.limit(1).count():  # else the k-NN fit's "item DataFrame is empty"
+        raise UserInputError(
+            f"no row of --table has an embedding in --embeddings-col {plan.vector_col!r} (an "
+            "array of floats, or its JSON text): name the column that holds the embeddings")
+    return items
 
 
 def _check_id_type(df, name: str) -> None:
@@ -255,7 +263,7 @@ def _queries(spark, args: Namespace, plan: SearchPlan):
             text = (F.col(f"`{text_col}`") if text_col in columns
                     else F.lit(None).cast("string"))
             vectors = df.select("query_id", text.alias("query"),
-                                as_vectors(df, vector_col).alias("vec"))
+                                as_vectors(df, vector_col, "--queries").alias("vec"))
         else:
             column = _query_column(df, columns, args, plan)
             texts = texts.unionByName(df.select("query_id", F.col(f"`{column}`").alias("query"))

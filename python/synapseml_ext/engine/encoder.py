@@ -227,6 +227,7 @@ def load_model(spec: EncoderSpec) -> LoadedModel:
     files = replace(files, trust_remote_code=spec.trust_remote_code)
     tokenizer = AutoTokenizer.from_pretrained(str(files.transformer_dir),
                                               trust_remote_code=spec.trust_remote_code)
+    check_tokenizer_vocabulary(len(tokenizer), files)
     threads = spec.num_threads or task_cpu_share()
     choice = choose_runtime(spec.runtime, spec.precision, gpus=cuda_device_count())
     prompt = effective_prompt(spec, files)
@@ -246,6 +247,19 @@ def load_model(spec: EncoderSpec) -> LoadedModel:
                  precision=backend.precision, threads=backend.num_threads,
                  reason=choice.reason, seconds=round(seconds, 3), cache_dir=spec.cache_dir)
     return loaded
+
+
+def check_tokenizer_vocabulary(tokens: int, files: ModelFiles) -> None:
+    """Refuse a tokenizer that lost its vocabulary file: transformers then builds one of a few
+    special tokens, every word becomes the unknown token and the vectors are noise, silently.
+    Vocabularies may fall short of the embedding table (padded to a multiple of 64 or so),
+    never by half."""
+    if files.vocab_size and tokens < files.vocab_size // 2:
+        raise ModelLoadError(
+            f"model {str(files.transformer_dir)!r}: its tokenizer has {tokens} tokens but the "
+            f"model has {files.vocab_size} (config.json vocab_size): the tokenizer's vocabulary "
+            "file (tokenizer.json, vocab.txt, sentencepiece.bpe.model, ...) is missing or "
+            "damaged; copy the complete model directory")
 
 
 def effective_prompt(spec: EncoderSpec, files: ModelFiles) -> str:

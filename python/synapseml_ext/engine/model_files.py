@@ -64,6 +64,8 @@ class ModelFiles:
     hidden_size: int = 0
     num_attention_heads: int = 0
     model_type: str = ""
+    # the embedding table's rows (config.json): a tokenizer far smaller lost its vocabulary
+    vocab_size: int = 0
 
     def fingerprint(self) -> str:
         """A content hash of the model: stable across machines and paths, so a cache keyed by
@@ -188,6 +190,7 @@ def read_model_files(model_name: str, max_seq_length: int = 0, revision: str = "
         hidden_size=int(hf_cfg.get("hidden_size") or hf_cfg.get("d_model") or 0),
         num_attention_heads=int(hf_cfg.get("num_attention_heads") or 0),
         model_type=str(hf_cfg.get("model_type", "")),
+        vocab_size=int(hf_cfg.get("vocab_size") or 0),
     )
 
 
