@@ -244,13 +244,15 @@ def test_embeddings_column_of_the_wrong_kind_is_one_line(tmp_path, cache_dir, mi
     a number column as --embeddings-col says so, instead of "the item DataFrame is empty"."""
     plain = tmp_path / "plain"
     plain.mkdir()
-    pd.DataFrame({"Text": ["sweet tea", "salty nuts"], "Score": [5, 1]}).to_parquet(
-        plain / "part-00000.parquet")
+    pd.DataFrame({"Text": ["sweet tea", "salty nuts"], "Score": [5, 1],
+                  "Counts": [[1, 2], [3, 4]]}).to_parquet(plain / "part-00000.parquet")
     common = ["search", "--table", str(plain), "--query", "tea", "--text-col", "Text",
               "--model", minilm_dir, "--runtime", "onnx"]
     done = _run([*common, "--embeddings-col", "Score"], cache_dir)
     _one_line_error(done, "--embeddings-col 'Score' is a bigint column of --table, not an "
                           "array of floats: name the column that holds the embeddings")
+    done = _run([*common, "--embeddings-col", "Counts"], cache_dir)
+    _one_line_error(done, "--embeddings-col 'Counts' is a array<bigint> column of --table")
     done = _run([*common, "--embeddings-col", "Text"], cache_dir)
     _one_line_error(done, "no row of --table has an embedding in --embeddings-col 'Text'")
 

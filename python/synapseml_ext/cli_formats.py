@@ -12,8 +12,9 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import (
     ArrayType,
     DataType,
+    DoubleType,
+    FloatType,
     MapType,
-    NumericType,
     StringType,
     StructType,
 )
@@ -78,13 +79,16 @@ def schema_from_marker(marker: dict | None) -> StructType | None:
 
 
 def as_vectors(df: DataFrame, name: str, where: str = "--table") -> Column:
-    """Column ``name`` as ``array<float>``: an array of numbers, or a JSON array string (csv);
-    any other type is a one-line error naming ``--embeddings-col``."""
+    """Column ``name`` as the k-NN stage takes it: a JSON array string (csv) parsed to
+    ``array<float>``, an array of floats or doubles, or an ML Vector; any other type is a
+    one-line error naming ``--embeddings-col``."""
     data_type = df.schema[name].dataType
     column = F.col(f"`{name}`")
     if isinstance(data_type, StringType):
         return F.from_json(column, VECTOR)
-    if isinstance(data_type, ArrayType) and isinstance(data_type.elementType, NumericType):
+    floats = (isinstance(data_type, ArrayType)
+              and isinstance(data_type.elementType, (FloatType, DoubleType)))
+    if floats or type(data_type).__name__ == "VectorUDT":
         return column
     raise UserInputError(f"--embeddings-col {name!r} is a {data_type.simpleString()} column "
                          f"of {where}, not an array of floats: name the column that holds the "
