@@ -12,8 +12,6 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import (
     ArrayType,
     DataType,
-    DoubleType,
-    FloatType,
     MapType,
     StringType,
     StructType,
@@ -21,6 +19,7 @@ from pyspark.sql.types import (
 
 from synapseml_ext.cli_io import InputPlan
 from synapseml_ext.engine.errors import UserInputError
+from synapseml_ext.nn.schema import is_vector_type
 
 # Python codec names that Java spells differently (Spark's readers take Java charset names).
 _JAVA_CHARSETS = {"iso8859-1": "ISO-8859-1", "utf-8-sig": "UTF-8", "mac-roman": "x-MacRoman"}
@@ -86,9 +85,7 @@ def as_vectors(df: DataFrame, name: str, where: str = "--table") -> Column:
     column = F.col(f"`{name}`")
     if isinstance(data_type, StringType):
         return F.from_json(column, VECTOR)
-    floats = (isinstance(data_type, ArrayType)
-              and isinstance(data_type.elementType, (FloatType, DoubleType)))
-    if floats or type(data_type).__name__ == "VectorUDT":
+    if is_vector_type(data_type):
         return column
     raise UserInputError(f"--embeddings-col {name!r} is a {data_type.simpleString()} column "
                          f"of {where}, not an array of floats: name the column that holds the "

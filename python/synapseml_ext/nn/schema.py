@@ -44,6 +44,14 @@ def materialized(numbered: DataFrame) -> DataFrame:
     return numbered.localCheckpoint(eager=True)
 
 
+def is_vector_type(data_type: Any) -> bool:
+    """Whether the k-NN stages take a column of this type as inputCol: an array of floats or
+    doubles, or an ML Vector."""
+    if isinstance(data_type, ArrayType):
+        return isinstance(data_type.elementType, (FloatType, DoubleType))
+    return type(data_type).__name__ == "VectorUDT"
+
+
 def _column_kind(data_type: Any) -> str | None:
     """"long" for integral, "string" for string columns (ids and labels), else None."""
     if isinstance(data_type, IntegralType):
@@ -94,10 +102,9 @@ class _SchemaMixin(_ApproximateNearestNeighborsParams):
         name = self.getOrDefault(self.inputCol)
         _require(schema, name, "inputCol", what)
         data_type = schema[name].dataType
-        if isinstance(data_type, ArrayType) and isinstance(data_type.elementType,
-                                                           (FloatType, DoubleType)):
+        if isinstance(data_type, ArrayType) and is_vector_type(data_type):
             return F.col(name).cast("array<float>")
-        if type(data_type).__name__ == "VectorUDT":
+        if is_vector_type(data_type):
             from pyspark.ml.functions import vector_to_array
 
             return vector_to_array(F.col(name), "float32")
