@@ -166,13 +166,20 @@ def search(spark, args: Namespace, plan: SearchPlan, started: float) -> int:
     from synapseml_ext.cli_formats import write_table
     from synapseml_ext.nn import ApproximateNearestNeighbors
     from synapseml_ext.nn.transform import neighbour_rows
+    from synapseml_ext.nn.vectors import NoItemsError
 
     items = _items(spark, plan)
+    try:
+        model = ApproximateNearestNeighbors(k=args.k, metric="cosine", algorithm=args.algorithm,
+                                            inputCol="vec", idCol="id").fit(items)
+    except NoItemsError:  # every row's --embeddings-col is null or not JSON of a vector
+        raise UserInputError(
+            f"no row of --table has an embedding in --embeddings-col {plan.vector_col!r} (an "
+            "array of floats, or its JSON text): name the column that holds the embeddings"
+        ) from None
     queries, embed_stats = _queries(spark, args, plan)
     queries = queries.persist()  # embedded once: searched, joined and counted
     count = queries.count()
-    model = ApproximateNearestNeighbors(k=args.k, metric="cosine", algorithm=args.algorithm,
-                                        inputCol="vec", idCol="id").fit(items)
     _, _, knn = model.kneighbors(queries.select(F.col("query_id").alias("id"), "vec"))
     found = neighbour_rows(knn, "query_id")
     result = (found.join(items.select("id", "text"), on="id")
@@ -225,10 +232,6 @@ def _items(spark, plan: SearchPlan):
     items = (df.select(ident.alias("id"), F.col(f"`{plan.text_col}`").alias("text"),
                        vec.alias("vec"))
              .where(F.col("vec").isNotNull()))
-    if not items.limit(1).count():  # else the k-NN fit's "item DataFrame is empty"
-        raise UserInputError(
-            f"no row of --table has an embedding in --embeddings-col {plan.vector_col!r} (an "
-            "array of floats, or its JSON text): name the column that holds the embeddings")
     return items
 
 

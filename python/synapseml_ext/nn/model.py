@@ -40,7 +40,7 @@ from synapseml_ext.nn.placement import kept_in_place
 from synapseml_ext.nn.schema import _SchemaMixin, materialized
 from synapseml_ext.nn.task_config import BuildTask, LocalStore
 from synapseml_ext.nn.transform import add_neighbors
-from synapseml_ext.nn.vectors import ERROR_PREFIX, DataErrors, VectorDataError
+from synapseml_ext.nn.vectors import ERROR_PREFIX, DataErrors, NoItemsError, VectorDataError
 
 __all__ = ["ApproximateNearestNeighbors", "ApproximateNearestNeighborsModel"]
 
@@ -200,7 +200,7 @@ class ApproximateNearestNeighbors(Estimator, _SchemaMixin, BridgedParamsReadable
             rows = indexes.select(tables.PART, tables.INFO).collect()
         if not rows:
             indexes.unpersist()
-            raise ValueError("the item DataFrame is empty: nothing to search")
+            raise NoItemsError("the item DataFrame is empty: nothing to search")
         infos = [(row[0], json.loads(row[1])) for row in rows]
         summary = _summarise([info for _, info in infos], self._input_name())
         parts = sorted(part for part, _ in infos)

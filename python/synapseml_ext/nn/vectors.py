@@ -19,6 +19,10 @@ class VectorDataError(ValueError):
         super().__init__(f"{ERROR_PREFIX} {message}")
 
 
+class NoItemsError(ValueError):
+    """``fit`` was given no item rows: there is nothing to search."""
+
+
 def ids_to_numpy(ids, id_kind: str) -> np.ndarray:
     """int64 array for integral ids, object array of str for string ids."""
     if id_kind == "long":
