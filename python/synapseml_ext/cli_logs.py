@@ -76,9 +76,9 @@ def _from_py4j(record: logging.LogRecord) -> bool:
 
 
 def quiet_py4j_logging(log_file: Path) -> list[logging.Handler]:
-    """py4j reports a connection cut by Ctrl-C (and pyspark's SIGINT handler calling into it
-    again) with ``logging.exception`` on the root logger, which prints three tracebacks on the
-    terminal: send them to ``log_file``. Everything else still reaches stderr as Python's
+    """py4j reports a read cut by Ctrl-C (a second Ctrl-C raises KeyboardInterrupt inside its
+    call) with ``logging.exception`` on the root logger, which prints the traceback on the
+    terminal: send its records to ``log_file``. Everything else still reaches stderr as Python's
     last-resort handler shows it (WARNING and above, the message alone). Returns the handlers
     added to the root logger (none where the caller configured logging)."""
     root = logging.getLogger()
