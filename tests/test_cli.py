@@ -93,14 +93,23 @@ def test_embed_writes_parquet_in_order(tmp_path, fmt, minilm_dir, cache_dir):
 
 
 @pytest.mark.spark
-def test_embed_reports_a_missing_column(tmp_path, minilm_dir, cache_dir):
-    source = tmp_path / "in.csv"
-    pd.DataFrame({"text": ["a"]}).to_csv(source, index=False)
-    done = _run(["embed", "--input", str(source), "--text-col", "body", "--output",
-                 str(tmp_path / "o"), "--model", minilm_dir], cache_dir,
-                XDG_STATE_HOME=str(tmp_path / "state"))
-    _one_line_error(done, "inputCol 'body' not found; available columns: text")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv", "state"]
+def test_embed_names_the_option_of_a_wrong_column(tmp_path, minilm_dir, cache_dir):
+    """jsonl's columns are known once Spark reads it: the errors name the CLI's options (not
+    the stage's inputCol / outputCol) and leave nothing behind."""
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"text": "a", "stars": 3}\n', encoding="utf-8")
+    base = ["embed", "--input", str(source), "--output", str(tmp_path / "o"), "--model",
+            minilm_dir]
+    for given, expected in [
+        (["--text-col", "body"], "--text-col 'body' not found in --input; available columns: "
+                                 "stars, text"),
+        (["--text-col", "stars"], "--text-col 'stars' is a bigint column of --input, not text"),
+        (["--text-col", "text", "--output-col", "stars"],
+         "--output-col 'stars' is already a column of --input: choose another name"),
+    ]:
+        done = _run([*base, *given], cache_dir, XDG_STATE_HOME=str(tmp_path / "state"))
+        _one_line_error(done, expected)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "state"]
     assert not list((tmp_path / "state").rglob("*.log"))  # no log kept that nobody names
 
 
@@ -217,6 +226,15 @@ def _sample_csv(tmp_path: Path) -> Path:
     return source
 
 
+def _embedded_table(path: Path) -> None:
+    """A directory as ``embed`` leaves it: parquet part files and our marker."""
+    path.mkdir()
+    pd.DataFrame({"Text": ["a"], "embeddings": [[0.5, 0.5]]}).to_parquet(path / "part-0.parquet")
+    marker = {"tool": "synapseml-ext", "command": "embed", "format": "parquet",
+              "files": ["part-0.parquet"]}
+    (path / "_SYNAPSEML_EXT_OUTPUT").write_text(json.dumps(marker), encoding="utf-8")
+
+
 CASES = {
     "missing input": (lambda t: ["--input", str(t / "nope.csv")], "does not exist: check the path"),
     "unknown format": (lambda t: ["--input", str(t / "in.txt")], "pass --format csv"),
@@ -233,6 +251,13 @@ CASES = {
                       "is not valid utf-8: 0xe9 at byte offset 13 (line 2); pass its encoding "
                       "with --encoding"),
     "unknown encoding": (lambda t: ["--encoding", "klingon"], "unknown --encoding 'klingon'"),
+    "missing text column": (lambda t: ["--text-col", "Body"],
+                            "--text-col 'Body' not found in --input; available columns: id, Text"),
+    "existing output column": (lambda t: ["--output-col", "id"],
+                               "--output-col 'id' is already a column of --input"),
+    # a table embed wrote: its marker tells the format, so the columns are checked
+    "embed output as input": (lambda t: ["--input", str(t / "embedded")],
+                              "--output-col 'embeddings' is already a column of --input"),
     "missing model directory": (lambda t: ["--model", str(t / "no-model")],
                                 "does not exist: pass a directory that holds"),
     "directory without a model": (lambda t: ["--model", str(t)], "does not hold a usable model"),
@@ -258,6 +283,7 @@ def test_user_errors_are_one_line_before_spark(tmp_path, cache_dir, case):
     (tmp_path / "latin.csv").write_bytes("id,Text\n1,café\n".encode("latin-1"))
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "keep.txt").write_text("keep")
+    _embedded_table(tmp_path / "embedded")
     extra, expected = CASES[case]
     args = {"--input": str(tmp_path / "in.csv"), "--text-col": "Text",
             "--output": str(tmp_path / "out")}

@@ -334,13 +334,14 @@ def _quickstart(args, run: _Run) -> int:
 def _embed(args, run: _Run) -> int:
     from synapseml_ext import cli_io, cli_output
 
-    inputs = cli_io.check_input(args.input, args.format, args.encoding)
+    # a table that embed wrote records its format (a directory has no extension to tell it)
+    input_format = args.format or (cli_output.marker_at(args.input) or {}).get("format")
+    inputs = cli_io.check_input(args.input, input_format, args.encoding)
     fmt = cli_io.output_format(args.output, args.output_format)
     output = cli_output.check_output(args.output, inputs, args.overwrite)
     model = _prechecks(args)
     cli_io.check_encoding(inputs, args.encoding)
-    if args.id_col:
-        cli_io.check_column(inputs, args.encoding, "--id-col", args.id_col)
+    cli_io.check_embed_columns(inputs, args.encoding, args.text_col, args.output_col, args.id_col)
 
     from synapseml_ext.cli_embed import embed
 

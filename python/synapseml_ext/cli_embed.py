@@ -43,9 +43,8 @@ def embed(spark: SparkSession, args: Namespace, inputs: cli_io.InputPlan,
         endpoint=args.endpoint, apiFormat=args.api_format, apiKeyEnv=args.api_key_env,
         maxConcurrentRequests=args.max_concurrent_requests,
     )
-    embedder.transformSchema(df.schema)  # a missing or non-string column: one line, no job
-    if args.id_col:
-        check_id_column(df, args.id_col)
+    check_columns(df, args)
+    embedder.transformSchema(df.schema)  # what else the stage refuses: one line, no job
     df, total, partitions = _ordered_rows(df, args, spark.sparkContext.defaultParallelism)
     if args.id_col:
         check_unique_ids(df, args.id_col)
@@ -109,16 +108,22 @@ def first_rows_bound(counts: dict[int, int], limit: int) -> int:
     return (max(counts, default=0) + 1) << PARTITION_BITS
 
 
-def check_id_column(df: DataFrame, name: str) -> None:
-    """``--id-col`` names an integer or string column of the input (what the k-NN search
-    takes as ids)."""
-    if name not in df.columns:
-        raise UserInputError(f"--id-col {name!r} not found in --input; available columns: "
-                             f"{', '.join(df.columns)}")
-    data_type = df.schema[name].dataType
-    if not isinstance(data_type, (IntegralType, StringType)):
-        raise UserInputError(f"--id-col {name!r} is a {data_type.simpleString()} column; ids "
-                             "must be integers or strings: choose another column")
+def check_columns(df: DataFrame, args: Namespace) -> None:
+    """The columns as the options name them: --text-col a text column, --id-col an integer or
+    string one (what the k-NN search takes as ids), --output-col a new one."""
+    cli_io.check_columns(df.columns, {"--text-col": args.text_col, "--id-col": args.id_col},
+                         "--input")
+    cli_io.check_new_column(df.columns, "--output-col", args.output_col, "--input")
+    text_type = df.schema[args.text_col].dataType
+    if not isinstance(text_type, StringType):
+        raise UserInputError(f"--text-col {args.text_col!r} is a {text_type.simpleString()} "
+                             "column of --input, not text: name the column that holds the texts")
+    if not args.id_col:
+        return
+    id_type = df.schema[args.id_col].dataType
+    if not isinstance(id_type, (IntegralType, StringType)):
+        raise UserInputError(f"--id-col {args.id_col!r} is a {id_type.simpleString()} column; "
+                             "ids must be integers or strings: choose another column")
 
 
 def check_unique_ids(df: DataFrame, name: str) -> None:

@@ -174,13 +174,28 @@ def input_columns(plan: InputPlan, encoding: str) -> list[str] | None:
     return None
 
 
-def check_column(plan: InputPlan, encoding: str, flag: str, name: str) -> None:
-    """``name`` is a column of the input, where that can be told before Spark starts."""
-    columns = input_columns(plan, encoding)
-    if columns is not None and name not in columns:
-        raise UserInputError(f"{flag} {name!r} not found in --input; available columns: "
-                             f"{', '.join(columns)}")
+def check_columns(columns: list[str], wanted: dict[str, str | None], where: str) -> None:
+    """Each named column is one of ``columns``: one line naming the option otherwise."""
+    for flag, name in wanted.items():
+        if name and name not in columns:
+            raise UserInputError(f"{flag} {name!r} not found in {where}; available columns: "
+                                 f"{', '.join(columns)}")
 
+
+def check_new_column(columns: list[str], flag: str, name: str, where: str) -> None:
+    """``name``, a column the command adds, is not one of ``columns`` already."""
+    if name in columns:
+        raise UserInputError(f"{flag} {name!r} is already a column of {where}: choose another "
+                             "name")
+
+
+def check_embed_columns(plan: InputPlan, encoding: str, text_col: str, output_col: str,
+                        id_col: str | None) -> None:
+    """The embed job's columns, where the input's columns can be told before Spark starts."""
+    columns = input_columns(plan, encoding)
+    if columns is not None:
+        check_columns(columns, {"--text-col": text_col, "--id-col": id_col}, "--input")
+        check_new_column(columns, "--output-col", output_col, "--input")
 
 
 def check_cache_dir(cache_dir: str) -> None:

@@ -142,6 +142,12 @@ def read_marker(directory: Path) -> dict | None:
     return marker if isinstance(marker, dict) and marker.get("tool") == TOOL else None
 
 
+def marker_at(path: str) -> dict | None:
+    """The marker of ``path`` where it is a local directory we wrote, else ``None``."""
+    local = _local(path)
+    return read_marker(Path(local)) if local and os.path.isdir(local) else None
+
+
 def _write_marker(directory: Path, description: dict) -> None:
     files = sorted(p.name for p in directory.iterdir())
     marker = {"tool": TOOL, "version": version(),

@@ -13,7 +13,6 @@ import os
 import time
 from argparse import Namespace
 from dataclasses import dataclass
-from pathlib import Path
 
 from synapseml_ext import cli_io, cli_output
 from synapseml_ext.engine.errors import UserInputError
@@ -59,7 +58,7 @@ def plan_search(args: Namespace) -> SearchPlan:
     id_col = args.id_col or (marker or {}).get("id_col") or None
     columns = (marker or {}).get("columns")
     if columns:
-        check_columns(columns, {"--text-col": text_col, "--embeddings-col": vector_col,
+        cli_io.check_columns(columns, {"--text-col": text_col, "--embeddings-col": vector_col,
                                 "--id-col": id_col}, "--table")
     _resolve_encoder(args, marker)
     texts = list(args.query or [])
@@ -78,22 +77,13 @@ def plan_search(args: Namespace) -> SearchPlan:
 
 
 def _check_table(args: Namespace) -> tuple[cli_io.InputPlan, dict | None]:
-    local = cli_io._local(args.table)
-    marker = cli_output.read_marker(Path(local)) if local and os.path.isdir(local) else None
+    marker = cli_output.marker_at(args.table)
     fmt = cli_io.output_format(args.table, (marker or {}).get("format"))
     table = cli_io.check_input(args.table, fmt, "utf-8", flag="--table")
     if marker and marker.get("rows") == 0:
         raise UserInputError(f"--table {args.table!r} holds 0 rows (its {cli_output.MARKER} "
                              "marker): nothing to search; embed an input with rows first")
     return table, marker
-
-
-def check_columns(columns: list[str], wanted: dict[str, str | None], where: str) -> None:
-    """Each named column is one of ``columns``: one line naming the option otherwise."""
-    for flag, name in wanted.items():
-        if name and name not in columns:
-            raise UserInputError(f"{flag} {name!r} not found in {where}; available columns: "
-                                 f"{', '.join(columns)}")
 
 
 def _resolve_encoder(args: Namespace, marker: dict | None) -> None:
@@ -122,7 +112,7 @@ def _check_queries(args: Namespace, texts: list[str]
     if not args.queries:
         return None, None
     local = cli_io._local(args.queries)
-    marker = cli_output.read_marker(Path(local)) if local and os.path.isdir(local) else None
+    marker = cli_output.marker_at(args.queries)
     fmt = args.queries_format or (marker or {}).get("format")
     if fmt is None and local and os.path.isdir(local):
         fmt = cli_io._format_from_name(args.queries, QUERY_FORMATS) or "parquet"
@@ -220,7 +210,7 @@ def _items(spark, plan: SearchPlan):
     from synapseml_ext.cli_formats import as_vectors, read_input, schema_from_marker
 
     df = read_input(spark, plan.table, schema=schema_from_marker(plan.marker))
-    check_columns(df.columns, {"--text-col": plan.text_col, "--embeddings-col": plan.vector_col,
+    cli_io.check_columns(df.columns, {"--text-col": plan.text_col, "--embeddings-col": plan.vector_col,
                                "--id-col": plan.id_col}, "--table")
     vec = as_vectors(df, plan.vector_col)
     if plan.id_col is None:
@@ -286,7 +276,7 @@ def _query_column(df, columns: list[str], args: Namespace, plan: SearchPlan) -> 
     from pyspark.sql.types import StringType
 
     if args.query_col:
-        check_columns(columns, {"--query-col": args.query_col}, "--queries")
+        cli_io.check_columns(columns, {"--query-col": args.query_col}, "--queries")
         return args.query_col
     for name in ((plan.queries_marker or {}).get("text_col"), plan.text_col, "query", "text"):
         if name and name in columns:
