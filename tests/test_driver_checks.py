@@ -95,8 +95,17 @@ def test_model_directory_checks(tmp_path, minilm_dir):
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "config.json").write_text("{not json")
-    with pytest.raises(ModelLoadError, match="is not valid JSON"):
+    with pytest.raises(ModelLoadError, match=r"config\.json is damaged \(not valid JSON"):
         checks.check_model(str(broken))
+    # transformers would fail on the worker with a bare JSONDecodeError
+    cut_vocabulary = tmp_path / "cut-vocabulary"
+    shutil.copytree(minilm_dir, cut_vocabulary)
+    tokenizer = cut_vocabulary / "tokenizer.json"
+    tokenizer.write_bytes(tokenizer.read_bytes()[: tokenizer.stat().st_size // 2])
+    with pytest.raises(ModelLoadError, match=r"tokenizer\.json is damaged \(not valid JSON: .*"
+                                             r"\): save or download the model again$") as e:
+        checks.check_model(str(cut_vocabulary))
+    _one_line(e)
     with pytest.raises(ModelLoadError, match="is a file, not a model directory"):
         checks.check_model(str(Path(minilm_dir) / "config.json"))
     # On a cluster the directory may exist on the executors only: left to them.

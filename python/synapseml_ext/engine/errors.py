@@ -35,6 +35,10 @@ class ModelLoadError(EngineError):
     """The model cannot be found or is not a supported sentence-transformers model."""
 
 
+class DamagedModelError(ModelLoadError):
+    """A file of the model is damaged (cut off, not what its name says): the message names it."""
+
+
 class RuntimeUnavailableError(EngineError):
     """An explicitly requested runtime cannot run here (no GPU, missing package, ...)."""
 

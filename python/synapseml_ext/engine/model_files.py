@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from synapseml_ext.engine.errors import ModelLoadError
+from synapseml_ext.engine.errors import DamagedModelError, ModelLoadError
 
 _POOLING_LEGACY_KEYS = {
     "pooling_mode_cls_token": "cls",
@@ -155,6 +155,8 @@ def read_model_files(model_name: str, max_seq_length: int = 0, revision: str = "
     hf_cfg = _read_json(transformer_dir / "config.json", default=None)
     if hf_cfg is None:
         raise ModelLoadError(f"{transformer_dir} has no config.json: not a transformers model")
+    for name in _TOKENIZER_JSON:  # transformers would fail on a damaged one without its name
+        _read_json(transformer_dir / name, default=None)
     model_max = int(st_cfg.get("max_seq_length") or 0)
     position_limit = int(hf_cfg.get("max_position_embeddings") or 0)
     if hf_cfg.get("model_type") in ("roberta", "xlm-roberta", "camembert"):
@@ -225,6 +227,9 @@ def _dense_spec(mdir: Path) -> DenseSpec:
     )
 
 
+_TOKENIZER_JSON = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
 def _read_json(path: Path, default):
     try:
         with open(path, encoding="utf-8") as f:
@@ -232,7 +237,8 @@ def _read_json(path: Path, default):
     except FileNotFoundError:
         return default
     except json.JSONDecodeError as e:
-        raise ModelLoadError(f"{path} is not valid JSON: {e}") from e
+        raise DamagedModelError(f"{path} is damaged (not valid JSON: {e}): save or download "
+                                "the model again") from e
 
 
 _SAMPLE = 1 << 20

@@ -11,7 +11,12 @@ import os
 import threading
 from pathlib import Path
 
-from synapseml_ext.engine.errors import ModelLoadError, RuntimeUnavailableError, missing_package
+from synapseml_ext.engine.errors import (
+    DamagedModelError,
+    ModelLoadError,
+    RuntimeUnavailableError,
+    missing_package,
+)
 
 __all__ = ["check_model", "check_runtime", "driver_checks"]
 
@@ -100,6 +105,8 @@ def _check_model_dir(path: Path, model: str, max_seq_length: int) -> None:
 
     try:
         files = read_model_files(str(path), max_seq_length)
+    except DamagedModelError:  # names the file and the fix already
+        raise
     except ModelLoadError as e:
         raise ModelLoadError(
             f"{model!r} does not hold a usable model ({_reason(e)}): pass a directory with a "
@@ -124,7 +131,7 @@ def _check_safetensors(path: Path, model: str) -> None:
         with safe_open(str(path), framework="np"):
             pass
     except Exception as e:
-        raise ModelLoadError(
+        raise DamagedModelError(
             f"{model!r} has damaged weights ({path.name}: {str(e).splitlines()[0]}): the file "
             "is incomplete or altered; copy or download the model again") from e
 
