@@ -161,6 +161,15 @@ def test_formats_read_back_and_search_with_precomputed_queries(table, tmp_path, 
     assert (first["query"] == first["text"]).all()  # itself (or a review with the same text)
     assert first["distance"].max() < 1e-3
 
+    # k past the table's 48 items: all of them, and the closing line says why not k
+    done = _run(["search", "--table", str(as_csv), "--query", "green tea", "--k", "60"],
+                cache_dir)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 1 + 48 + 1
+    assert lines[-1].startswith("searched 48 items for 1 query (k=60: the table holds fewer "
+                                "items, so each query gets 48) in ")
+
 
 def _fake_table(root: Path) -> Path:
     """A directory with our marker (columns listed) and a parquet part: enough for the

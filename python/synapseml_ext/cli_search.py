@@ -190,7 +190,10 @@ def search(spark, args: Namespace, plan: SearchPlan, started: float) -> int:
     queries.unpersist()
     items_searched = model.buildSummary.get("items", "the")
     queries_word = "query" if count == 1 else "queries"
-    print(f"searched {items_searched} items for {count} {queries_word} (k={args.k}){where} in "
+    k_said = f"k={args.k}"
+    if isinstance(items_searched, int) and items_searched < args.k:
+        k_said += f": the table holds fewer items, so each query gets {items_searched}"
+    print(f"searched {items_searched} items for {count} {queries_word} ({k_said}){where} in "
           f"{time.time() - started:.1f}s [{_how_embedded(embed_stats)}]")
     return 0
 
