@@ -201,10 +201,15 @@ class _Run:
         self.log_file = cli_logs.new_log_file(app_name.rsplit(" ", 1)[-1])
         if not self.debug:
             self.log_handlers = cli_logs.quiet_py4j_logging(self.log_file)
-        # Spark's log goes to the private log, not the terminal (--debug keeps it there).
-        quiet = ({"spark.ui.showConsoleProgress": "false"} if self.debug
-                 else cli_logs.quiet_spark_conf(self.log_file))
-        self.spark = local_spark(master, app_name, conf={**quiet, **(conf or {})})
+        # The JVM's log and stderr go to the private log, not the terminal (--debug keeps
+        # them there).
+        if self.debug:
+            self.spark = local_spark(master, app_name, conf={
+                "spark.ui.showConsoleProgress": "false", **(conf or {})})
+        else:
+            with cli_logs.child_stderr_to(self.log_file):
+                self.spark = local_spark(master, app_name, conf={
+                    **cli_logs.quiet_spark_conf(self.log_file), **(conf or {})})
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, self._on_interrupt)  # replaces pyspark's
         return self.spark

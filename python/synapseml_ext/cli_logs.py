@@ -11,6 +11,8 @@ import re
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from synapseml_ext.cli_io import TOOL
@@ -64,6 +66,25 @@ def quiet_spark_conf(log_file: Path) -> dict[str, str]:
             "appender.file.layout.pattern = %d{yy/MM/dd HH:mm:ss} %p %c{1}: %m%n%ex\n")
     return {"spark.driver.extraJavaOptions": f'"-Dlog4j2.configurationFile={props}"',
             "spark.ui.showConsoleProgress": "false"}
+
+
+@contextmanager
+def child_stderr_to(log_file: Path) -> Iterator[None]:
+    """Processes started inside (the JVM, and the Python workers it starts) write their
+    stderr to ``log_file``: the JVM's start-up warning that Spark's launcher options cause
+    ("Using incubator modules"), which no option turns off, is not for the terminal. This
+    process's stderr is the terminal again after."""
+    sys.stderr.flush()
+    terminal = os.dup(2)
+    log = os.open(log_file, os.O_WRONLY | os.O_APPEND)
+    try:
+        os.dup2(log, 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(terminal, 2)
+        os.close(terminal)
+        os.close(log)
 
 
 def append_log(log_file: Path, text: str) -> None:
