@@ -22,6 +22,7 @@ from synapseml_ext.nn import (
     ApproximateNearestNeighbors,
     ApproximateNearestNeighborsModel,
     local_store,
+    packing,
 )
 from synapseml_ext.nn.integrity import file_digest, partition_digest
 
@@ -122,6 +123,49 @@ def test_an_altered_partition_with_consistent_parquet_fails_its_digest(saved, tm
     with pytest.raises(ValueError, match=r"index partition 0 of the saved model at .* does not "
                                          "match the checksum recorded at fit"):
         ApproximateNearestNeighborsModel.load(str(broken))
+
+
+def test_a_model_saved_before_packing_loads_and_answers_the_same(saved, tmp_path):
+    """The index table is saved packed; a model saved before that holds raw faiss bytes
+    and no codec in the info: it loads, and searches as the fitted model does."""
+    _, path, queries, truth = saved
+    old = _copy(path, tmp_path)
+    files = _index_files(old)
+    table = pa.concat_tables([pq.read_table(f) for f in files])
+    rows = sorted(table.to_pylist(), key=lambda r: (r["__part"], r["__chunk"]))
+    unpacked = []
+    for part in sorted({r["__part"] for r in rows}):
+        pieces = [r for r in rows if r["__part"] == part]
+        info = json.loads(pieces[0]["__info"])
+        assert info.pop(packing.CODEC) == packing.SHUFFLED_ZSTD
+        raw = packing.unpack(pa.py_buffer(b"".join(r["__index"] for r in pieces)),
+                             info.pop(packing.RAW_BYTES))
+        assert raw.size > sum(len(r["__index"]) for r in pieces)  # it was packed smaller
+        unpacked.append({**pieces[0], "__index": raw.to_pybytes(),
+                         "__info": json.dumps({**info, "pieces": 1})})
+    for f in files:
+        f.unlink()
+        (f.parent / f".{f.name}.crc").unlink(missing_ok=True)
+    pq.write_table(pa.Table.from_pylist(unpacked, schema=table.schema),
+                   old / "data" / "indexes" / "part-00000.parquet")
+    loaded = ApproximateNearestNeighborsModel.load(str(old))
+    assert knn_arrays(loaded.kneighbors(vector_df(loaded._item_df.sparkSession, queries))[2]
+                      )[1] == truth.tolist()
+
+
+def test_packing_keeps_every_byte_and_refuses_damaged_bytes(monkeypatch):
+    rng = np.random.default_rng(3)
+    many = rng.standard_normal((20000, 16)).astype(np.float32) * 0.1
+    assert len(packing.pack(many)) < 0.9 * many.nbytes  # the exponent bytes compress
+    monkeypatch.setattr(packing, "FRAME_BYTES", 1 << 10)  # several frames, and a short tail
+    vectors = many[:100]
+    for raw in (vectors.tobytes() + b"tail!", b"x", vectors.tobytes()):
+        packed = packing.pack(raw)
+        assert packing.unpack(pa.py_buffer(packed), len(raw)).to_pybytes() == raw
+    packed = packing.pack(vectors.tobytes())
+    for damaged in (packed[:-7], packed + b"\0", packed[:8] + b"\xff" * 8 + packed[16:]):
+        with pytest.raises(packing.DamagedPackError):
+            packing.unpack(pa.py_buffer(bytes(damaged)), vectors.nbytes)
 
 
 def test_a_deleted_items_file_fails_the_load(saved, tmp_path):

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from synapseml_ext.nn import labels as labels_mod
+from synapseml_ext.nn import packing
 from synapseml_ext.nn.integrity import DIGEST, partition_digest
 from synapseml_ext.nn.tables import (
     ID,
@@ -78,7 +79,7 @@ def make_build_fn(cfg: BuildTask) -> Callable:
         row = pa.RecordBatch.from_arrays(columns + ([labels_row] if labelled else []),
                                          [PART, IDS, INDEX, INFO] + ([LABELS] if labelled else []))
         keep_locally(cfg.store, part, row)
-        yield row
+        yield packing.packed_row(row)  # the table's copy: packed (the local one is mapped)
 
     return build
 

@@ -63,10 +63,15 @@ def check_partition(part: int, actual: str, expected: str | None, where: str) ->
     """Raise the one-line data error when partition ``part``'s digest is not ``expected``
     (``None``: a model saved before digests were recorded, nothing to compare)."""
     if expected is not None and actual != expected:
-        raise ValueError(
-            f"{ERROR_PREFIX} index partition {part} of {where} does not match the checksum "
-            "recorded at fit: its index files are damaged or were altered; restore them from "
-            "a copy, or fit and save the model again")
+        raise damaged_partition(part, where)
+
+
+def damaged_partition(part: int, where: str) -> ValueError:
+    """The one-line data error for index partition ``part`` whose bytes are damaged."""
+    return ValueError(
+        f"{ERROR_PREFIX} index partition {part} of {where} does not match the checksum "
+        "recorded at fit: its index files are damaged or were altered; restore them from "
+        "a copy, or fit and save the model again")
 
 
 def check_parts(found: Iterable[int], recorded: Iterable[int], where: str) -> None:

@@ -10,7 +10,13 @@ from typing import Any
 
 import numpy as np
 
-from synapseml_ext.nn.integrity import DIGEST, check_partition, partition_digest
+from synapseml_ext.nn import packing
+from synapseml_ext.nn.integrity import (
+    DIGEST,
+    check_partition,
+    damaged_partition,
+    partition_digest,
+)
 from synapseml_ext.nn.tables import (
     IDS,
     INDEX,
@@ -33,7 +39,7 @@ PIECES = "pieces"  # key of piece 0's info: how many pieces the partition has
 
 
 def saved_index_options() -> dict[str, str]:
-    """Parquet options of the saved pieces: uncompressed (faiss' floats do not compress, and
+    """Parquet options of the saved pieces: uncompressed (the index bytes are packed already, and
     parquet 1.13's snappy reader is very slow on large pages, PARQUET-2429), and a row group
     per piece: the writer checks its buffered size only every 100 rows by default, so it
     had buffered a whole partition's pieces, several times."""
@@ -124,14 +130,7 @@ def _joined(cfg: JoinChunksTask, part: int, pieces: list[Any], first: Any) -> An
         raise _missing_piece(len(pieces), part, cfg)
     # One copy of the index bytes (the join), wrapped as the binary value without another.
     blob = pa.py_buffer(b"".join(pieces))
-    digests = cfg.digests
     labels = first.column(LABELS) if LABELS in first.schema.names else None
-    if digests is not None or DIGEST in info:
-        actual = partition_digest(blob, first.column(IDS)[0].values,
-                                  None if labels is None else labels[0].values)
-        where = f"the saved model at {cfg.path or '(unknown path)'}"
-        check_partition(part, actual, info.get(DIGEST), where)
-        check_partition(part, actual, (digests or {}).get(str(part), actual), where)
     offsets = pa.py_buffer(np.array([0, blob.size], dtype=np.int32))
     row = pa.RecordBatch.from_arrays(
         [pa.array([part], pa.int32()), first.column(IDS),
@@ -139,5 +138,16 @@ def _joined(cfg: JoinChunksTask, part: int, pieces: list[Any], first: Any) -> An
          pa.array([json.dumps(info)], pa.string())] + ([labels] if labels is not None else []),
         [PART, IDS, INDEX, INFO] + ([LABELS] if labels is not None else []))
     pieces.clear()
-    keep_locally(cfg.store, part, row)
-    return row
+    where = f"the saved model at {cfg.path or '(unknown path)'}"
+    try:
+        raw = packing.raw_row(row)  # the digest is of the raw bytes, packed or not
+    except packing.DamagedPackError as e:
+        raise damaged_partition(part, where) from e
+    digests = cfg.digests
+    if digests is not None or DIGEST in info:
+        actual = partition_digest(raw.column(INDEX)[0].as_buffer(), first.column(IDS)[0].values,
+                                  None if labels is None else labels[0].values)
+        check_partition(part, actual, info.get(DIGEST), where)
+        check_partition(part, actual, (digests or {}).get(str(part), actual), where)
+    keep_locally(cfg.store, part, raw)
+    return row  # packed as it was saved (a model saved before packing: raw)

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from synapseml_ext.nn import labels as labels_mod
+from synapseml_ext.nn import packing
 from synapseml_ext.nn.integrity import DIGEST
 from synapseml_ext.nn.tables import (
     COND,
@@ -146,7 +147,7 @@ class _LoadedIndex:
         if not blob.is_valid:
             raise RuntimeError(f"index partition {part} reached its search task without its "
                                "index bytes (they travel on the task's first row)")
-        stored = _index_row(batch, row)
+        stored = packing.raw_row(_index_row(batch, row))
         self._set(part, stored, "bytes")
         keep_locally(self.cfg.store, part, stored)
 
