@@ -201,6 +201,13 @@ def _truncated_weights(root: Path):
     return [*_embed(root, _reviews(root), root / "out"), "--model", str(model)], root / "out"
 
 
+def _truncated_tokenizer(root: Path):
+    model = _model_copy(root)
+    tokenizer = model / "tokenizer.json"
+    tokenizer.write_bytes(tokenizer.read_bytes()[: tokenizer.stat().st_size // 2])
+    return [*_embed(root, _reviews(root), root / "out"), "--model", str(model)], root / "out"
+
+
 def _model_without_vocabulary(root: Path):
     model = _model_copy(root)
     for name in ("tokenizer.json", "vocab.txt"):
@@ -316,6 +323,11 @@ CLI_CASES = [
          cli_case(_empty_model_dir)),
     Case("CLI", "model weights cut in half", "one line: damaged weights",
          cli_case(_truncated_weights)),
+    Case("CLI", "`tokenizer.json` cut in half", "one line naming the file (was: the "
+         "worker's bare JSONDecodeError)", cli_case(_truncated_tokenizer)),
+    Case("CLI", "`--output-col` that the input has already", "one line naming the option "
+         "(was: the stage's outputCol)", cli_case(
+             lambda r: ([*_embed(r, _reviews(r), r / "out"), "--output-col", "Id"], r / "out"))),
     Case("CLI", "model without its vocabulary (tokenizer.json and vocab.txt deleted)",
          "one line: vocabulary missing (was: vectors of noise, exit 0)",
          cli_case(_model_without_vocabulary)),
