@@ -267,6 +267,9 @@ CASES = {
                                "the driver is offline"),
     "runtime without its precision": (lambda t: ["--runtime", "onnx", "--precision", "fp16"],
                                       "is not supported by runtime='onnx'"),
+    "master that refuses": (lambda t: ["--master", "spark://127.0.0.1:9"],
+                            "--master 'spark://127.0.0.1:9' cannot be reached (127.0.0.1:9: "
+                            "Connection refused): check its URL"),
     "runtime cuda without gpu": (lambda t: ["--runtime", "cuda"],
                                  "needs an NVIDIA GPU and none is usable here"),
 }
@@ -300,6 +303,20 @@ def test_user_errors_are_one_line_before_spark(tmp_path, cache_dir, case):
     assert not (tmp_path / "out").exists()
     assert (tmp_path / "full" / "keep.txt").read_text() == "keep"
     assert not [p for p in tmp_path.iterdir() if "synapseml-ext-tmp" in p.name]
+
+
+def test_a_java_that_does_not_start_is_one_line_naming_it(tmp_path, cache_dir):
+    """The JVM's stderr goes to the private log: where it exits before Spark starts, the
+    line carries what it said."""
+    source = _sample_csv(tmp_path)
+    done = _run(["embed", "--input", str(source), "--text-col", "Text", "--output",
+                 str(tmp_path / "out")], cache_dir, JAVA_HOME=str(tmp_path / "no-java"),
+                XDG_STATE_HOME=str(tmp_path / "state"))
+    line = _one_line_error(done, "Spark did not start: ", "no-java/bin/java",
+                           "check JAVA_HOME", "full log: ")
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert Path(line.rsplit("full log: ", 1)[1].rstrip(")")).is_file()
+    assert not (tmp_path / "out").exists()
 
 
 def test_read_only_locations_are_one_line(tmp_path, cache_dir, read_only_dir):

@@ -29,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
 
             code = run_serve(args)
         else:
+            from synapseml_ext.cli_io import check_master
+
+            check_master(args.master)  # else a "stopped SparkContext" once Spark has started
             code = {"quickstart": _quickstart, "embed": _embed,
                     "search": _search}[args.command](args, run)
     except KeyboardInterrupt:
@@ -208,11 +211,31 @@ class _Run:
                 "spark.ui.showConsoleProgress": "false", **(conf or {})})
         else:
             with cli_logs.child_stderr_to(self.log_file):
-                self.spark = local_spark(master, app_name, conf={
-                    **cli_logs.quiet_spark_conf(self.log_file), **(conf or {})})
+                try:
+                    self.spark = local_spark(master, app_name, conf={
+                        **cli_logs.quiet_spark_conf(self.log_file), **(conf or {})})
+                except Exception as e:
+                    clear = self._not_started(e)
+                    if clear is None:
+                        raise
+                    raise clear from e
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, self._on_interrupt)  # replaces pyspark's
         return self.spark
+
+    def _not_started(self, error: Exception) -> Exception | None:
+        """One line for a JVM that exited before Spark started, with its own words (its
+        stderr went to the log); None for other errors."""
+        from synapseml_ext import cli_logs
+        from synapseml_ext.engine.errors import RuntimeUnavailableError
+
+        said = cli_logs.first_line(self.log_file) if self.log_file else ""
+        if "Java gateway process exited" in str(error) and said:
+            self.keep_log = True
+            return RuntimeUnavailableError(
+                f"Spark did not start: {said} (check JAVA_HOME: Java 17 runs Spark 3.5 and "
+                f"4.x; full log: {self.log_file})")
+        return None
 
     def _on_interrupt(self, signum, frame) -> None:
         """Ctrl-C: cancel Spark's jobs from another thread and let the main thread's JVM call

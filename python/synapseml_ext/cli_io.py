@@ -13,6 +13,7 @@ import glob
 import gzip
 import lzma
 import os
+import socket
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -196,6 +197,23 @@ def check_embed_columns(plan: InputPlan, encoding: str, text_col: str, output_co
     if columns is not None:
         check_columns(columns, {"--text-col": text_col, "--id-col": id_col}, "--input")
         check_new_column(columns, "--output-col", output_col, "--input")
+
+
+def check_master(master: str) -> None:
+    """A standalone master (``spark://host:port[,host:port]``) accepts connections: else
+    Spark fails later, from its own thread, as a "stopped SparkContext"."""
+    if not master.startswith("spark://"):
+        return
+    reasons = []
+    for address in master[len("spark://"):].split(","):
+        host, _, port = address.rpartition(":")
+        try:
+            socket.create_connection((host, int(port)), timeout=5).close()
+            return
+        except (OSError, ValueError) as e:
+            reasons.append(f"{address}: {getattr(e, 'strerror', None) or e}")
+    raise UserInputError(f"--master {master!r} cannot be reached ({'; '.join(reasons)}): "
+                         "check its URL and that the master runs")
 
 
 def check_cache_dir(cache_dir: str) -> None:

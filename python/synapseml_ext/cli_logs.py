@@ -87,6 +87,15 @@ def child_stderr_to(log_file: Path) -> Iterator[None]:
         os.close(log)
 
 
+def first_line(log_file: Path) -> str:
+    """The first non-empty line of ``log_file`` (what a process wrote there first), or ""."""
+    try:
+        with open(log_file, encoding="utf-8", errors="replace") as f:
+            return next((line.strip() for line in f if line.strip()), "")[:300]
+    except OSError:
+        return ""
+
+
 def append_log(log_file: Path, text: str) -> None:
     with open(log_file, "a", encoding="utf-8") as f:
         f.write(text)
