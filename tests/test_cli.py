@@ -74,11 +74,18 @@ def test_embed_writes_parquet_in_order(tmp_path, fmt, minilm_dir, cache_dir):
     else:
         frame.to_parquet(source)
     out_dir = tmp_path / "out"
+    # jsonl: the workers' records at INFO, which the CLI shows after the run
+    level = {"SYNAPSEML_EXT_LOG_LEVEL": "INFO"} if fmt == "jsonl" else {}
     done = _run(["embed", "--input", str(source), "--text-col", "review", "--output",
-                 str(out_dir), "--model", minilm_dir, "--runtime", "onnx"], cache_dir)
+                 str(out_dir), "--model", minilm_dir, "--runtime", "onnx"], cache_dir, **level)
     assert done.returncode == 0, done.stderr[-3000:]
-    # not a terminal: no progress; the JVM's and the workers' stderr went to the private log
-    assert done.stderr == "", done.stderr[-3000:]
+    # not a terminal: no progress; the JVM's stderr went to the private log, and only our
+    # workers' records (warnings by default: none here) come back from it
+    if fmt == "jsonl":
+        assert "synapseml_ext.hf INFO: embedded " in done.stderr, done.stderr[-3000:]
+        assert "incubator" not in done.stderr
+    else:
+        assert done.stderr == "", done.stderr[-3000:]
     closing = done.stdout.strip().splitlines()[-1]
     assert closing.startswith(f"embedded {len(texts)} rows (3 null) into {out_dir} in ")
     # Start-up (Spark, model load) apart from the embedding's own time and rates.
@@ -317,6 +324,12 @@ def test_a_java_that_does_not_start_is_one_line_naming_it(tmp_path, cache_dir):
     assert len(done.stderr.strip().splitlines()) == 1
     assert Path(line.rsplit("full log: ", 1)[1].rstrip(")")).is_file()
     assert not (tmp_path / "out").exists()
+    # the JVM runs but spark-submit refuses: its own line, not the JVM's start-up warning
+    done = _run(["embed", "--input", str(source), "--text-col", "Text", "--output",
+                 str(tmp_path / "out"), "--master", "foo"], cache_dir,
+                XDG_STATE_HOME=str(tmp_path / "state"))
+    line = _one_line_error(done, "Spark did not start: ", "Master must either be yarn")
+    assert "JAVA_HOME" not in line and "incubator" not in line
 
 
 def test_read_only_locations_are_one_line(tmp_path, cache_dir, read_only_dir):

@@ -106,6 +106,13 @@ def test_model_directory_checks(tmp_path, minilm_dir):
                                              r"\): save or download the model again$") as e:
         checks.check_model(str(cut_vocabulary))
     _one_line(e)
+    # cut inside a multi-byte character: not even text
+    data = (Path(minilm_dir) / "tokenizer.json").read_bytes()
+    lead = next(i for i, byte in enumerate(data) if byte >= 0xC0)
+    tokenizer.write_bytes(data[: lead + 1])
+    with pytest.raises(ModelLoadError, match=r"tokenizer\.json is damaged \(not valid JSON: "
+                                             r"'utf-8' codec can't decode"):
+        checks.check_model(str(cut_vocabulary))
     with pytest.raises(ModelLoadError, match="is a file, not a model directory"):
         checks.check_model(str(Path(minilm_dir) / "config.json"))
     # On a cluster the directory may exist on the executors only: left to them.

@@ -229,13 +229,13 @@ class _Run:
         from synapseml_ext import cli_logs
         from synapseml_ext.engine.errors import RuntimeUnavailableError
 
-        said = cli_logs.first_line(self.log_file) if self.log_file else ""
-        if "Java gateway process exited" in str(error) and said:
-            self.keep_log = True
-            return RuntimeUnavailableError(
-                f"Spark did not start: {said} (check JAVA_HOME: Java 17 runs Spark 3.5 and "
-                f"4.x; full log: {self.log_file})")
-        return None
+        said, about_java = cli_logs.jvm_said(self.log_file) if self.log_file else ("", False)
+        if "Java gateway process exited" not in str(error) or not said:
+            return None
+        self.keep_log = True
+        hint = "check JAVA_HOME: Java 17 runs Spark 3.5 and 4.x; " if about_java else ""
+        return RuntimeUnavailableError(
+            f"Spark did not start: {said} ({hint}full log: {self.log_file})")
 
     def _on_interrupt(self, signum, frame) -> None:
         """Ctrl-C: cancel Spark's jobs from another thread and let the main thread's JVM call
@@ -298,9 +298,12 @@ class _Run:
         """Keep only a log that an error message names; Spark's log4j settings go."""
         if self.log_file is None:
             return
-        from synapseml_ext.cli_logs import drop_handlers
+        from synapseml_ext.cli_logs import drop_handlers, worker_records
 
         drop_handlers(self.log_handlers)
+        if code == 0:  # the workers' warnings went to the log with the JVM's stderr
+            for record in worker_records(self.log_file):
+                print(record, file=sys.stderr)
         self.log_file.with_suffix(".log4j2.properties").unlink(missing_ok=True)
         if not self.keep_log:
             self.log_file.unlink(missing_ok=True)

@@ -208,7 +208,7 @@ def check_master(master: str) -> None:
     for address in master[len("spark://"):].split(","):
         host, _, port = address.rpartition(":")
         try:
-            socket.create_connection((host, int(port)), timeout=5).close()
+            socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
             return
         except (OSError, ValueError) as e:
             reasons.append(f"{address}: {getattr(e, 'strerror', None) or e}")

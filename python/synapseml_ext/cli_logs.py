@@ -75,8 +75,8 @@ def child_stderr_to(log_file: Path) -> Iterator[None]:
     ("Using incubator modules"), which no option turns off, is not for the terminal. This
     process's stderr is the terminal again after."""
     sys.stderr.flush()
-    terminal = os.dup(2)
     log = os.open(log_file, os.O_WRONLY | os.O_APPEND)
+    terminal = os.dup(2)
     try:
         os.dup2(log, 2)
         yield
@@ -87,13 +87,38 @@ def child_stderr_to(log_file: Path) -> Iterator[None]:
         os.close(log)
 
 
-def first_line(log_file: Path) -> str:
-    """The first non-empty line of ``log_file`` (what a process wrote there first), or ""."""
+_JVM_NOISE = ("WARNING: Using incubator modules",)
+_TELLING = re.compile(r"error|exception|no such file|not found|must be|could not|cannot", re.I)
+_ABOUT_JAVA = re.compile(r"/java: |JAVA_HOME|UnsupportedClassVersionError|Java Virtual Machine|"
+                         r"boot layer|Unrecognized option")
+
+
+def jvm_said(log_file: Path) -> tuple[str, bool]:
+    """What a JVM that stopped at start wrote to ``log_file``: the first line naming an
+    error (else the first that is not a known warning), and whether it is about Java."""
     try:
-        with open(log_file, encoding="utf-8", errors="replace") as f:
-            return next((line.strip() for line in f if line.strip()), "")[:300]
+        text = log_file.read_text(encoding="utf-8", errors="replace")
     except OSError:
-        return ""
+        return "", False
+    lines = [line.strip() for line in text.splitlines()
+             if line.strip() and not line.startswith(_JVM_NOISE)
+             and not line.lstrip().startswith("at ")]
+    said = next((line for line in lines if _TELLING.search(line)), lines[0] if lines else "")
+    return said[:300], bool(_ABOUT_JAVA.search(said))
+
+
+# How a Python worker logs (engine.logs.configure_worker_logging): its stderr is the JVM's.
+_WORKER_RECORD = re.compile(r"^\d{4}-\d\d-\d\d [\d:,]+ synapseml_ext[\w.]* [A-Z]+: ")
+
+
+def worker_records(log_file: Path) -> list[str]:
+    """Our loggers' records that the Python workers wrote to ``log_file`` (warnings, by the
+    CLI's default level), each once, in order."""
+    try:
+        text = log_file.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    return list(dict.fromkeys(line for line in text.splitlines() if _WORKER_RECORD.match(line)))
 
 
 def append_log(log_file: Path, text: str) -> None:

@@ -44,14 +44,17 @@ def load_indexes(batches: Iterator[Any]) -> Iterator[Any]:
     import numpy as np
     import pyarrow as pa
 
-    from synapseml_ext.nn import engine, tables
+    from synapseml_ext.nn import engine, packing, tables
+    from synapseml_ext.nn.integrity import DIGEST
 
     loaded = 0
     for batch in batches:
         for row in range(batch.num_rows):
-            info = json.loads(batch.column(tables.INFO)[row].as_py())
+            raw = packing.raw_row(batch.slice(row, 1))  # the table's bytes are packed
+            info = json.loads(raw.column(tables.INFO)[0].as_py())
             info.pop("first_id", None)
-            blob = np.frombuffer(batch.column(tables.INDEX)[row].as_buffer(), dtype=np.uint8)
+            info.pop(DIGEST, None)
+            blob = np.frombuffer(raw.column(tables.INDEX)[0].as_buffer(), dtype=np.uint8)
             engine.deserialize(blob, engine.BuildInfo.from_dict(info))
             loaded += 1
     yield pa.RecordBatch.from_arrays([pa.array([loaded])], ["n"])

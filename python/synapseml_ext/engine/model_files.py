@@ -236,7 +236,7 @@ def _read_json(path: Path, default):
             return json.load(f)
     except FileNotFoundError:
         return default
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:  # cut inside a character too
         raise DamagedModelError(f"{path} is damaged (not valid JSON: {e}): save or download "
                                 "the model again") from e
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from synapseml_ext.nn import labels as labels_mod
 from synapseml_ext.nn import packing
-from synapseml_ext.nn.integrity import DIGEST
+from synapseml_ext.nn.integrity import DIGEST, damaged_partition
 from synapseml_ext.nn.tables import (
     COND,
     DISTANCES,
@@ -147,7 +147,10 @@ class _LoadedIndex:
         if not blob.is_valid:
             raise RuntimeError(f"index partition {part} reached its search task without its "
                                "index bytes (they travel on the task's first row)")
-        stored = packing.raw_row(_index_row(batch, row))
+        try:
+            stored = packing.raw_row(_index_row(batch, row))
+        except packing.DamagedPackError as e:
+            raise damaged_partition(part, "the model's index table") from e
         self._set(part, stored, "bytes")
         keep_locally(self.cfg.store, part, stored)
 
