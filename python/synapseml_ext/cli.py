@@ -215,27 +215,14 @@ class _Run:
                     self.spark = local_spark(master, app_name, conf={
                         **cli_logs.quiet_spark_conf(self.log_file), **(conf or {})})
                 except Exception as e:
-                    clear = self._not_started(e)
+                    clear = cli_logs.not_started_error(e, self.log_file)
                     if clear is None:
                         raise
+                    self.keep_log = True  # the line names it
                     raise clear from e
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, self._on_interrupt)  # replaces pyspark's
         return self.spark
-
-    def _not_started(self, error: Exception) -> Exception | None:
-        """One line for a JVM that exited before Spark started, with its own words (its
-        stderr went to the log); None for other errors."""
-        from synapseml_ext import cli_logs
-        from synapseml_ext.engine.errors import RuntimeUnavailableError
-
-        said, about_java = cli_logs.jvm_said(self.log_file) if self.log_file else ("", False)
-        if "Java gateway process exited" not in str(error) or not said:
-            return None
-        self.keep_log = True
-        hint = "check JAVA_HOME: Java 17 runs Spark 3.5 and 4.x; " if about_java else ""
-        return RuntimeUnavailableError(
-            f"Spark did not start: {said} ({hint}full log: {self.log_file})")
 
     def _on_interrupt(self, signum, frame) -> None:
         """Ctrl-C: cancel Spark's jobs from another thread and let the main thread's JVM call

@@ -107,6 +107,18 @@ def jvm_said(log_file: Path) -> tuple[str, bool]:
     return said[:300], bool(_ABOUT_JAVA.search(said))
 
 
+def not_started_error(error: Exception, log_file: Path) -> Exception | None:
+    """One line for a JVM that exited before Spark started, with its own words (its stderr
+    went to ``log_file``); None for other errors."""
+    from synapseml_ext.engine.errors import RuntimeUnavailableError
+
+    said, about_java = jvm_said(log_file)
+    if "Java gateway process exited" not in str(error) or not said:
+        return None
+    hint = "check JAVA_HOME: Java 17 runs Spark 3.5 and 4.x; " if about_java else ""
+    return RuntimeUnavailableError(f"Spark did not start: {said} ({hint}full log: {log_file})")
+
+
 # How a Python worker logs (engine.logs.configure_worker_logging): its stderr is the JVM's.
 _WORKER_RECORD = re.compile(r"^\d{4}-\d\d-\d\d [\d:,]+ synapseml_ext[\w.]* [A-Z]+: ")
 
