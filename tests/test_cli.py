@@ -30,12 +30,11 @@ def _run(args: list[str], cache_dir: str, **env_extra: str) -> subprocess.Comple
 
 
 def _one_line_error(done: subprocess.CompletedProcess, *fragments: str) -> str:
-    """Exit code 2 and one error line (stderr <= 3 lines), no Java frames, no traceback."""
+    """Exit code 2 and stderr one error line: no Spark warning, Java frame or traceback."""
     assert done.returncode == 2, done.stderr[-3000:]
     lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert 1 <= len(lines) <= 3, done.stderr[-3000:]
     errors = [line for line in lines if line.startswith("synapseml-ext: error: ")]
-    assert len(errors) == 1, done.stderr
+    assert len(lines) == len(errors) == 1, done.stderr[-3000:]
     assert "Traceback" not in done.stderr and "at org.apache" not in done.stderr
     assert "Set mode" not in done.stderr
     for fragment in fragments:

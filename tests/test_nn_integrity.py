@@ -23,6 +23,7 @@ from synapseml_ext.nn import (
     ApproximateNearestNeighborsModel,
     local_store,
     packing,
+    tables,
 )
 from synapseml_ext.nn.integrity import file_digest, partition_digest
 
@@ -168,6 +169,23 @@ def test_packing_keeps_every_byte_and_refuses_damaged_bytes(monkeypatch):
             packing.unpack(pa.py_buffer(bytes(damaged)), vectors.nbytes)
 
 
+def test_a_model_saved_in_a_newer_format_is_one_line_naming_the_upgrade(saved, tmp_path):
+    """A version that cannot read a save's format says so, rather than calling bytes it
+    cannot unpack damaged."""
+    _, path, _, _ = saved
+    newer = _copy(path, tmp_path)
+    metadata_file = next((newer / "metadata").glob("part-*"))
+    metadata = json.loads(metadata_file.read_text())
+    assert metadata["synapsemlExtFormat"] == 2
+    metadata_file.write_text(json.dumps({**metadata, "synapsemlExtFormat": 3,
+                                         "synapsemlExtVersion": "9.9.9"}))
+    (metadata_file.parent / f".{metadata_file.name}.crc").unlink(missing_ok=True)
+    with pytest.raises(ValueError, match=r"saved by synapseml-ext 9\.9\.9 in save format 3, "
+                                         r"which this version .* cannot read: upgrade") as e:
+        ApproximateNearestNeighborsModel.load(str(newer))
+    assert "\n" not in str(e.value)
+
+
 def test_a_deleted_items_file_fails_the_load(saved, tmp_path):
     _, path, _, _ = saved
     broken = _copy(path, tmp_path)
@@ -269,3 +287,47 @@ def test_an_altered_copy_is_dropped_and_an_intact_one_read(store_root):
     index.write_bytes(bytes(altered))  # same size, other bytes, a new file: hashed again
     assert local_store.read(TOKEN, 0) is None
     assert not (store_root / f"{TOKEN}-0.arrow").exists()
+
+
+def _packed(raw: bytes, ids: list[int], digest_of: bytes | None = None) -> pa.RecordBatch:
+    """The index row of ``raw`` packed, its digest that of ``digest_of`` (default ``raw``)."""
+    row = _row(0, raw, ids)
+    if digest_of is not None:
+        row = packing._with(row, row.column("__index"), {
+            **json.loads(row.column("__info")[0].as_py()),
+            "sha256": partition_digest(digest_of, row.column("__ids")[0].values)})
+    return packing.packed_row(row)
+
+
+@pytest.mark.parametrize("store_on", [True, False])
+def test_packed_bytes_are_unpacked_into_the_copy_and_checked_first(store_root, monkeypatch,
+                                                                   store_on):
+    """``load()`` and a search miss unpack frame by frame into the local copy; the digest
+    is checked before a copy is kept, and checked too where the store keeps none."""
+    from synapseml_ext.nn.integrity import check_partition
+    from synapseml_ext.nn.task_config import LocalStore
+    from synapseml_ext.nn.unpacked import keep_unpacked
+
+    monkeypatch.setattr(packing, "FRAME_BYTES", 1 << 10)  # several frames and a short tail
+    raw = np.random.default_rng(5).standard_normal(1000).astype(np.float32).tobytes() + b"end"
+    store = LocalStore(TOKEN if store_on else None)
+
+    def check(row):
+        recorded = json.loads(row.column("__info")[0].as_py())["sha256"]
+        return lambda actual: check_partition(0, actual, recorded, "the test model")
+
+    good = _packed(raw, [1, 2, 3])
+    assert keep_unpacked(store, 0, good, check(good)) is store_on
+    if store_on:
+        batch, index = local_store.read(TOKEN, 0)
+        assert index.read_bytes() == raw
+        assert packing.CODEC not in json.loads(batch.column("__info")[0].as_py())
+        shutil.rmtree(store_root)
+    altered = _packed(raw, [1, 2, 3], digest_of=raw[:-1] + b"!")
+    with pytest.raises(ValueError, match="does not match the checksum recorded at fit"):
+        keep_unpacked(store, 0, altered, check(altered))
+    cut = packing._with(good, tables.binary_array(pa.py_buffer(
+        good.column("__index")[0].as_py()[:-5])), json.loads(good.column("__info")[0].as_py()))
+    with pytest.raises(packing.DamagedPackError):
+        keep_unpacked(store, 0, cut, check(cut))
+    assert not store_root.exists() or [f.name for f in store_root.iterdir()] == []

@@ -159,6 +159,8 @@ def search(spark, args: Namespace, plan: SearchPlan, started: float) -> int:
     from synapseml_ext.nn.vectors import NoItemsError
 
     items = _items(spark, plan)
+    # Planned before the fit: a --queries column error is one line before the index build.
+    queries, embed_stats = _queries(spark, args, plan)
     try:
         model = ApproximateNearestNeighbors(k=args.k, metric="cosine", algorithm=args.algorithm,
                                             inputCol="vec", idCol="id").fit(items)
@@ -167,7 +169,6 @@ def search(spark, args: Namespace, plan: SearchPlan, started: float) -> int:
             f"no row of --table has an embedding in --embeddings-col {plan.vector_col!r} (an "
             "array of floats, or its JSON text): name the column that holds the embeddings"
         ) from None
-    queries, embed_stats = _queries(spark, args, plan)
     queries = queries.persist()  # embedded once: searched, joined and counted
     count = queries.count()
     _, _, knn = model.kneighbors(queries.select(F.col("query_id").alias("id"), "vec"))

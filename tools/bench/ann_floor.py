@@ -31,12 +31,13 @@ EVENTS = Path(tempfile.gettempdir()) / "synapseml-ext-ann-floor.jsonl"
 
 def drop_indexes(batches: Iterator[Any]) -> Iterator[Any]:
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     from synapseml_ext.nn import tables
 
     size = 0
     for batch in batches:
-        size += sum(v.as_buffer().size for v in batch.column(tables.INDEX) if v.is_valid)
+        size += pc.sum(pc.binary_length(batch.column(tables.INDEX))).as_py() or 0
     yield pa.RecordBatch.from_arrays([pa.array([size])], ["n"])
 
 
@@ -54,7 +55,7 @@ def load_indexes(batches: Iterator[Any]) -> Iterator[Any]:
             info = json.loads(raw.column(tables.INFO)[0].as_py())
             info.pop("first_id", None)
             info.pop(DIGEST, None)
-            blob = np.frombuffer(raw.column(tables.INDEX)[0].as_buffer(), dtype=np.uint8)
+            blob = np.frombuffer(tables.binary_value(raw.column(tables.INDEX), 0), dtype=np.uint8)
             engine.deserialize(blob, engine.BuildInfo.from_dict(info))
             loaded += 1
     yield pa.RecordBatch.from_arrays([pa.array([loaded])], ["n"])

@@ -24,6 +24,7 @@ from synapseml_ext.nn.tables import (
     VEC,
     arrow_id_type,
     arrow_table,
+    binary_array,
     keep_locally,
     use_task_threads,
 )
@@ -73,7 +74,7 @@ def make_build_fn(cfg: BuildTask) -> Callable:
         engine.log.info("partition %d: built %s index over %d items in %.2fs (%s, calibration "
                         "recall %s)", part, built.info.kind, built.info.n, built.info.seconds,
                         built.info.search or built.info.params, built.info.calibration_recall)
-        columns = [pa.array([part], pa.int32()), ids_row, pa.array([blob.tobytes()], pa.binary()),
+        columns = [pa.array([part], pa.int32()), ids_row, binary_array(pa.py_buffer(blob)),
                    pa.array([json.dumps(info)], pa.string())]
         labelled = labels_row is not None
         row = pa.RecordBatch.from_arrays(columns + ([labels_row] if labelled else []),

@@ -21,31 +21,41 @@ DIGEST = "sha256"  # key of the digest in an index row's info, and of the summar
 _CHUNK = 16 << 20
 
 
+class PartitionDigest:
+    """:func:`partition_digest` fed in order: the index bytes' size, its bytes in pieces,
+    then the ids (and labels), so that unpacked bytes are hashed without being held whole."""
+
+    def __init__(self, index_bytes: int) -> None:
+        self._digest = hashlib.sha256()
+        self._digest.update(int(index_bytes).to_bytes(8, "little"))
+
+    def update(self, chunk: Any) -> None:
+        self._digest.update(memoryview(chunk).cast("B"))
+
+    def finish(self, ids: Any, labels: Any = None) -> str:
+        _update_ids(self._digest, ids)
+        if labels is not None:
+            _update_ids(self._digest, labels)
+        return self._digest.hexdigest()
+
+
 def partition_digest(index: Any, ids: Any, labels: Any = None) -> str:
     """sha256 of an index partition: ``index`` its faiss bytes (anything with the buffer
     protocol), ``ids`` the pyarrow array of its ids in label order, ``labels`` its items'
     labels in label order (None without labels: the digest is then as before labels)."""
-    digest = hashlib.sha256()
     view = memoryview(index).cast("B")
-    digest.update(len(view).to_bytes(8, "little"))
+    digest = PartitionDigest(len(view))
     digest.update(view)
-    _update_ids(digest, ids)
-    if labels is not None:
-        _update_ids(digest, labels)
-    return digest.hexdigest()
+    return digest.finish(ids, labels)
 
 
 def file_digest(index_path: Path, ids: Any, labels: Any = None) -> str:
     """:func:`partition_digest` of an index stored in a file (read in pieces, not mapped)."""
-    digest = hashlib.sha256()
-    digest.update(os.path.getsize(index_path).to_bytes(8, "little"))
+    digest = PartitionDigest(os.path.getsize(index_path))
     with open(index_path, "rb") as f:
         while chunk := f.read(_CHUNK):
             digest.update(chunk)
-    _update_ids(digest, ids)
-    if labels is not None:
-        _update_ids(digest, labels)
-    return digest.hexdigest()
+    return digest.finish(ids, labels)
 
 
 def _update_ids(digest: Any, ids: Any) -> None:

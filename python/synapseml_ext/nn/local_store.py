@@ -29,8 +29,11 @@ import shutil
 import stat
 import tempfile
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from synapseml_ext.nn.tables import binary_value
 
 log = logging.getLogger("synapseml_ext.nn")
 
@@ -160,6 +163,16 @@ def _check_once(path: Path, batch: Any) -> None:
 def write(token: str, part: int, batch: Any, limit: int) -> bool:
     """Store the one-row ``batch`` (ids, index bytes, info columns) for partition ``part``
     unless the store is off (``limit`` 0) or the row cannot fit; True if the copy is there."""
+    index = binary_value(batch.column("__index"), 0)
+    return write_streamed(token, part, batch.drop_columns(["__index"]), index.size,
+                          lambda sink: sink.write(index), limit)
+
+
+def write_streamed(token: str, part: int, info_batch: Any, index_bytes: int,
+                   fill: Callable[[Any], None], limit: int) -> bool:
+    """:func:`write` of a partition whose ``index_bytes`` index bytes ``fill(sink)`` writes
+    (in pieces: unpacked ones are never held whole); ``info_batch`` holds the rest of the
+    row. An error other than the disk's from ``fill`` leaves no copy and is raised."""
 
     if limit == 0:
         return False
@@ -168,16 +181,14 @@ def write(token: str, part: int, batch: Any, limit: int) -> bool:
         return True
     if _private_root() is None:
         return False
-    index = batch.column("__index")[0].as_buffer()
-    info_file = _arrow_file(batch.drop_columns(["__index"]))
-    if not _make_room(path.parent, index.size + info_file.size, limit):
+    info_file = _arrow_file(info_batch)
+    if not _make_room(path.parent, index_bytes + info_file.size, limit):
         log.info("local index store full: partition %d of %s not kept", part, token)
         return False
     try:
-        _write_atomically(path.with_suffix(INDEX_SUFFIX),
-                          lambda sink: sink.write(index))
+        _write_atomically(path.with_suffix(INDEX_SUFFIX), fill)
         _write_atomically(path, lambda sink: sink.write(info_file))
-        _remember_written(path, batch)
+        _remember_written(path, info_batch)
     except OSError as e:  # a full disk must not fail the search: the bytes are at hand
         log.warning("could not keep index partition %d locally: %s", part, e)
         _remove(path)

@@ -14,11 +14,12 @@ are read as they are.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
-from synapseml_ext.nn.tables import INDEX, INFO
+from synapseml_ext.nn.tables import INDEX, INFO, binary_array, binary_value
 
 CODEC = "codec"  # key of an index row's info: how its index bytes are packed (absent: raw)
 RAW_BYTES = "raw_bytes"  # and the size of the raw bytes
@@ -49,23 +50,35 @@ def unpack(packed: Any, raw_bytes: int) -> Any:
     """The raw bytes of ``packed`` (a pyarrow buffer) as a pyarrow buffer of ``raw_bytes``."""
     import pyarrow as pa
 
-    data = np.frombuffer(memoryview(packed).cast("B"), dtype=np.uint8)
     out = np.empty(raw_bytes, dtype=np.uint8)
     at = 0
-    try:
-        for lo in range(0, raw_bytes, FRAME_BYTES):
+    for frame in raw_frames(packed, raw_bytes):
+        out[at: at + len(frame)] = frame
+        at += len(frame)
+    return pa.py_buffer(out)
+
+
+def raw_frames(packed: Any, raw_bytes: int) -> Iterator[np.ndarray]:
+    """The raw bytes of ``packed`` (a pyarrow buffer of :func:`pack`'s) in order, one frame
+    (at most :data:`FRAME_BYTES`) at a time; :class:`DamagedPackError` where they do not
+    unpack to ``raw_bytes``."""
+    import pyarrow as pa
+
+    data = np.frombuffer(memoryview(packed).cast("B"), dtype=np.uint8)
+    at = 0
+    for lo in range(0, raw_bytes, FRAME_BYTES):
+        try:
             size = int(np.frombuffer(data[at: at + _LENGTH.itemsize], _LENGTH)[0])
             at += _LENGTH.itemsize
             frame = data[at: at + size]
             at += size
             length = min(FRAME_BYTES, raw_bytes - lo)
             plain = pa.decompress(frame, decompressed_size=length, codec="zstd")
-            out[lo: lo + length] = _unshuffled(np.frombuffer(plain, dtype=np.uint8))
-    except (IndexError, ValueError, OSError, pa.ArrowException) as e:
-        raise DamagedPackError(f"packed index bytes do not unpack: {e}") from e
+        except (IndexError, ValueError, OSError, pa.ArrowException) as e:
+            raise DamagedPackError(f"packed index bytes do not unpack: {e}") from e
+        yield _unshuffled(np.frombuffer(plain, dtype=np.uint8))
     if at != len(data):
         raise DamagedPackError(f"packed index bytes: {len(data) - at} bytes past the last frame")
-    return pa.py_buffer(out)
 
 
 def _shuffled(chunk: np.ndarray) -> np.ndarray:
@@ -86,33 +99,38 @@ def packed_row(row: Any) -> Any:
     saying so."""
     import pyarrow as pa
 
-    raw = row.column(INDEX)[0].as_buffer()
+    raw = binary_value(row.column(INDEX), 0)
     info = {**json.loads(row.column(INFO)[0].as_py()), CODEC: SHUFFLED_ZSTD,
             RAW_BYTES: raw.size}
-    return _with(row, _binary(pa.py_buffer(pack(raw))), info)
+    return _with(row, binary_array(pa.py_buffer(pack(raw))), info)
 
 
 def raw_row(row: Any) -> Any:
     """The one-row index batch ``row`` with raw index bytes and an info without the codec
     (``row`` itself where it was not packed); :class:`DamagedPackError` where they do not
     unpack."""
+    info, raw_bytes = unpacked_info(row)
+    if raw_bytes is None:
+        return row
+    return _with(row, binary_array(unpack(binary_value(row.column(INDEX), 0), raw_bytes)), info)
+
+
+def unpacked_info(row: Any) -> tuple[dict[str, Any], int | None]:
+    """The info of the one-row index batch ``row`` without the codec, and the size of its
+    raw index bytes where they are packed (None: they are raw)."""
     info = json.loads(row.column(INFO)[0].as_py())
     codec = info.pop(CODEC, None)
     if codec is None:
-        return row
+        return info, None
     if codec != SHUFFLED_ZSTD:
         raise DamagedPackError(f"index bytes packed as {codec!r}, which this version cannot "
                                "read: use the synapseml-ext version that fitted the model")
-    raw = unpack(row.column(INDEX)[0].as_buffer(), int(info.pop(RAW_BYTES)))
-    return _with(row, _binary(raw), info)
+    return info, int(info.pop(RAW_BYTES))
 
 
-def _binary(value: Any) -> Any:
-    """A one-value binary array over the buffer ``value`` (not a copy of it)."""
-    import pyarrow as pa
-
-    offsets = pa.py_buffer(np.array([0, value.size], dtype=np.int32))
-    return pa.Array.from_buffers(pa.binary(), 1, [None, offsets, value])
+def info_row(row: Any, info: dict[str, Any]) -> Any:
+    """The one-row index batch ``row`` without its index bytes, with ``info``."""
+    return _with(row.drop_columns([INDEX]), None, info)
 
 
 def _with(row: Any, index: Any, info: dict[str, Any]) -> Any:

@@ -12,12 +12,17 @@ from pyspark.ml.util import DefaultParamsReader, DefaultParamsWriter, MLReader, 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from synapseml_ext import __version__
 from synapseml_ext.contract.persistence import instance_from_metadata
 from synapseml_ext.nn import integrity, local_store, saved_tasks, tables
 from synapseml_ext.nn.placement import by_part, kept_in_place, placement_key
 from synapseml_ext.nn.plan import store_limit
 from synapseml_ext.nn.task_config import JoinChunksTask, LocalStore
 from synapseml_ext.nn.vectors import ERROR_PREFIX, DataErrors
+
+# Key of the metadata's save format: 1 raw index bytes (absent), 2 packed ones (nn.packing).
+FORMAT = "synapsemlExtFormat"
+SAVE_FORMAT = 2
 
 
 class EstimatorWriter(DefaultParamsWriter):
@@ -38,8 +43,10 @@ class ModelWriter(MLWriter):
 
     def saveImpl(self, path: str) -> None:
         model = self.instance
-        DefaultParamsWriter.saveMetadata(_named(model, self.class_name), path, self.sc,
-                                         extraMetadata={"summary": model._summary})
+        DefaultParamsWriter.saveMetadata(
+            _named(model, self.class_name), path, self.sc,
+            extraMetadata={"summary": model._summary, FORMAT: SAVE_FORMAT,
+                           "synapsemlExtVersion": __version__})
         mode = "overwrite" if self.shouldOverwrite else "errorifexists"
         model._item_df.write.mode(mode).parquet(f"{path}/data/items")
         # In pieces (saved_tasks.SAVE_CHUNK_BYTES), uncompressed: faiss' float data does not
@@ -61,6 +68,7 @@ class ModelReader(MLReader):
         where = f"the saved model at {path}"
         with SavedDataErrors(where):
             metadata = self.metadata = DefaultParamsReader.loadMetadata(path, self.sc)
+        _check_format(metadata, where)
         model = instance_from_metadata(self.cls, metadata, path)
         spark = SparkSession.builder.getOrCreate()
         summary = metadata["summary"]
@@ -89,6 +97,17 @@ class ModelReader(MLReader):
                                  "again")
         model._set_state(items, indexes, summary, "loaded")
         return model
+
+
+def _check_format(metadata: dict[str, Any], where: str) -> None:
+    """A model saved in a format newer than this version reads is one line saying so, not
+    a checksum error on bytes it cannot unpack."""
+    saved = metadata.get(FORMAT, 1)
+    if not isinstance(saved, int) or saved > SAVE_FORMAT:
+        raise ValueError(
+            f"{ERROR_PREFIX} {where} was saved by synapseml-ext "
+            f"{metadata.get('synapsemlExtVersion', '(newer)')} in save format {saved!r}, which "
+            f"this version ({__version__}) cannot read: upgrade synapseml-ext to load it")
 
 
 def _named(model: Any, class_name: str | None) -> Any:

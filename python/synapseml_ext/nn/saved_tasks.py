@@ -6,28 +6,26 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
 
 from synapseml_ext.nn import packing
-from synapseml_ext.nn.integrity import (
-    DIGEST,
-    check_partition,
-    damaged_partition,
-    partition_digest,
-)
+from synapseml_ext.nn.integrity import DIGEST, check_partition, damaged_partition
 from synapseml_ext.nn.tables import (
     IDS,
     INDEX,
     INFO,
     LABELS,
     PART,
-    keep_locally,
+    binary_array,
+    binary_value,
     labelled,
     spark_id_type,
 )
 from synapseml_ext.nn.task_config import JoinChunksTask
+from synapseml_ext.nn.unpacked import keep_unpacked
 from synapseml_ext.nn.vectors import ERROR_PREFIX
 
 # A saved index table holds each partition's index bytes in pieces of at most
@@ -63,7 +61,7 @@ def make_save_chunks_fn(chunk_bytes: int) -> Callable:
         size = int(chunk_bytes)
         for batch in batches:
             for row in range(batch.num_rows):
-                blob = batch.column(INDEX)[row].as_buffer()
+                blob = binary_value(batch.column(INDEX), row)
                 count = max(1, -(-blob.size // size))
                 ends = np.minimum(np.arange(count + 1, dtype=np.int64) * size, blob.size)
                 chunks = pa.Array.from_buffers(
@@ -109,7 +107,7 @@ def make_join_chunks_fn(cfg: JoinChunksTask) -> Callable:
                     raise _missing_piece(len(pieces), part, cfg)
                 if chunk == 0:
                     first = batch.slice(row, 1)
-                pieces.append(batch.column(INDEX)[row].as_buffer())
+                pieces.append(binary_value(batch.column(INDEX), row))
         if part is not None:
             yield _joined(cfg, part, pieces, first)
 
@@ -121,6 +119,16 @@ def _missing_piece(piece: int, part: int, cfg: JoinChunksTask) -> ValueError:
                       "data/indexes are missing; restore them from a copy, or fit and save "
                       "the model again")
 
+def _one_buffer(pieces: list[Any]) -> Any:
+    """The pieces as one buffer: a view where they lie end to end in memory (consecutive
+    values of one Arrow batch, as a task mostly receives them: no copy), else joined."""
+    import pyarrow as pa
+
+    if all(a.address + a.size == b.address for a, b in pairwise(pieces)):
+        return pa.foreign_buffer(pieces[0].address, sum(p.size for p in pieces), base=list(pieces))
+    return pa.py_buffer(b"".join(pieces))
+
+
 def _joined(cfg: JoinChunksTask, part: int, pieces: list[Any], first: Any) -> Any:
     import pyarrow as pa
 
@@ -128,26 +136,23 @@ def _joined(cfg: JoinChunksTask, part: int, pieces: list[Any], first: Any) -> An
     expected = info.pop(PIECES, len(pieces))
     if len(pieces) != expected:
         raise _missing_piece(len(pieces), part, cfg)
-    # One copy of the index bytes (the join), wrapped as the binary value without another.
-    blob = pa.py_buffer(b"".join(pieces))
+    blob = _one_buffer(pieces)
     labels = first.column(LABELS) if LABELS in first.schema.names else None
-    offsets = pa.py_buffer(np.array([0, blob.size], dtype=np.int32))
     row = pa.RecordBatch.from_arrays(
-        [pa.array([part], pa.int32()), first.column(IDS),
-         pa.Array.from_buffers(pa.binary(), 1, [None, offsets, blob]),
+        [pa.array([part], pa.int32()), first.column(IDS), binary_array(blob),
          pa.array([json.dumps(info)], pa.string())] + ([labels] if labels is not None else []),
         [PART, IDS, INDEX, INFO] + ([LABELS] if labels is not None else []))
     pieces.clear()
     where = f"the saved model at {cfg.path or '(unknown path)'}"
-    try:
-        raw = packing.raw_row(row)  # the digest is of the raw bytes, packed or not
-    except packing.DamagedPackError as e:
-        raise damaged_partition(part, where) from e
     digests = cfg.digests
-    if digests is not None or DIGEST in info:
-        actual = partition_digest(raw.column(INDEX)[0].as_buffer(), first.column(IDS)[0].values,
-                                  None if labels is None else labels[0].values)
+
+    def check(actual: str) -> None:  # the digest is of the raw bytes, packed or not
         check_partition(part, actual, info.get(DIGEST), where)
         check_partition(part, actual, (digests or {}).get(str(part), actual), where)
-    keep_locally(cfg.store, part, raw)
+
+    try:
+        keep_unpacked(cfg.store, part, row,
+                      check if digests is not None or DIGEST in info else None)
+    except packing.DamagedPackError as e:
+        raise damaged_partition(part, where) from e
     return row  # packed as it was saved (a model saved before packing: raw)

@@ -41,11 +41,12 @@ from synapseml_ext.nn.tables import (
     VEC,
     arrow_id_type,
     arrow_table,
-    keep_locally,
+    binary_value,
     task_name,
     use_task_threads,
 )
 from synapseml_ext.nn.task_config import BlockTask, SearchTask
+from synapseml_ext.nn.unpacked import keep_unpacked
 from synapseml_ext.nn.vectors import ids_to_numpy, vectors_to_numpy
 
 
@@ -116,7 +117,7 @@ def _searcher(cfg: SearchTask, local: bool) -> Callable:
                         loaded.load_local(part)
                     else:
                         loaded.load(part, batch, row)
-                qvecs = np.frombuffer(batch.column(QVECS)[row].as_buffer(), dtype=np.float32)
+                qvecs = np.frombuffer(binary_value(batch.column(QVECS), row), dtype=np.float32)
                 conds = (batch.column(QCONDS)[row].values if QCONDS in batch.schema.names
                          else None)
                 pending.append((batch.column(QIDS)[row].values, qvecs.reshape(-1, cfg.dim),
@@ -143,19 +144,25 @@ class _LoadedIndex:
 
     def load(self, part: int, batch: Any, row: int) -> None:
         """From the bytes on ``batch[row]`` (kept locally as well)."""
-        blob = batch.column(INDEX)[row]
-        if not blob.is_valid:
+        if batch.column(INDEX).is_null()[row].as_py():  # (a scalar of the bytes copies them)
             raise RuntimeError(f"index partition {part} reached its search task without its "
                                "index bytes (they travel on the task's first row)")
+        index_row = _index_row(batch, row)
         try:
-            stored = packing.raw_row(_index_row(batch, row))
+            # Unpacked into the local copy and mapped from there where the store takes it
+            # (never the raw bytes and faiss' copy of them in memory at once), else here.
+            if keep_unpacked(self.cfg.store, part, index_row):
+                self.load_local(part, source="bytes")
+                if self.index is not None:
+                    return
+            stored = packing.raw_row(index_row)
         except packing.DamagedPackError as e:
             raise damaged_partition(part, "the model's index table") from e
         self._set(part, stored, "bytes")
-        keep_locally(self.cfg.store, part, stored)
 
-    def load_local(self, part: int) -> None:
-        """From this executor's local copy; ``index`` stays None where there is none."""
+    def load_local(self, part: int, source: str = "local") -> None:
+        """From this executor's local copy; ``index`` stays None where there is none
+        (``source``: what the event records, "bytes" for a copy just made of them)."""
         from synapseml_ext.nn import local_store
 
         self.index = self.ids = self.labels = None
@@ -163,7 +170,7 @@ class _LoadedIndex:
         token = self.cfg.store.token
         stored = local_store.read(token, part) if token else None
         if stored is not None:
-            self._set(part, stored[0], "local", mapped=stored[1])
+            self._set(part, stored[0], source, mapped=stored[1])
 
     def _set(self, part: int, stored: Any, source: str, mapped: Any = None) -> None:
         """``stored``: ids and info (and the index bytes, unless ``mapped`` names the
@@ -180,7 +187,7 @@ class _LoadedIndex:
         if mapped is not None:
             self.index = engine.read_mapped(str(mapped), build_info)
         else:
-            blob = np.frombuffer(stored.column(INDEX)[0].as_buffer(), dtype=np.uint8)
+            blob = np.frombuffer(binary_value(stored.column(INDEX), 0), dtype=np.uint8)
             self.index = engine.deserialize(blob, build_info)
         ids = ids_to_numpy(stored.column(IDS)[0].values, self.item_kind)
         pad = LONG_MAX if self.item_kind == "long" else None

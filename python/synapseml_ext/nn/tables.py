@@ -82,6 +82,23 @@ def use_task_threads() -> None:
 
     set_threads(task_cpu_share())
 
+def binary_value(array: Any, row: int) -> Any:
+    """Value ``row`` of a binary Arrow array as a view of its data buffer: a scalar's
+    ``as_buffer()`` copies the value (pyarrow 26), hundreds of MB for an index partition."""
+    import pyarrow as pa
+
+    _, offsets, data = array.buffers()[:3]
+    width = np.int64 if pa.types.is_large_binary(array.type) else np.int32
+    start, end = np.frombuffer(offsets, dtype=width)[array.offset + row: array.offset + row + 2]
+    return pa.py_buffer(b"") if data is None else data.slice(int(start), int(end - start))
+
+def binary_array(value: Any) -> Any:
+    """A one-value binary Arrow array over the buffer ``value`` (not a copy of it)."""
+    import pyarrow as pa
+
+    offsets = pa.py_buffer(np.array([0, value.size], dtype=np.int32))
+    return pa.Array.from_buffers(pa.binary(), 1, [None, offsets, value])
+
 def keep_locally(store: LocalStore, part: int, row: Any) -> None:
     """Keep index partition ``part`` (a one-row index batch) in this executor's local store,
     where the plan uses local copies (``store.token`` set)."""
