@@ -96,11 +96,7 @@ _ABOUT_JAVA = re.compile(r"/java: |JAVA_HOME|UnsupportedClassVersionError|Java V
 def jvm_said(log_file: Path) -> tuple[str, bool]:
     """What a JVM that stopped at start wrote to ``log_file``: the first line naming an
     error (else the first that is not a known warning), and whether it is about Java."""
-    try:
-        text = log_file.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return "", False
-    lines = [line.strip() for line in text.splitlines()
+    lines = [line.strip() for line in _log_lines(log_file)
              if line.strip() and not line.startswith(_JVM_NOISE)
              and not line.lstrip().startswith("at ")]
     said = next((line for line in lines if _TELLING.search(line)), lines[0] if lines else "")
@@ -126,11 +122,16 @@ _WORKER_RECORD = re.compile(r"^\d{4}-\d\d-\d\d [\d:,]+ synapseml_ext[\w.]* [A-Z]
 def worker_records(log_file: Path) -> list[str]:
     """Our loggers' records that the Python workers wrote to ``log_file`` (warnings, by the
     CLI's default level), each once, in order."""
+    return list(dict.fromkeys(line for line in _log_lines(log_file)
+                              if _WORKER_RECORD.match(line)))
+
+
+def _log_lines(log_file: Path) -> list[str]:
+    """The lines of ``log_file``; none where it is gone or unreadable."""
     try:
-        text = log_file.read_text(encoding="utf-8", errors="replace")
+        return log_file.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:
         return []
-    return list(dict.fromkeys(line for line in text.splitlines() if _WORKER_RECORD.match(line)))
 
 
 def append_log(log_file: Path, text: str) -> None:
