@@ -184,6 +184,9 @@ def test_a_model_saved_in_a_newer_format_is_one_line_naming_the_upgrade(saved, t
                                          r"which this version .* cannot read: upgrade") as e:
         ApproximateNearestNeighborsModel.load(str(newer))
     assert "\n" not in str(e.value)
+    metadata_file.write_text(json.dumps({**metadata, "synapsemlExtFormat": "2"}))
+    with pytest.raises(ValueError, match=r"records save format '2'\): it is damaged"):
+        ApproximateNearestNeighborsModel.load(str(newer))
 
 
 def test_a_deleted_items_file_fails_the_load(saved, tmp_path):
@@ -331,3 +334,40 @@ def test_packed_bytes_are_unpacked_into_the_copy_and_checked_first(store_root, m
     with pytest.raises(packing.DamagedPackError):
         keep_unpacked(store, 0, cut, check(cut))
     assert not store_root.exists() or [f.name for f in store_root.iterdir()] == []
+
+
+@pytest.mark.parametrize("store_on", [True, False])
+def test_a_search_task_given_packed_bytes_maps_its_new_copy_or_unpacks_in_memory(
+        store_root, store_on):
+    """A search miss: the partition's packed bytes become the local copy, which the task
+    maps; without a store they are unpacked in memory. Both answer as the built index."""
+    from synapseml_ext.nn import build_task, search_tasks
+    from synapseml_ext.nn.task_config import BuildTask, LocalStore, SearchTask
+
+    rng = np.random.default_rng(8)
+    vectors = rng.standard_normal((300, 8)).astype(np.float32)
+    items = pa.RecordBatch.from_arrays(
+        [pa.array(np.arange(300, dtype=np.int64)),
+         pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), 8)], ["__id", "__vec"])
+    packed = next(build_task.make_build_fn(BuildTask("long", "v", "exact", "l2", {}, 5, 1))(
+        iter([items])))
+    store = LocalStore(TOKEN if store_on else None)
+    loaded = search_tasks._LoadedIndex(SearchTask("long", "long", "l2", 5, 8, store=store))
+    loaded.load(0, packed, 0)
+    assert (local_store.read(TOKEN, 0) is not None) is store_on
+    _, labels = loaded.index.search(vectors[:20], 5)
+    truth, _ = brute_force(vectors, vectors[:20], 5, "euclidean")
+    assert loaded.ids[labels].tolist() == truth.tolist()
+
+
+def test_binary_values_are_views_of_the_right_bytes():
+    values = [b"first", b"", b"third value"]
+    for kind in (pa.binary(), pa.large_binary()):
+        array = pa.array(values, kind)
+        for offset in (0, 1):
+            sliced = array.slice(offset)
+            for row in range(len(sliced)):
+                view = tables.binary_value(sliced, row)
+                assert view.to_pybytes() == values[offset + row]
+                if view.size:
+                    assert array.buffers()[2].address <= view.address

@@ -20,7 +20,8 @@ from synapseml_ext.nn.plan import store_limit
 from synapseml_ext.nn.task_config import JoinChunksTask, LocalStore
 from synapseml_ext.nn.vectors import ERROR_PREFIX, DataErrors
 
-# Key of the metadata's save format: 1 raw index bytes (absent), 2 packed ones (nn.packing).
+# Key of the metadata's save format: 2 since index bytes may be packed (nn.packing); absent
+# (saved before the key), read as 1: raw or packed bytes, each row's info says which.
 FORMAT = "synapsemlExtFormat"
 SAVE_FORMAT = 2
 
@@ -103,7 +104,11 @@ def _check_format(metadata: dict[str, Any], where: str) -> None:
     """A model saved in a format newer than this version reads is one line saying so, not
     a checksum error on bytes it cannot unpack."""
     saved = metadata.get(FORMAT, 1)
-    if not isinstance(saved, int) or saved > SAVE_FORMAT:
+    if isinstance(saved, bool) or not isinstance(saved, int):
+        raise ValueError(f"{ERROR_PREFIX} {where} cannot be read (its metadata records save "
+                         f"format {saved!r}): it is damaged; restore it from a copy, or fit "
+                         "and save the model again")
+    if saved > SAVE_FORMAT:
         raise ValueError(
             f"{ERROR_PREFIX} {where} was saved by synapseml-ext "
             f"{metadata.get('synapsemlExtVersion', '(newer)')} in save format {saved!r}, which "

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from synapseml_ext.engine.errors import ERROR_PREFIX
+
 if TYPE_CHECKING:
     from synapseml_ext.nn.task_config import LocalStore
 
@@ -96,6 +98,10 @@ def binary_array(value: Any) -> Any:
     """A one-value binary Arrow array over the buffer ``value`` (not a copy of it)."""
     import pyarrow as pa
 
+    if value.size > np.iinfo(np.int32).max:  # Spark's binary values have int32 offsets
+        raise ValueError(f"{ERROR_PREFIX} an index partition of {value.size / 2**30:.1f} GiB "
+                         "is more than one Spark value holds (2 GiB): raise numPartitions so "
+                         "that each holds fewer items")
     offsets = pa.py_buffer(np.array([0, value.size], dtype=np.int32))
     return pa.Array.from_buffers(pa.binary(), 1, [None, offsets, value])
 
