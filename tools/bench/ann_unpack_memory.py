@@ -1,6 +1,7 @@
 """Python-worker memory of the two paths that unpack a packed index partition: ``load()``
 joining a saved model's pieces (``saved_tasks.make_join_chunks_fn``) and a search task that
-receives a partition's bytes (a miss: ``search_tasks._LoadedIndex.load``), for a git
+receives a partition's bytes (a miss: ``search_tasks._LoadedIndex.load``, with the local
+index store on, its default, and off), for a git
 revision against the working tree, in one run.
 
     .venv/bin/python tools/bench/ann_unpack_memory.py --before REV [--items 400000]
@@ -53,7 +54,7 @@ batch = table.to_batches()[0]
 with open("/proc/self/clear_refs", "w") as f:
     f.write("5")  # the peak (VmHWM) from here on: imports and the read peaked higher
 before, anon, mapped = status("VmRSS"), status("RssAnon"), status("RssFile")
-store = LocalStore("0" * 32, -1)
+store = LocalStore(None if kind == "miss-no-store" else "0" * 32, -1)
 if kind == "load":
     out = list(saved_tasks.make_join_chunks_fn(JoinChunksTask(path, None, store))(iter([batch])))
 else:
@@ -119,14 +120,16 @@ def main() -> None:
         for label, python_dir in versions.items():
             load = measure(python_dir, pieces, "load", work)
             miss = measure(python_dir, row, "miss", work)
+            bare = measure(python_dir, row, "miss-no-store", work)
             rows.append([label] + [f"{m['added'] / raw:.2f}x ({m['anon'] / raw:.2f}x / "
-                                   f"{m['file'] / raw:.2f}x)" for m in (load, miss)])
+                                   f"{m['file'] / raw:.2f}x)" for m in (load, miss, bare)])
         print(f"\none {args.algorithm} partition: {args.items} x 384 float32, "
               f"{raw / 2**20:.0f} MiB raw, "
               f"{pieces.stat().st_size / 2**20:.0f} MiB saved pieces")
         print("peak resident memory the path added, as a multiple of the raw partition "
               "(after it: anonymous / file-backed, i.e. mapped, pages added)")
-        print(markdown_table(["version", "load() joining the pieces", "search miss"], rows))
+        print(markdown_table(["version", "load() joining the pieces", "search miss",
+                              "search miss, local store off"], rows))
 
 
 if __name__ == "__main__":
