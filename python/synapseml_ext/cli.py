@@ -277,9 +277,13 @@ class _Run:
         return code
 
     def stop(self) -> None:
+        from synapseml_ext.cli_output import remove_staged, settle_staged
+
         if self.spark is not None:
+            settle_staged(self.spark)
             self.spark.stop()
             self.spark = None
+        remove_staged()  # what a failed job's tasks wrote after it ended
 
     def finish(self, code: int) -> None:
         """Keep only a log that an error message names; Spark's log4j settings go."""

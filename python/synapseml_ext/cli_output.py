@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from synapseml_ext.cli_io import TOOL, InputPlan, _local, version
 from synapseml_ext.engine.errors import UserInputError
@@ -122,14 +123,72 @@ def _check_ours(directory: Path, shown: str) -> dict:
 def staged_output(plan: OutputPlan, description: dict) -> Iterator[Path]:
     """Yield the temporary directory to write; on success mark it as ours and move it into
     place (a previous output of ours is moved aside first, then deleted); on failure remove
-    it, so that nothing is left behind and a retry starts clean. ``description`` goes into
-    the marker as it is when the block ends (the job may add what it learnt)."""
+    it, so that nothing is left behind and a retry starts clean (and again in
+    :func:`remove_staged`). ``description`` goes into the marker as it is when the block
+    ends (the job may add what it learnt)."""
+    _staged.add(plan.temp)
     try:
         yield plan.temp
         _write_marker(plan.temp, description)
         _move_into_place(plan)
+        _staged.discard(plan.temp)
     finally:
         shutil.rmtree(plan.temp, ignore_errors=True)
+
+
+# This process's staged directories: a failed or cancelled job's tasks run on until they
+# next check for it and can write into one after staged_output removed it (seen on Spark
+# 3.5 after Ctrl-C), so they are removed again once those tasks have ended.
+_staged: set[Path] = set()
+
+
+def settle_staged(spark: Any) -> None:
+    """Where an output did not finish, wait (at most 20 s) for ``spark``'s running tasks to
+    end: they may still write into its staged directory."""
+    if _staged:
+        _wait_for_tasks(spark, 20.0)
+
+
+def remove_staged() -> None:
+    """Remove the staged directories of outputs that did not finish; after Spark's stop.
+    Their JVM is ended first: a cancelled task can still write after ``SparkContext.stop()``
+    returned (seen on Spark 3.5), and the CLI is done with the JVM."""
+    if _staged:
+        _end_jvm()
+    for temp in _staged:
+        shutil.rmtree(temp, ignore_errors=True)
+    _staged.clear()
+
+
+def _end_jvm() -> None:
+    from pyspark import SparkContext
+
+    gateway = SparkContext._gateway
+    process = getattr(gateway, "proc", None)  # set by pyspark when it launched the JVM
+    if process is None:
+        return
+    try:
+        gateway.shutdown()
+    except Exception:  # already gone
+        pass
+    process.kill()
+    process.wait(timeout=60)
+    SparkContext._gateway = SparkContext._jvm = None
+
+
+def _wait_for_tasks(spark: Any, seconds: float) -> None:
+    """Until no task has run for 1 s: jobs are cancelled on every look (one that started
+    meanwhile too), and a cancelled task runs on until it next checks."""
+    deadline, idle = time.monotonic() + seconds, 0
+    try:
+        tracker = spark.sparkContext._jsc.sc().statusTracker()
+        while time.monotonic() < deadline and idle < 5:
+            spark.sparkContext.cancelAllJobs()
+            running = sum(info.numRunningTasks() for info in tracker.getExecutorInfos())
+            idle = 0 if running else idle + 1
+            time.sleep(0.2)
+    except (Exception, KeyboardInterrupt):  # Spark stopping, or Ctrl-C again: stop waiting
+        return
 
 
 def read_marker(directory: Path) -> dict | None:
