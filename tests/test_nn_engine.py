@@ -35,6 +35,26 @@ def test_each_index_kind_reaches_its_target_and_round_trips(data, algorithm):
     assert (again.search(prepared, 10)[1] == labels).all()
 
 
+@pytest.mark.parametrize("algorithm", ["exact", "ivfflat", "hnsw"])
+def test_a_local_copy_read_from_its_file_answers_as_the_built_index(data, algorithm, tmp_path):
+    items, queries = data
+    built = index_build.build_index(items, algorithm, "euclidean", {}, k=10)
+    path = tmp_path / "part.faiss"
+    path.write_bytes(engine.serialize(built).tobytes())
+    prepared = engine.prepare_vectors(queries, "euclidean")
+    mapped = engine.read_mapped(str(path), built.info)
+    for got, want in zip(mapped.search(prepared, 10), built.search(prepared, 10), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_read_ahead_leaves_empty_and_missing_files_to_faiss(tmp_path):
+    (tmp_path / "empty").write_bytes(b"")
+    engine._read_ahead(str(tmp_path / "empty"))
+    engine._read_ahead(str(tmp_path / "missing"))
+    with pytest.raises(RuntimeError):
+        engine.read_mapped(str(tmp_path / "empty"), engine.BuildInfo("flat", 0, 32, "l2"))
+
+
 def test_small_partitions_are_exact_and_padded():
     rng = np.random.default_rng(0)
     items = rng.standard_normal((30, 8)).astype(np.float32)

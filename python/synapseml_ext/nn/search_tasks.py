@@ -130,6 +130,7 @@ def _searcher(cfg: SearchTask, local: bool) -> Callable:
 
     return search
 
+
 class _LoadedIndex:
     """The one index partition a search task holds: deserialized from the row carrying it,
     or from this executor's local copy."""

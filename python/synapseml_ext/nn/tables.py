@@ -105,13 +105,13 @@ def binary_array(value: Any) -> Any:
     offsets = pa.py_buffer(np.array([0, value.size], dtype=np.int32))
     return pa.Array.from_buffers(pa.binary(), 1, [None, offsets, value])
 
-def keep_locally(store: LocalStore, part: int, row: Any) -> None:
+def keep_locally(store: LocalStore, part: int, row: Any) -> bool:
     """Keep index partition ``part`` (a one-row index batch) in this executor's local store,
-    where the plan uses local copies (``store.token`` set)."""
+    where the plan uses local copies (``store.token`` set); True if the copy is there."""
     from synapseml_ext.nn import local_store
 
-    if store.token:
-        local_store.write(store.token, part, row, store.limit)
+    return bool(store.token) and local_store.write(store.token, part, row, store.limit)
+
 
 def task_name() -> str | None:
     """``stage.partition`` of the Spark task running this (None outside Spark)."""

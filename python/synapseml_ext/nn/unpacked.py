@@ -12,7 +12,7 @@ import numpy as np
 
 from synapseml_ext.nn import local_store, packing
 from synapseml_ext.nn.integrity import PartitionDigest, partition_digest
-from synapseml_ext.nn.tables import IDS, INDEX, LABELS, binary_value
+from synapseml_ext.nn.tables import IDS, INDEX, LABELS, binary_value, keep_locally
 from synapseml_ext.nn.task_config import LocalStore
 
 
@@ -27,7 +27,7 @@ def keep_unpacked(store: LocalStore, part: int, row: Any,
     if raw_bytes is None:  # saved before packing: the bytes are at hand
         if check is not None:
             check(partition_digest(binary_value(row.column(INDEX), 0), *_ids_and_labels(row)))
-        return bool(store.token) and local_store.write(store.token, part, row, store.limit)
+        return keep_locally(store, part, row)
     checked = False
 
     def frames() -> Iterator[np.ndarray]:
